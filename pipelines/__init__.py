@@ -1,0 +1,1 @@
+"""Named parameter presets (TOML), installed with the package as microbleeds.pipelines."""
