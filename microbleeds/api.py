@@ -1,0 +1,222 @@
+"""Python API: :func:`detect` runs every stage on one scan; the CLI calls the same function.
+
+>>> import microbleeds
+>>> result = microbleeds.detect("sub-01_swi.nii.gz")            # doctest: +SKIP
+>>> result.summary["counts"]["total"], result.lesions[0]["x_mm"]  # doctest: +SKIP
+>>> result.write("derivatives/microbleeds")                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from nibabel.affines import apply_affine
+
+from . import __version__
+from .describe import describe_regions
+from .detect import find_seeds
+from .load import Scan, from_canonical, load_mask, load_scan
+from .mimics import classify
+from .prepare import brain_mask, erode_mm, noise_level, relative_intensity
+from .presets import DEFAULT_PRESET, Parameters, load_parameters
+from .segment import grow_regions
+
+LESION_COLUMNS = (
+    "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k", "diameter_mm", "max_inplane_diameter_mm",
+    "volume_mm3", "contrast", "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
+)
+CANDIDATE_COLUMNS = (
+    "candidate_id", "status", "reason", "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k",
+    "diameter_mm", "max_inplane_diameter_mm", "volume_mm3", "n_voxels", "depth", "contrast",
+    "background", "cnr", "circularity", "elongation", "n_slices", "centroid_shift_mm", "vesselness",
+    "edge_distance_mm", "reached_limit", "frst_response", "phase_score", "phase_sign",
+    "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
+)
+SIZE_BINS_MM = ((0.0, 2.0, "<2mm"), (2.0, 5.0, "2-5mm"), (5.0, 10.0, "5-10mm"), (10.0, np.inf, ">=10mm"))
+
+
+@dataclass
+class DetectionResult:
+    """Everything one run found on one scan.
+
+    Attributes
+    ----------
+    lesions : list of dict
+        Accepted candidates, columns :data:`LESION_COLUMNS`.
+    candidates : list of dict
+        Every candidate with its features and rejection reason, :data:`CANDIDATE_COLUMNS`.
+    labels : ndarray int32
+        Lesion map on the input's own grid (value = lesion_id).
+    mask : ndarray bool
+        Brain mask on the input's own grid.
+    summary : dict
+        Counts, burden category, parameters, software and input provenance.
+    scan : Scan
+    """
+
+    lesions: list
+    candidates: list
+    labels: np.ndarray
+    mask: np.ndarray
+    summary: dict
+    scan: Scan
+    images: dict = field(default_factory=dict)
+
+    def write(self, out_dir, name=None):
+        """Write the result set into ``out_dir/<name>/`` atomically; returns that folder."""
+        from .report import write_result
+
+        return write_result(self, out_dir, name)
+
+
+def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, **overrides) -> DetectionResult:
+    """Find cerebral microbleeds on one SWI or GRE-T2* magnitude scan.
+
+    Parameters
+    ----------
+    source : str, Path, nibabel image, ndarray or Scan
+        The scan (3D, or 4D multi-echo). An array needs ``affine``.
+    mask : str, Path or ndarray of bool, optional
+        Brain mask on the scan's grid; computed automatically when omitted.
+    pipeline : str
+        Preset name (see ``microbleeds.presets.preset_names()``) or path to a TOML preset.
+    affine : ndarray (4, 4), optional
+        Voxel-to-world affine (mm) for an array ``source``.
+    **overrides
+        Any :class:`~microbleeds.presets.Parameters` field, e.g. ``max_diameter_mm=10``.
+
+    Returns
+    -------
+    DetectionResult
+
+    Raises
+    ------
+    InputError
+        For unusable input files (message names the file and the problem).
+    """
+    params = load_parameters(pipeline, **overrides)
+    scan = source if isinstance(source, Scan) else load_scan(source, echo=_echo(params.echo), affine=affine)
+    brain = _mask(mask, scan, params)
+    vox = scan.voxel_size_mm
+    rel = relative_intensity(scan.magnitude, brain, vox, params.background_sigma_mm)
+    sigma = noise_level(rel, brain)
+    interior = erode_mm(brain, vox, params.edge_margin_mm)
+    seeds, response = find_seeds(rel, interior, vox, params.radii_mm(), sigma, params.min_contrast)
+    regions = grow_regions(rel, brain, seeds, vox, params.max_diameter_mm, params.depth_fraction,
+                           min_depth=0.5 * params.min_contrast)
+    rows = describe_regions(regions, rel, brain, response, scan.affine, vox, sigma, params.shell_mm)
+    for row in rows:
+        centre = tuple(np.clip(np.round(row["centroid_vox"]).astype(int), 0, np.array(brain.shape) - 1))
+        row["inside_brain"] = bool(brain[centre])
+        row.setdefault("region", "unknown")
+        classify(row, params)
+    candidates, lesions, lesion_of_region = _tabulate(rows, scan)
+    labels = from_canonical(lesion_of_region[regions.labels], scan.ornt).astype(np.int32)
+    summary = build_summary(scan, params, lesions, candidates, sigma, brain)
+    return DetectionResult(lesions, candidates, labels, from_canonical(brain, scan.ornt), summary, scan)
+
+
+def _echo(echo):
+    return int(echo) if str(echo).lstrip("-").isdigit() else echo
+
+
+def _mask(mask, scan, params):
+    if mask is None:
+        return brain_mask(scan.magnitude, scan.voxel_size_mm, params.bias_correction, params.mask_opening_mm)
+    if isinstance(mask, np.ndarray):
+        if mask.shape != scan.native_shape:
+            raise ValueError(f"mask: shape {mask.shape} differs from the scan's {scan.native_shape}")
+        from .load import to_canonical
+
+        return to_canonical(mask.astype(bool), scan.native_affine)[0]
+    return load_mask(mask, scan)
+
+
+def _tabulate(rows, scan):
+    """Order candidates by world position, number them, and build both tables."""
+    order = sorted(range(len(rows)), key=lambda r: tuple(np.round(rows[r]["world_mm"][::-1], 2)))
+    native_inverse = np.linalg.inv(scan.native_affine)
+    lesion_of_region = np.zeros(len(rows) + 1, np.int32)
+    candidates, lesions = [], []
+    for candidate_id, r in enumerate(order, start=1):
+        row = rows[r]
+        x, y, z = (float(v) for v in row["world_mm"])
+        i, j, k = (int(v) for v in np.round(apply_affine(native_inverse, row["world_mm"])))
+        lesion_id = 0
+        if row["status"] == "accepted":
+            lesion_id = len(lesions) + 1
+            lesion_of_region[r + 1] = lesion_id
+        out = {"candidate_id": candidate_id, "lesion_id": lesion_id, "x_mm": x, "y_mm": y, "z_mm": z,
+               "i": i, "j": j, "k": k}
+        for column in CANDIDATE_COLUMNS:
+            if column not in out:
+                out[column] = row.get(column, "")
+        out["region"] = row.get("region", "unknown")
+        candidates.append(out)
+        if lesion_id:
+            lesions.append({column: out.get(column, "") for column in LESION_COLUMNS})
+    return candidates, lesions, lesion_of_region
+
+
+def burden_category(count):
+    """Burden category of the ITP study: '0', '1', '2-4' or '>=5' microbleeds."""
+    return "0" if count == 0 else "1" if count == 1 else "2-4" if count <= 4 else ">=5"
+
+
+def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sigma, brain):
+    """Summary dict of a run: counts, burden, acquisition, parameters, provenance."""
+    by_size = {label: 0 for _, _, label in SIZE_BINS_MM}
+    for lesion in lesions:
+        for lo, hi, label in SIZE_BINS_MM:
+            if lo <= lesion["diameter_mm"] < hi:
+                by_size[label] += 1
+    by_region = {}
+    for lesion in lesions:
+        by_region[lesion["region"]] = by_region.get(lesion["region"], 0) + 1
+    reasons = {}
+    for c in candidates:
+        if c["reason"]:
+            reasons[c["reason"]] = reasons.get(c["reason"], 0) + 1
+    definite = sum(1 for lesion in lesions if lesion["certainty"] == "definite")
+    notes = ["Magnitude only: calcifications cannot be excluded (no phase given)."]
+    return {
+        "software": {"name": "microbleeds", "version": __version__},
+        "input": {
+            "path": scan.path,
+            "sha256": scan.sha256,
+            "shape": list(scan.native_shape),
+            "voxel_size_mm": [round(float(v), 6) for v in np.sqrt((scan.native_affine[:3, :3] ** 2).sum(0))],
+            "affine": np.round(scan.native_affine, 6).tolist(),
+            "echoes": scan.echo,
+        },
+        "acquisition": acquisition(scan, params),
+        "pipeline": {"name": params.preset, "version": params.preset_version, "parameters": params.to_dict()},
+        "counts": {
+            "total": len(lesions),
+            "definite": definite,
+            "possible": len(lesions) - definite,
+            "by_size": by_size,
+            "by_region": by_region,
+        },
+        "burden_category": burden_category(len(lesions)),
+        "candidates": len(candidates),
+        "rejected_by_rule": dict(sorted(reasons.items())),
+        "brain_volume_ml": round(float(brain.sum() * np.prod(scan.voxel_size_mm)) / 1000.0, 3),
+        "noise_sigma_relative": round(float(noise_sigma), 6),
+        "notes": notes,
+    }
+
+
+def acquisition(scan: Scan, params: Parameters):
+    """Sequence, field strength and TE: from the BIDS sidecar when present, else the preset."""
+    side = scan.sidecar
+    te = side.get("EchoTime")
+    if isinstance(te, list):
+        te = te[-1]
+    return {
+        "sequence": params.sequence,
+        "field_strength_t": side.get("MagneticFieldStrength", params.field_strength_t),
+        "echo_time_ms": round(float(te) * 1000.0, 4) if isinstance(te, (int, float)) else params.echo_time_ms,
+        "source": "sidecar" if side else "preset",
+    }

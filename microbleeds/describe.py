@@ -1,0 +1,186 @@
+"""Describe: size, shape, contrast and context of every segmented candidate, in mm.
+
+Features are computed on a small neighbourhood (patch) of each candidate, never on the whole
+volume. Canonical voxel axes: 0 = left-right, 1 = posterior-anterior, 2 = inferior-superior, so
+"in-plane" means the axial plane and "slices" are axial slices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from nibabel.affines import apply_affine
+from scipy import ndimage as ndi
+
+FEATURES = (
+    "n_voxels", "volume_mm3", "diameter_mm", "max_inplane_diameter_mm", "depth", "contrast",
+    "background", "cnr", "circularity", "elongation", "n_slices", "centroid_shift_mm",
+    "vesselness", "edge_distance_mm", "reached_limit", "frst_response",
+)
+EDGE_CAP_MM = 5.0
+
+
+def describe_regions(regions, rel, mask, response, affine, voxel_size_mm, noise_sigma, shell_mm=1.5):
+    """Feature table (list of dicts) for every region.
+
+    Parameters
+    ----------
+    regions : segment.Regions
+    rel : ndarray float32
+        Relative intensity (tissue ~ 1).
+    mask : ndarray bool
+        Brain mask.
+    response : ndarray float32
+        FRST response map (detect.frst_response).
+    affine : ndarray (4, 4)
+        Canonical voxel-to-world affine, mm.
+    voxel_size_mm : sequence of 3 floats
+    noise_sigma : float
+        Noise standard deviation of ``rel``.
+    shell_mm : float
+        Thickness of the background shell around a candidate, mm.
+    """
+    vox = np.asarray(voxel_size_mm, dtype=float)
+    rows = []
+    for r in range(len(regions)):
+        voxels = regions.region(r)
+        row = {"centroid_vox": None}
+        row.update(_size_shape(voxels, rel, vox))
+        row.update(_context(voxels, r + 1, regions.labels, rel, mask, vox, noise_sigma, shell_mm))
+        row["reached_limit"] = bool(regions.reached_limit[r])
+        row["frst_response"] = float(response[tuple(regions.seeds[r])])
+        row["centroid_vox"] = _centroid(voxels, rel)
+        row["world_mm"] = apply_affine(affine, row["centroid_vox"])
+        rows.append(row)
+    return rows
+
+
+def _centroid(voxels, rel):
+    """Darkness-weighted centroid of a region (voxel coordinates, float)."""
+    weights = np.maximum(1.0 - rel[tuple(voxels.T)].astype(float), 1e-3)
+    return (voxels * weights[:, None]).sum(axis=0) / weights.sum()
+
+
+def _size_shape(voxels, rel, vox):
+    n = len(voxels)
+    volume = n * float(np.prod(vox))
+    points = voxels * vox
+    cov = np.cov(points.T, bias=True) if n > 1 else np.zeros((3, 3))
+    cov = cov + np.eye(3) * vox.max() ** 2 / 12.0  # a voxel's shape within it is unknown: isotropic
+    eig = np.sort(np.linalg.eigvalsh(cov))
+    slices = np.unique(voxels[:, 2])
+    shifts = []
+    inplane = 0.0
+    best_slice, best_area = None, -1
+    previous = None
+    for z in slices:
+        pts = points[voxels[:, 2] == z][:, :2]
+        centre = pts.mean(axis=0)
+        if previous is not None:
+            shifts.append(float(np.linalg.norm(centre - previous)))
+        previous = centre
+        inplane = max(inplane, _feret(pts, vox[:2]))
+        if len(pts) > best_area:
+            best_slice, best_area = pts, len(pts)
+    area = best_area * vox[0] * vox[1]
+    feret = _feret(best_slice, vox[:2])
+    values = rel[tuple(voxels.T)]
+    return {
+        "n_voxels": n,
+        "volume_mm3": volume,
+        "diameter_mm": float((6.0 * volume / np.pi) ** (1.0 / 3.0)),
+        "max_inplane_diameter_mm": inplane,
+        "depth": float(1.0 - values.min()),
+        "mean_rel": float(values.mean()),
+        "circularity": float(min(1.0, area / (np.pi * (feret / 2.0) ** 2))),
+        "elongation": float(np.sqrt(eig[2] / max(eig[0], 1e-9))),
+        "n_slices": int(len(slices)),
+        "centroid_shift_mm": float(max(shifts) if shifts else 0.0),
+    }
+
+
+def _feret(points_mm, pixel_mm):
+    """Largest extent of a set of in-plane voxel centres, plus one pixel, mm."""
+    if len(points_mm) > 400:
+        points_mm = points_mm[np.linspace(0, len(points_mm) - 1, 400).astype(int)]
+    diff = points_mm[:, None, :] - points_mm[None, :, :]
+    return float(np.sqrt((diff ** 2).sum(-1)).max() + np.mean(pixel_mm))
+
+
+def _patch_bounds(voxels, shape, margin_vox):
+    lo = np.maximum(voxels.min(axis=0) - margin_vox, 0)
+    hi = np.minimum(voxels.max(axis=0) + margin_vox + 1, shape)
+    return lo, hi
+
+
+def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm):
+    """Features that need the neighbourhood: contrast to a shell, CNR, vesselness, edge."""
+    margin = np.ceil(np.maximum(EDGE_CAP_MM, 3 * shell_mm) / vox).astype(int) + 1
+    lo, hi = _patch_bounds(voxels, rel.shape, margin)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    p_rel, p_mask, p_labels = rel[box], mask[box], labels[box]
+    own = p_labels == label
+    # background shell: within shell_mm of the region, outside every region, inside the brain
+    dist_out = ndi.distance_transform_edt(~own, sampling=vox)
+    shell = (dist_out > 0) & (dist_out <= shell_mm + 0.5 * vox.max()) & (p_labels == 0) & p_mask
+    background = float(np.median(p_rel[shell])) if shell.any() else 1.0
+    mean_rel = float(p_rel[own].mean())
+    contrast = 1.0 - mean_rel / max(background, 1e-6)
+    n = int(own.sum())
+    edge = _edge_distance(p_mask, own, lo, hi, rel.shape, vox)
+    return {
+        "background": background,
+        "contrast": float(contrast),
+        "cnr": float((background - mean_rel) * np.sqrt(n) / max(noise_sigma, 1e-6)),
+        "vesselness": _vesselness(p_rel, voxels - lo, vox),
+        "edge_distance_mm": edge,
+    }
+
+
+def _edge_distance(p_mask, own, lo, hi, shape, vox):
+    """Distance (mm) from the region's nearest voxel to the brain-mask edge, capped at 5 mm.
+
+    The patch border counts as brain unless it is the border of the image."""
+    pads = [(1, 1)] * 3
+    padded = np.pad(p_mask, pads, mode="constant", constant_values=True)
+    for axis in range(3):
+        if lo[axis] == 0:
+            index = [slice(None)] * 3
+            index[axis] = 0
+            padded[tuple(index)] = False
+        if hi[axis] == shape[axis]:
+            index = [slice(None)] * 3
+            index[axis] = -1
+            padded[tuple(index)] = False
+    dist = ndi.distance_transform_edt(padded, sampling=vox)[1:-1, 1:-1, 1:-1]
+    return float(min(dist[own].min(), EDGE_CAP_MM))
+
+
+def _vesselness(p_rel, local_voxels, vox):
+    """Frangi-type tubularity (0..1) of the dark structure at the region's darkest voxel.
+
+    Hessian of the patch smoothed at a scale of the region's own radius, in mm; a dark tube has
+    two large positive eigenvalues and one near zero (high), a dark ball three alike (low).
+    """
+    n = len(local_voxels)
+    radius_mm = 0.5 * (6.0 * n * np.prod(vox) / np.pi) ** (1.0 / 3.0)
+    sigma_mm = max(radius_mm / np.sqrt(3.0), 0.6 * vox.min())
+    sigma = sigma_mm / vox
+    values = p_rel[tuple(local_voxels.T)]
+    centre = tuple(local_voxels[int(np.argmin(values))])
+    hessian = np.empty((3, 3))
+    data = p_rel.astype(np.float64)
+    for a in range(3):
+        for b in range(a, 3):
+            order = [0, 0, 0]
+            order[a] += 1
+            order[b] += 1
+            d = ndi.gaussian_filter(data, sigma, order=order, mode="nearest")[centre]
+            hessian[a, b] = hessian[b, a] = d / (vox[a] * vox[b]) * sigma_mm ** 2
+    eig = np.linalg.eigvalsh(hessian)
+    eig = eig[np.argsort(np.abs(eig))]
+    l1, l2, l3 = eig
+    if l2 <= 0 or l3 <= 0:
+        return 0.0
+    ra = abs(l2) / abs(l3)
+    rb = abs(l1) / np.sqrt(abs(l2 * l3))
+    return float((1.0 - np.exp(-ra ** 2 / 0.5)) * np.exp(-rb ** 2 / 0.5))

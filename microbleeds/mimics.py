@@ -1,0 +1,76 @@
+"""Filter mimics: named rules that reject candidates, plus certainty and confidence.
+
+Each rule compares one feature with one parameter; the first rule a candidate fails is its
+rejection reason. Rules, in order:
+
+``outside_brain``   the region's centre is outside the brain mask (or in CSF, once located)
+``brain_edge``      within ``edge_margin_mm`` of the brain-mask edge: partial volume, air-tissue dropout
+``too_large``       equivalent diameter above ``max_diameter_mm``, or growth never closed
+``tubular``         elongated (``max_elongation``) or vessel-like Hessian (``max_vesselness``), or
+                    a line drifting across slices (``max_centroid_shift_mm`` per slice): veins
+``too_small``       equivalent diameter below ``min_diameter_mm``
+``faint``           contrast to its shell below ``min_contrast`` or CNR below ``min_cnr``: noise
+``calcification``   diamagnetic phase pattern (needs phase)
+
+Confidence is the smallest of per-rule soft margins (logistic, 0.5 at each rule's threshold),
+so every accepted candidate has confidence > 0.5 and the weakest feature decides. MARS
+(Gregoire et al. 2009, Neurology 73:1759) asks raters for *definite* or *possible*: here a
+lesion is ``definite`` when its confidence reaches ``definite_confidence``.
+"""
+
+from __future__ import annotations
+
+import math
+
+RULES = ("outside_brain", "brain_edge", "too_large", "tubular", "too_small", "faint", "calcification")
+
+
+def _soft(margin, width):
+    """Logistic of a signed margin (positive = passes), 0.5 at the threshold."""
+    return 1.0 / (1.0 + math.exp(-max(min(margin / width, 50.0), -50.0)))
+
+
+def rule_margins(row, p):
+    """Signed margins of every rule (positive passes), with the soft widths used for confidence."""
+    margins = {
+        "brain_edge": (row["edge_distance_mm"] - p.edge_margin_mm, 0.5),
+        "too_large": (p.max_diameter_mm - row["diameter_mm"], 0.5),
+        "tubular": (min(p.max_elongation - row["elongation"],
+                        2.0 * (p.max_vesselness - row["vesselness"]),
+                        p.max_centroid_shift_mm - row["centroid_shift_mm"]), 0.25),
+        "too_small": (row["diameter_mm"] - p.min_diameter_mm, 0.2),
+        "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / 20.0), 0.05),
+    }
+    if row.get("phase_score") is not None and row.get("phase_sign") is not None:
+        margins["calcification"] = (row["phase_score"], 1.0)
+    return margins
+
+
+def classify(row, p):
+    """Set ``status``, ``reason``, ``confidence`` and ``certainty`` of one candidate in place."""
+    margins = rule_margins(row, p)
+    reason = ""
+    if not row.get("inside_brain", True):
+        reason = "outside_brain"
+    elif row.get("region") == "outside_brain":
+        reason = "outside_brain"
+    elif margins["brain_edge"][0] < 0:
+        reason = "brain_edge"
+    elif margins["too_large"][0] < 0 or row["reached_limit"]:
+        reason = "too_large" if row["elongation"] < p.max_elongation else "tubular"
+    elif margins["tubular"][0] < 0:
+        reason = "tubular"
+    elif margins["too_small"][0] < 0:
+        reason = "too_small"
+    elif margins["faint"][0] < 0:
+        reason = "faint"
+    elif row.get("phase_sign") == -1 and p.reject_calcifications:
+        reason = "calcification"
+    confidence = min(_soft(m, w) for m, w in margins.values())
+    if reason and confidence > 0.5:
+        confidence = 0.5 * confidence  # a rejected candidate never looks surer than an accepted one
+    row["status"] = "rejected" if reason else "accepted"
+    row["reason"] = reason
+    row["confidence"] = round(float(confidence), 4)
+    row["certainty"] = "" if reason else ("definite" if confidence >= p.definite_confidence else "possible")
+    return row

@@ -1,0 +1,1273 @@
+"""Physical phantoms of SWI / GRE-T2* brain scans with known cerebral microbleeds.
+
+The images are simulated from a susceptibility model, not painted:
+
+1. an analytic head (ellipsoidal cerebrum with a sulcated cortical grey-matter ribbon, white
+   matter, lateral and third ventricles, iron-rich deep grey nuclei, brainstem and cerebellum
+   below a tentorium, CSF / skull / scalp layers, air outside and an optional air-filled sinus
+   pocket frontal-basal) is sampled on a *fine grid* (the acquisition grid oversampled by an
+   integer factor per axis, default about 0.6 mm), together with branching curved veins
+   (anti-aliased tubes, 0.4-1.5 mm diameter);
+2. the relative field ``dB/B0`` of this susceptibility map is computed by the k-space dipole
+   convolution (:func:`microbleeds._dipole.field_from_chi`, B0 direction configurable);
+3. the GRE signal ``M0 exp(-R2* TE) exp(i phase)`` is computed on the fine grid and
+   complex-averaged into the acquisition voxels, so intra-voxel dephasing happens as on a
+   scanner;
+4. microbleeds (CMBs, paramagnetic spheres) and calcifications (diamagnetic spheres) are added
+   with their *analytic* sphere field evaluated on an adaptive sub-voxel grid of a local patch
+   around each source: the acquisition voxel is multiplied by ``mean(w exp(i phi))`` (``w`` the
+   signal left inside the sphere). Their dark "blooming" footprint therefore grows with
+   ``chi * B0 * TE`` and with voxel size, and a calcification of the same ``|chi|`` and size has
+   the same magnitude footprint and the opposite phase;
+5. a smooth multiplicative receive-bias field, a constant receiver phase and complex Gaussian
+   noise (Rician magnitude) are added; ``SNR = mean white-matter magnitude / sigma``.
+
+Sign convention
+---------------
+``phase = -gamma * dB * TE`` (``gamma = 2 pi * 42.577 MHz/T``). A paramagnetic source
+(CMB, vein, iron; ``chi > 0``) raises the field along B0 (``dB > 0`` on its B0 axis just
+outside it), so its phase there is **negative**; its field is 0 at its centre (inside a sphere,
+Lorentz-corrected) and positive phase appears in its equatorial plane. A diamagnetic
+calcification gives the opposite signs. This is the "right-handed" convention in which SWI
+uses a *negative*-phase mask (Haacke et al. 2004). Phases are wrapped to [-pi, pi].
+
+Susceptibilities are in ppm (SI) relative to water / CSF; CMB and calcification ``chi`` are
+relative to the tissue around them.
+
+Tissue parameters (3 T values; R2* is scaled linearly with B0)
+--------------------------------------------------------------
+===================  =====  ===========  =========
+tissue               M0     R2* (1/s)    chi (ppm)
+===================  =====  ===========  =========
+CSF / ventricles     1.00   3            0
+cortical GM          0.85   17           +0.03
+white matter         0.70   22           -0.025
+caudate              0.85   25           +0.07
+putamen              0.85   30           +0.09
+globus pallidus      0.80   45           +0.15
+thalamus             0.80   22           +0.05
+brainstem            0.75   22           -0.015
+red nucleus / SN     0.80   45           +0.13
+cerebellar GM / WM   0.85 / 0.70  18 / 22  +0.02 / -0.02
+dentate nucleus      0.80   40           +0.10
+venous blood         0.85   45           +0.45
+skull                0.05   300          0 (omitted)
+scalp                0.90   30           0
+sinus air            0      0            +9.4
+===================  =====  ===========  =========
+
+Sources: Haacke et al., "Susceptibility-weighted imaging: technical aspects and clinical
+applications", AJNR 2009 30:19-30 (SWI, vein and iron contrast, negative-phase mask);
+Haacke et al., MRM 2004 52:612-618 (SWI); Yablonskiy & Haacke, MRM 1994 32:749-763 (static
+dephasing, sphere and cylinder fields); Schweser et al., NeuroImage 2011 54:2789-2807 and
+Deistung et al., NeuroImage 2013 65:299-314 (tissue susceptibilities, deep grey iron);
+Wang & Liu, MRM 2015 73:82-101 (QSM review, dipole kernel, sign conventions, air +9.4 ppm);
+Peters et al., MRI 2007 25:748-753 (T2* at 1.5/3/7 T); Greenberg et al., Lancet Neurol 2009
+8:165-174 (CMB definition, 2-10 mm, blooming) and Gregoire et al., Neurology 2009
+73:1759-1766 (MARS: lobar / deep / infratentorial); Salomir et al. 2003 and Marques & Bowtell
+2005 (k-space field calculation).
+
+Limitations: the head is a smooth analytic model (the MNI option is not implemented yet); the
+skull and the head-air boundary carry no susceptibility (their field is smooth in the brain and
+would be removed by background-field filtering); no flow, chemical shift, T1 weighting or
+multi-echo; CMB/calcification factors are applied multiplicatively after averaging the
+background (a separable approximation, good while the background varies slowly in a voxel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numba import njit, prange
+
+from . import __version__
+from ._dipole import field_from_chi, phase_per_ppm, source_factor
+
+__all__ = [
+    "PhantomParams",
+    "Phantom",
+    "simulate",
+    "write_phantom",
+    "insert_cmbs",
+    "load_real_gre",
+    "make_sample",
+    "TISSUE_LABELS",
+    "TRUTH_COLUMNS",
+]
+
+# --------------------------------------------------------------------------------------------
+# tissue classes
+AIR, SCALP, SKULL, CSF, GM, WM, CAUDATE, PUTAMEN, PALLIDUM, THALAMUS, BRAINSTEM, MIDBRAIN, \
+    CB_GM, CB_WM, DENTATE, SINUS, VENTRICLE = range(17)
+
+TISSUE_LABELS = {
+    AIR: "air", SCALP: "scalp", SKULL: "skull", CSF: "csf", GM: "cortical_gm",
+    WM: "white_matter", CAUDATE: "caudate", PUTAMEN: "putamen", PALLIDUM: "globus_pallidus",
+    THALAMUS: "thalamus", BRAINSTEM: "brainstem", MIDBRAIN: "red_nucleus_substantia_nigra",
+    CB_GM: "cerebellar_gm", CB_WM: "cerebellar_wm", DENTATE: "dentate_nucleus",
+    SINUS: "sinus_air", VENTRICLE: "ventricle",
+}
+
+#: (M0, R2* at 3 T in 1/s, chi in ppm) per tissue class
+_TISSUE_PROPS = {
+    AIR: (0.0, 0.0, 0.0), SCALP: (0.9, 30.0, 0.0), SKULL: (0.05, 300.0, 0.0),
+    CSF: (1.0, 3.0, 0.0), GM: (0.85, 17.0, 0.03), WM: (0.70, 22.0, -0.025),
+    CAUDATE: (0.85, 25.0, 0.07), PUTAMEN: (0.85, 30.0, 0.09), PALLIDUM: (0.80, 45.0, 0.15),
+    THALAMUS: (0.80, 22.0, 0.05), BRAINSTEM: (0.75, 22.0, -0.015), MIDBRAIN: (0.80, 45.0, 0.13),
+    CB_GM: (0.85, 18.0, 0.02), CB_WM: (0.70, 22.0, -0.02), DENTATE: (0.80, 40.0, 0.10),
+    SINUS: (0.0, 0.0, 9.4), VENTRICLE: (1.0, 3.0, 0.0),
+}
+_VEIN_PROPS = (0.85, 45.0, 0.45)
+_BRAIN = (GM, WM, CAUDATE, PUTAMEN, PALLIDUM, THALAMUS, BRAINSTEM, MIDBRAIN, CB_GM, CB_WM, DENTATE)
+
+TRUTH_COLUMNS = ["truth_id", "type", "x_mm", "y_mm", "z_mm", "diameter_mm", "chi_ppm", "region",
+                 "lobe", "hemisphere"]
+
+SIGN_CONVENTION = ("phase = -gamma * dB * TE; paramagnetic (chi > 0) sources have negative phase "
+                   "along B0 just outside them, positive phase in their equatorial plane, 0 field "
+                   "at their centre; diamagnetic sources the opposite")
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PhantomParams:
+    """Parameters of a simulated SWI / GRE phantom.
+
+    Attributes
+    ----------
+    fov_mm : tuple of 3 float
+        Field of view along the acquisition axes i, j, k (mm).
+    voxel_size_mm : tuple of 3 float
+        Acquisition voxel size (mm), e.g. (1, 1, 2) or (0.9, 0.9, 3).
+    b0_t : float
+        Field strength (T): 1.5, 3 or 7 (any positive value works).
+    te_ms : float
+        Echo time (ms).
+    snr : float or None
+        Mean white-matter magnitude / noise sigma; None for a noise-free image.
+    n_cmb, n_calcifications, n_veins : int
+        Numbers of randomly placed microbleeds, calcifications and vein trees.
+    cmb_diameter_range_mm, cmb_chi_range_ppm : tuple of 2 float
+        Uniform ranges of true CMB diameter (mm) and susceptibility (ppm, relative).
+    calc_diameter_range_mm, calc_chi_range_ppm : tuple of 2 float
+        Same for calcifications (chi negative, diamagnetic).
+    region_weights : dict
+        Relative frequency of CMB regions ``lobar``, ``deep``, ``infratentorial``.
+    sources : tuple of dict
+        Explicitly placed sources, added to the random ones; each dict has ``type``
+        (``cmb``/``calcification``), ``x_mm, y_mm, z_mm`` (world), ``diameter_mm``, ``chi_ppm``.
+    anatomy : str
+        ``"analytic"`` (only one implemented; ``"mni"`` raises NotImplementedError).
+    head_scale : float
+        Scales the whole analytic head about the world origin (1 = adult-size small head,
+        brain about 112 x 140 x 100 mm).
+    oblique_deg : tuple of 3 float
+        Rotation of the acquisition grid relative to the head/world, about x, y, then z (deg).
+    centre_mm : tuple of 3 float
+        World position of the centre of the field of view (mm).
+    b0_direction : tuple of 3 float
+        B0 direction in world coordinates (default +z, superior).
+    bias_strength : float
+        Amplitude of the smooth multiplicative receive-bias field (0 = none; 0.2 = about +-20 %).
+    with_air_interface : bool
+        Add an air-filled sinus pocket (chi +9.4 ppm) frontal-basal, outside the brain.
+    oversampling : tuple of 3 int or None
+        Fine-grid factor per axis; None chooses ``round(voxel / fine_target_mm)`` (>= 1).
+    fine_target_mm : float
+        Target fine-grid spacing when ``oversampling`` is None.
+    margin_mm : float
+        Extra tissue simulated around the field of view for the field calculation (mm).
+    cmb_inside_signal : float
+        Relative signal left inside a CMB / calcification (0.0-1.0).
+    swi_hp_sigma_mm : float
+        Gaussian sigma (mm) of the homodyne low-pass used by the simple SWI.
+    swi_power : int
+        Power of the negative-phase mask in the simple SWI.
+    seed : int
+        Random seed; the output is deterministic (bit for bit) for a given seed and parameters.
+    """
+
+    fov_mm: tuple = (150.0, 180.0, 128.0)
+    voxel_size_mm: tuple = (1.0, 1.0, 2.0)
+    b0_t: float = 3.0
+    te_ms: float = 20.0
+    snr: float | None = 30.0
+    n_cmb: int = 10
+    n_calcifications: int = 2
+    n_veins: int = 40
+    cmb_diameter_range_mm: tuple = (0.8, 5.0)
+    cmb_chi_range_ppm: tuple = (0.5, 1.5)
+    calc_diameter_range_mm: tuple = (1.0, 4.0)
+    calc_chi_range_ppm: tuple = (-1.0, -0.3)
+    region_weights: dict = field(
+        default_factory=lambda: {"lobar": 0.5, "deep": 0.3, "infratentorial": 0.2})
+    sources: tuple = ()
+    anatomy: str = "analytic"
+    head_scale: float = 1.0
+    oblique_deg: tuple = (0.0, 0.0, 0.0)
+    centre_mm: tuple = (0.0, 0.0, 0.0)
+    b0_direction: tuple = (0.0, 0.0, 1.0)
+    bias_strength: float = 0.2
+    with_air_interface: bool = True
+    oversampling: tuple | None = None
+    fine_target_mm: float = 0.6
+    margin_mm: float = 6.0
+    cmb_inside_signal: float = 0.05
+    swi_hp_sigma_mm: float = 4.0
+    swi_power: int = 4
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return json.loads(json.dumps(d, default=_json_default))
+
+
+@dataclass
+class Phantom:
+    """A simulated scan and its ground truth.
+
+    Attributes
+    ----------
+    magnitude, phase, swi : float32 arrays (i, j, k)
+        Magnitude (arbitrary units, WM about 0.7 * exp(-R2* TE) times bias), wrapped phase (rad,
+        [-pi, pi]) and the simple SWI.
+    truth_labels : int16 array
+        Label map on the acquisition grid, value = ``truth_id`` (voxels at least half inside the
+        source, plus the voxel holding its centre).
+    tissue : uint8 array
+        Tissue class at each acquisition voxel centre (see :data:`TISSUE_LABELS`; veins not
+        included).
+    vein_fraction : float32 array
+        Venous blood volume fraction per acquisition voxel.
+    affine : (4, 4) float64 array
+        Voxel-to-world (RAS+ mm) affine.
+    truth : list of dict
+        One row per CMB / calcification, keys :data:`TRUTH_COLUMNS`.
+    params : PhantomParams
+    info : dict
+        Derived values (oversampling, noise sigma, sign convention, tissue table, timings ...).
+    """
+
+    magnitude: np.ndarray
+    phase: np.ndarray
+    swi: np.ndarray
+    truth_labels: np.ndarray
+    tissue: np.ndarray
+    vein_fraction: np.ndarray
+    affine: np.ndarray
+    truth: list
+    params: PhantomParams
+    info: dict
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+# --------------------------------------------------------------------------------------------
+# analytic head geometry
+# ellipsoid rows: cx, cy, cz, rx, ry, rz (world mm at head_scale 1)
+_E_CEREBRUM, _E_CEREBELLUM, _E_BRAINSTEM, _E_SINUS = 0, 1, 2, 3
+_E_VENT = (4, 5, 6)
+_E_CAUDATE = (7, 8)
+_E_PUTAMEN = (9, 10)
+_E_PALLIDUM = (11, 12)
+_E_THALAMUS = (13, 14)
+_E_MIDBRAIN = (15, 16)
+_E_DENTATE = (17, 18)
+
+_BASE_ELLIPSOIDS = np.array([
+    [0.0, 0.0, 8.0, 56.0, 70.0, 46.0],       # cerebrum
+    [0.0, -42.0, -24.0, 44.0, 26.0, 18.0],   # cerebellum
+    [0.0, -16.0, -26.0, 12.0, 13.0, 30.0],   # brainstem
+    [0.0, 0.0, 0.0, 12.0, 9.0, 7.0],         # sinus pocket (placed in _geometry)
+    [-11.0, -2.0, 20.0, 6.0, 24.0, 7.0],     # left lateral ventricle
+    [11.0, -2.0, 20.0, 6.0, 24.0, 7.0],      # right lateral ventricle
+    [0.0, -8.0, 6.0, 2.0, 10.0, 8.0],        # third ventricle
+    [-18.0, 12.0, 16.0, 5.0, 9.0, 7.0],      # caudate L
+    [18.0, 12.0, 16.0, 5.0, 9.0, 7.0],       # caudate R
+    [-25.0, 4.0, 4.0, 5.0, 14.0, 9.0],       # putamen L
+    [25.0, 4.0, 4.0, 5.0, 14.0, 9.0],        # putamen R
+    [-19.0, 0.0, 2.0, 3.5, 8.0, 5.0],        # pallidum L
+    [19.0, 0.0, 2.0, 3.5, 8.0, 5.0],         # pallidum R
+    [-9.0, -16.0, 8.0, 8.0, 13.0, 8.0],      # thalamus L
+    [9.0, -16.0, 8.0, 8.0, 13.0, 8.0],       # thalamus R
+    [-6.0, -16.0, -8.0, 3.0, 5.0, 3.0],      # red nucleus / SN L
+    [6.0, -16.0, -8.0, 3.0, 5.0, 3.0],       # red nucleus / SN R
+    [-15.0, -46.0, -26.0, 6.0, 8.0, 5.0],    # dentate L
+    [15.0, -46.0, -26.0, 6.0, 8.0, 5.0],     # dentate R
+])
+
+# scalar geometry parameters (mm at head_scale 1)
+_S_T0, _S_TX, _S_TY, _S_TY0, _S_TYFRONT, _S_FISSZ, _S_FISSY, _S_FISSHALF, _S_CSF, _S_SKULL, \
+    _S_SCALP, _S_CORTEX, _S_CBCORTEX, _S_SULCDEPTH, _S_SULCHALF, _S_BSTOP, _S_SINUS_ON, \
+    _S_DEEPWM = range(18)
+_BASE_SCALARS = np.array([
+    -4.0,   # tentorium height at midline, y = TY0
+    0.12,   # tentorium drop per mm |x|
+    0.05,   # tentorium rise per mm y
+    -40.0,  # TY0
+    -10.0,  # tentorium anterior edge (incisura), y
+    24.0,   # interhemispheric fissure reaches down to z (over the corpus callosum)
+    38.0,   # ... and everywhere beyond |y - cy| > this
+    1.0,    # fissure half-width (CSF)
+    2.5,    # CSF layer
+    6.0,    # skull
+    5.0,    # scalp
+    2.5,    # cortex thickness
+    4.0,    # cerebellar cortex thickness
+    11.0,   # sulcal depth
+    0.6,    # sulcal CSF half-width
+    -4.0,   # brainstem top z
+    1.0,    # sinus on
+    14.0,   # deep WM: depth below the outer brain surface (mm)
+])
+
+
+def _geometry(params: PhantomParams, rng: np.random.Generator):
+    """Scaled ellipsoids, scalars and sulcal waves of the analytic head."""
+    s = float(params.head_scale)
+    ell = _BASE_ELLIPSOIDS.copy() * s
+    sc = _BASE_SCALARS.copy()
+    for idx in (_S_T0, _S_TY0, _S_TYFRONT, _S_FISSZ, _S_FISSY, _S_BSTOP):
+        sc[idx] *= s
+    for idx in (_S_SULCDEPTH, _S_DEEPWM):
+        sc[idx] *= s
+    # sinus pocket: frontal-basal, just outside the cerebrum (4 mm gap)
+    c, r = ell[_E_CEREBRUM, :3], ell[_E_CEREBRUM, 3:]
+    u = np.array([0.0, 0.78, -0.62])
+    u /= np.linalg.norm(u)
+    p_surf = c + r * u
+    normal = u / r
+    normal /= np.linalg.norm(normal)
+    ell[_E_SINUS, 3:] = np.array([12.0, 9.0, 7.0]) * s
+    gap = 4.0 + 8.0 * s
+    ell[_E_SINUS, :3] = p_surf + normal * gap
+    sc[_S_SINUS_ON] = 1.0 if params.with_air_interface else 0.0
+    # sulcal pattern: zero-set of a sum of plane waves (wavelength ~ 28 mm)
+    nw = 4
+    dirs = rng.normal(size=(nw, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    kmag = 2.0 * math.pi / (28.0 * s)
+    waves = np.zeros((nw, 4))
+    waves[:, :3] = dirs * kmag
+    waves[:, 3] = rng.uniform(0, 2 * math.pi, size=nw)
+    return np.ascontiguousarray(ell), np.ascontiguousarray(sc), np.ascontiguousarray(waves)
+
+
+@njit(cache=True)
+def _ell_q(x, y, z, ell, e):
+    ux = (x - ell[e, 0]) / ell[e, 3]
+    uy = (y - ell[e, 1]) / ell[e, 4]
+    uz = (z - ell[e, 2]) / ell[e, 5]
+    return ux * ux + uy * uy + uz * uz
+
+
+@njit(cache=True)
+def _ell_depth(x, y, z, ell, e):
+    """Approximate signed distance (mm) to an ellipsoid's surface, positive inside."""
+    ux = (x - ell[e, 0]) / ell[e, 3]
+    uy = (y - ell[e, 1]) / ell[e, 4]
+    uz = (z - ell[e, 2]) / ell[e, 5]
+    q = math.sqrt(ux * ux + uy * uy + uz * uz)
+    rmin = min(ell[e, 3], min(ell[e, 4], ell[e, 5]))
+    if q < 1e-9:
+        return rmin
+    gx = ux / ell[e, 3]
+    gy = uy / ell[e, 4]
+    gz = uz / ell[e, 5]
+    g = math.sqrt(gx * gx + gy * gy + gz * gz) / q
+    d = (1.0 - q) / g
+    if d > rmin:
+        d = rmin
+    return d
+
+
+@njit(cache=True)
+def _classify(x, y, z, ell, sc, waves):
+    """Tissue class and depth below the outer brain surface (mm) of one world point."""
+    cx = ell[0, 0]
+    cy = ell[0, 1]
+    ztent = sc[0] - sc[1] * abs(x - cx) + sc[2] * (y - sc[3])
+    d_cer = _ell_depth(x, y, z, ell, 0)
+    if y < sc[4]:
+        dt = z - ztent
+        if dt < d_cer:
+            d_cer = dt
+    if z > sc[5] or abs(y - cy) > sc[6]:
+        df = abs(x - cx) - sc[7]
+        if df < d_cer:
+            d_cer = df
+    d_cb = _ell_depth(x, y, z, ell, 1)
+    dt = ztent - z
+    if y >= sc[4]:
+        dt = -1.0e3
+    if dt < d_cb:
+        d_cb = dt
+    d_bs = _ell_depth(x, y, z, ell, 2)
+    d_brain = max(d_cer, max(d_cb, d_bs))
+    if d_brain < 0.0:
+        if sc[16] > 0.5 and _ell_q(x, y, z, ell, 3) <= 1.0:
+            return SINUS, d_brain
+        if d_brain >= -sc[8]:
+            return CSF, d_brain
+        if d_brain >= -(sc[8] + sc[9]):
+            return SKULL, d_brain
+        if d_brain >= -(sc[8] + sc[9] + sc[10]):
+            return SCALP, d_brain
+        return AIR, d_brain
+    if d_bs >= 0.0 and z < sc[15]:
+        if _ell_q(x, y, z, ell, 15) <= 1.0 or _ell_q(x, y, z, ell, 16) <= 1.0:
+            return MIDBRAIN, d_bs
+        return BRAINSTEM, d_bs
+    if d_cb >= 0.0 and d_cb >= d_cer:
+        if _ell_q(x, y, z, ell, 17) <= 1.0 or _ell_q(x, y, z, ell, 18) <= 1.0:
+            return DENTATE, d_cb
+        if d_cb < sc[12]:
+            return CB_GM, d_cb
+        return CB_WM, d_cb
+    if d_cer < 0.0:
+        # inside the brainstem above its top only (rare): treat as white matter
+        return WM, d_brain
+    for e in range(4, 7):
+        if _ell_q(x, y, z, ell, e) <= 1.0:
+            return VENTRICLE, d_cer
+    if _ell_q(x, y, z, ell, 11) <= 1.0 or _ell_q(x, y, z, ell, 12) <= 1.0:
+        return PALLIDUM, d_cer
+    if _ell_q(x, y, z, ell, 9) <= 1.0 or _ell_q(x, y, z, ell, 10) <= 1.0:
+        return PUTAMEN, d_cer
+    if _ell_q(x, y, z, ell, 7) <= 1.0 or _ell_q(x, y, z, ell, 8) <= 1.0:
+        return CAUDATE, d_cer
+    if _ell_q(x, y, z, ell, 13) <= 1.0 or _ell_q(x, y, z, ell, 14) <= 1.0:
+        return THALAMUS, d_cer
+    if d_cer < sc[11]:
+        return GM, d_cer
+    if d_cer < sc[13] + sc[11]:
+        g = 0.0
+        gx = 0.0
+        gy = 0.0
+        gz = 0.0
+        for w in range(waves.shape[0]):
+            arg = waves[w, 0] * x + waves[w, 1] * y + waves[w, 2] * z + waves[w, 3]
+            g += math.sin(arg)
+            cs = math.cos(arg)
+            gx += waves[w, 0] * cs
+            gy += waves[w, 1] * cs
+            gz += waves[w, 2] * cs
+        gn = math.sqrt(gx * gx + gy * gy + gz * gz)
+        if gn > 1e-12:
+            dist = abs(g) / gn
+            if dist < sc[14] and d_cer < sc[13]:
+                return CSF, d_cer
+            if dist < sc[14] + sc[11]:
+                return GM, d_cer
+    return WM, d_cer
+
+
+@njit(cache=True, parallel=True)
+def _tissue_grid(mat, trans, shape, ell, sc, waves):
+    lab = np.empty((shape[0], shape[1], shape[2]), dtype=np.uint8)
+    for i in prange(shape[0]):
+        for j in range(shape[1]):
+            for k in range(shape[2]):
+                x = mat[0, 0] * i + mat[0, 1] * j + mat[0, 2] * k + trans[0]
+                y = mat[1, 0] * i + mat[1, 1] * j + mat[1, 2] * k + trans[1]
+                z = mat[2, 0] * i + mat[2, 1] * j + mat[2, 2] * k + trans[2]
+                lab[i, j, k] = _classify(x, y, z, ell, sc, waves)[0]
+    return lab
+
+
+@njit(cache=True)
+def _classify_points(pts, ell, sc, waves):
+    n = pts.shape[0]
+    lab = np.empty(n, dtype=np.int64)
+    dep = np.empty(n, dtype=np.float64)
+    for p in range(n):
+        lab[p], dep[p] = _classify(pts[p, 0], pts[p, 1], pts[p, 2], ell, sc, waves)
+    return lab, dep
+
+
+@njit(cache=True)
+def _stamp_tubes(pts, radii, inv, mat, trans, shape, h, frac):
+    """Anti-aliased tube occupancy on a grid (max over the centre-line points)."""
+    for p in range(pts.shape[0]):
+        r = radii[p]
+        qx = pts[p, 0] - trans[0]
+        qy = pts[p, 1] - trans[1]
+        qz = pts[p, 2] - trans[2]
+        ci = inv[0, 0] * qx + inv[0, 1] * qy + inv[0, 2] * qz
+        cj = inv[1, 0] * qx + inv[1, 1] * qy + inv[1, 2] * qz
+        ck = inv[2, 0] * qx + inv[2, 1] * qy + inv[2, 2] * qz
+        reach = max(r, 0.5 * h) + h
+        lo = np.empty(3, dtype=np.int64)
+        hi = np.empty(3, dtype=np.int64)
+        cc = (ci, cj, ck)
+        for a in range(3):
+            rn = math.sqrt(inv[a, 0] ** 2 + inv[a, 1] ** 2 + inv[a, 2] ** 2)
+            lo[a] = max(0, int(math.floor(cc[a] - reach * rn)))
+            hi[a] = min(shape[a] - 1, int(math.ceil(cc[a] + reach * rn)))
+        for i in range(lo[0], hi[0] + 1):
+            for j in range(lo[1], hi[1] + 1):
+                for k in range(lo[2], hi[2] + 1):
+                    di = i - ci
+                    dj = j - cj
+                    dk = k - ck
+                    dx = mat[0, 0] * di + mat[0, 1] * dj + mat[0, 2] * dk
+                    dy = mat[1, 0] * di + mat[1, 1] * dj + mat[1, 2] * dk
+                    dz = mat[2, 0] * di + mat[2, 1] * dj + mat[2, 2] * dk
+                    d = math.sqrt(dx * dx + dy * dy + dz * dz)
+                    if r >= 0.5 * h:
+                        f = (r - d) / h + 0.5
+                    else:
+                        f = 3.0 * r * r / (h * h) * (1.0 - d / h)
+                    if f > 1.0:
+                        f = 1.0
+                    if f > frac[i, j, k]:
+                        frac[i, j, k] = f
+
+
+@njit(cache=True, parallel=True)
+def _chi_grid(lab, frac, chi_lut, chi_vein):
+    out = np.empty(lab.shape, dtype=np.float32)
+    for i in prange(lab.shape[0]):
+        for j in range(lab.shape[1]):
+            for k in range(lab.shape[2]):
+                f = frac[i, j, k]
+                out[i, j, k] = (1.0 - f) * chi_lut[lab[i, j, k]] + f * chi_vein
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _signal_decimate(lab, frac, fld, m0_lut, r2_lut, m0_vein, r2_vein, te_s, ppp, os_, ashape):
+    out = np.empty((ashape[0], ashape[1], ashape[2]), dtype=np.complex64)
+    vfrac = np.empty((ashape[0], ashape[1], ashape[2]), dtype=np.float32)
+    mt_lut = np.empty(m0_lut.shape[0], dtype=np.float64)
+    for t in range(m0_lut.shape[0]):
+        mt_lut[t] = m0_lut[t] * math.exp(-r2_lut[t] * te_s)
+    mv = m0_vein * math.exp(-r2_vein * te_s)
+    n = os_[0] * os_[1] * os_[2]
+    for I in prange(ashape[0]):
+        for J in range(ashape[1]):
+            for K in range(ashape[2]):
+                sre = 0.0
+                sim = 0.0
+                sf = 0.0
+                for u in range(os_[0]):
+                    i = I * os_[0] + u
+                    for v in range(os_[1]):
+                        j = J * os_[1] + v
+                        for w in range(os_[2]):
+                            k = K * os_[2] + w
+                            f = frac[i, j, k]
+                            m = (1.0 - f) * mt_lut[lab[i, j, k]] + f * mv
+                            phi = ppp * fld[i, j, k]
+                            sre += m * math.cos(phi)
+                            sim += m * math.sin(phi)
+                            sf += f
+                out[I, J, K] = complex(sre / n, sim / n)
+                vfrac[I, J, K] = sf / n
+    return out, vfrac
+
+
+# --------------------------------------------------------------------------------------------
+# grids
+def _rotation(deg) -> np.ndarray:
+    ax, ay, az = (math.radians(float(a)) for a in deg)
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _acq_grid(params: PhantomParams):
+    vs = np.asarray(params.voxel_size_mm, dtype=np.float64)
+    fov = np.asarray(params.fov_mm, dtype=np.float64)
+    shape = np.maximum(np.round(fov / vs).astype(np.int64), 1)
+    rot = _rotation(params.oblique_deg)
+    mat = rot @ np.diag(vs)
+    centre = np.asarray(params.centre_mm, dtype=np.float64)
+    trans = centre - mat @ ((shape - 1) / 2.0)
+    aff = np.eye(4)
+    aff[:3, :3] = mat
+    aff[:3, 3] = trans
+    return tuple(int(s) for s in shape), aff, rot
+
+
+def _oversampling(params: PhantomParams):
+    if params.oversampling is not None:
+        os_ = np.asarray(params.oversampling, dtype=np.int64)
+    else:
+        vs = np.asarray(params.voxel_size_mm, dtype=np.float64)
+        os_ = np.maximum(np.round(vs / float(params.fine_target_mm)).astype(np.int64), 1)
+    if os_.shape != (3,) or np.any(os_ < 1):
+        raise ValueError(f"oversampling must be 3 integers >= 1, got {params.oversampling!r}")
+    return os_
+
+
+# --------------------------------------------------------------------------------------------
+# veins
+def _make_veins(params, rng, ell, sc, waves, rot, fov_lo, fov_hi):
+    """Centre-line points (N, 3) and radii (N,) of branching curved vein trees."""
+    s = float(params.head_scale)
+    c0 = ell[_E_CEREBRUM, :3]
+    slice_normal = rot[:, 2]
+    vent_c = 0.5 * (ell[_E_VENT[0], :3] + ell[_E_VENT[1], :3])
+    pts_all, rad_all = [], []
+    step = 0.3
+
+    def inside_brain(p):
+        lab, dep = _classify_points(p[None, :], ell, sc, waves)
+        return int(lab[0]), float(dep[0])
+
+    def walk(p, d, r0, length, kind, level):
+        r_end = max(0.2, 0.5 * r0)
+        n = int(length / step)
+        p = p.copy()
+        d = d / np.linalg.norm(d)
+        for it in range(n):
+            t = it / max(n - 1, 1)
+            r = r0 + (r_end - r0) * t
+            lab, dep = inside_brain(p)
+            if lab not in _BRAIN and lab != CSF:
+                break
+            if lab == VENTRICLE:
+                break
+            pts_all.append(p.copy())
+            rad_all.append(r)
+            if level < 2 and r > 0.3 and rng.random() < 0.012:
+                nd = d + rng.normal(size=3) * 0.9
+                walk(p, nd, 0.7 * r, (length - it * step) * rng.uniform(0.3, 0.6), kind,
+                     level + 1)
+            d = d + rng.normal(size=3) * 0.08
+            if kind == "cortical":
+                # stay roughly tangential to the outer surface
+                rad = (p - c0) / ell[_E_CEREBRUM, 3:] ** 2
+                rad /= np.linalg.norm(rad)
+                d = d - 0.6 * np.dot(d, rad) * rad
+                if dep > 3.0:
+                    d = d + 0.3 * rad
+            d /= np.linalg.norm(d)
+            p = p + step * d
+
+    lo = np.asarray(fov_lo)
+    hi = np.asarray(fov_hi)
+    for v in range(int(params.n_veins)):
+        u = rng.random()
+        kind = "through" if u < 0.35 else ("medullary" if u < 0.75 else "cortical")
+        for _try in range(200):
+            p = rng.uniform(lo, hi)
+            lab, dep = inside_brain(p)
+            if kind == "cortical" and lab == GM and dep < 3.0:
+                break
+            if kind == "medullary" and lab in (GM, WM) and 1.5 < dep < 5.0:
+                break
+            if kind == "through" and lab in (GM, WM, CB_WM, CB_GM) and dep > 3.0:
+                break
+        else:
+            continue
+        if kind == "through":
+            d = slice_normal * (1 if rng.random() < 0.5 else -1) + rng.normal(size=3) * 0.15
+            r0 = rng.uniform(0.3, 0.75)
+            length = rng.uniform(15, 40) * s
+        elif kind == "medullary":
+            d = vent_c - p + rng.normal(size=3) * 5.0
+            r0 = rng.uniform(0.25, 0.6)
+            length = rng.uniform(15, 35) * s
+        else:
+            d = np.cross((p - c0), rng.normal(size=3))
+            r0 = rng.uniform(0.4, 0.75)
+            length = rng.uniform(20, 45) * s
+        walk(p, d, r0, length, kind, 0)
+    if not pts_all:
+        return np.zeros((0, 3)), np.zeros(0)
+    return np.asarray(pts_all, dtype=np.float64), np.asarray(rad_all, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# regions
+_DEEP_NAMES = {CAUDATE: "basal_ganglia", PUTAMEN: "basal_ganglia", PALLIDUM: "basal_ganglia",
+               THALAMUS: "thalamus", VENTRICLE: "choroid_plexus"}
+
+
+def _location(p, lab, dep, ell, sc):
+    """(region, lobe, hemisphere) of a world point given its tissue class and depth."""
+    x = p[0] - ell[_E_CEREBRUM, 0]
+    hemi = "midline" if abs(x) < 2.0 * (ell[_E_CEREBRUM, 3] / 56.0) else (
+        "right" if x > 0 else "left")
+    if lab in (BRAINSTEM, MIDBRAIN):
+        return "infratentorial", "brainstem", hemi
+    if lab in (CB_GM, CB_WM, DENTATE):
+        return "infratentorial", "cerebellum", hemi
+    if lab in _DEEP_NAMES:
+        return "deep", _DEEP_NAMES[lab], hemi
+    if lab == WM and dep >= sc[_S_DEEPWM]:
+        return "deep", "deep_white_matter", hemi
+    ny = (p[1] - ell[_E_CEREBRUM, 1]) / ell[_E_CEREBRUM, 4]
+    nz = (p[2] - ell[_E_CEREBRUM, 2]) / ell[_E_CEREBRUM, 5]
+    if ny < -0.62:
+        lobe = "occipital"
+    elif ny > 0.1:
+        lobe = "frontal"
+    elif nz < -0.2 and abs(x) > 0.45 * ell[_E_CEREBRUM, 3]:
+        lobe = "temporal"
+    else:
+        lobe = "parietal"
+    return "lobar", lobe, hemi
+
+
+def _place_sources(params, rng, ell, sc, waves, fov_lo, fov_hi, vein_pts, vein_rad, inset):
+    """Randomly place CMBs and calcifications; returns a list of dict rows (without ids)."""
+    rows = []
+    s = float(params.head_scale)
+
+    def ok_spacing(p, a):
+        for r in rows:
+            q = np.array([r["x_mm"], r["y_mm"], r["z_mm"]])
+            if np.linalg.norm(p - q) < a + r["diameter_mm"] / 2.0 + 3.0:
+                return False
+        if vein_pts.shape[0]:
+            d = np.sqrt(np.sum((vein_pts - p) ** 2, axis=1)) - vein_rad
+            if np.min(d) < a + 1.5:
+                return False
+        return True
+
+    offs = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]],
+                    dtype=np.float64)
+
+    def ring_ok(p, a, allowed):
+        labs, _ = _classify_points(p + (a + 0.5) * offs, ell, sc, waves)
+        return all(int(lb) in allowed for lb in labs)
+
+    def sample_box(region):
+        if region == "infratentorial":
+            c = 0.5 * (ell[_E_CEREBELLUM, :3] + ell[_E_BRAINSTEM, :3])
+            h = np.array([46.0, 34.0, 36.0]) * s
+        elif region == "deep":
+            c = np.array([0.0, -2.0, 10.0]) * s
+            h = np.array([34.0, 34.0, 22.0]) * s
+        else:
+            c, h = ell[_E_CEREBRUM, :3], ell[_E_CEREBRUM, 3:]
+        lo = np.maximum(c - h, fov_lo + inset)
+        hi = np.minimum(c + h, fov_hi - inset)
+        if np.any(hi <= lo):
+            return None
+        return lo, hi
+
+    def try_place(kind, region, a, chi, max_tries=4000):
+        box = sample_box(region)
+        if box is None:
+            return None
+        lo, hi = box
+        cand = rng.uniform(lo, hi, size=(max_tries, 3))
+        labs, deps = _classify_points(cand, ell, sc, waves)
+        min_depth = max(3.0, a + 2.0)
+        for p, lab, dep in zip(cand, labs, deps):
+            lab = int(lab)
+            if dep < min_depth:
+                continue
+            reg, lobe, hemi = _location(p, lab, dep, ell, sc)
+            if kind == "calcification":
+                if region == "deep" and lab not in (PALLIDUM, PUTAMEN):
+                    continue
+                if region == "choroid_plexus":
+                    pass
+                allowed = (PALLIDUM, PUTAMEN, CAUDATE, WM, THALAMUS)
+            else:
+                if reg != region:
+                    continue
+                if region == "lobar" and dep > 10.0 * s:
+                    continue
+                allowed = _BRAIN
+            if not ring_ok(p, a, allowed):
+                continue
+            if not ok_spacing(p, a):
+                continue
+            return dict(type=kind, x_mm=float(p[0]), y_mm=float(p[1]), z_mm=float(p[2]),
+                        diameter_mm=float(2 * a), chi_ppm=float(chi), region=reg, lobe=lobe,
+                        hemisphere=hemi)
+        return None
+
+    regions = list(params.region_weights.keys())
+    weights = np.array([float(params.region_weights[r]) for r in regions])
+    weights = weights / weights.sum()
+    for _ in range(int(params.n_cmb)):
+        d = rng.uniform(*params.cmb_diameter_range_mm)
+        chi = rng.uniform(*params.cmb_chi_range_ppm)
+        first = regions[int(rng.choice(len(regions), p=weights))]
+        order = [first] + [r for r in regions if r != first]
+        for region in order:
+            row = try_place("cmb", region, d / 2.0, chi)
+            if row is not None:
+                rows.append(row)
+                break
+    for _ in range(int(params.n_calcifications)):
+        d = rng.uniform(*params.calc_diameter_range_mm)
+        chi = rng.uniform(*params.calc_chi_range_ppm)
+        row = try_place("calcification", "deep", d / 2.0, chi)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+def _apply_sources(signal, affine, rows, ppp, b0_world, inside_amp, labels=None, first_id=1):
+    """Multiply a complex image by each source's intra-voxel factor (in place)."""
+    for n, r in enumerate(rows):
+        centre = np.array([r["x_mm"], r["y_mm"], r["z_mm"]], dtype=np.float64)
+        sl, fac, frac = source_factor(affine, signal.shape, centre, r["diameter_mm"] / 2.0,
+                                      r["chi_ppm"], ppp, b0_world, inside_amp=inside_amp)
+        if fac.size == 0:
+            continue
+        signal[sl] = (signal[sl] * fac).astype(signal.dtype)
+        if labels is not None:
+            tid = first_id + n
+            sub = labels[sl]
+            sub[frac >= 0.5] = tid
+            ijk = np.rint(np.linalg.solve(affine[:3, :3], centre - affine[:3, 3])).astype(int)
+            if np.all(ijk >= 0) and np.all(ijk < np.asarray(labels.shape)):
+                labels[tuple(ijk)] = tid
+
+
+def _bias_field(shape, affine, rng, strength):
+    if strength <= 0:
+        return None
+    coef = rng.normal(size=7)
+    ii, jj, kk = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij",
+                             sparse=True)
+    x = affine[0, 0] * ii + affine[0, 1] * jj + affine[0, 2] * kk + affine[0, 3]
+    y = affine[1, 0] * ii + affine[1, 1] * jj + affine[1, 2] * kk + affine[1, 3]
+    z = affine[2, 0] * ii + affine[2, 1] * jj + affine[2, 2] * kk + affine[2, 3]
+    x, y, z = x / 100.0, y / 100.0, z / 100.0
+    poly = (coef[0] * x + coef[1] * y + coef[2] * z + coef[3] * x * y + coef[4] * y * z
+            + coef[5] * (x * x - 0.3) + coef[6] * (z * z - 0.3))
+    return np.exp(strength * poly / 2.0).astype(np.float32)
+
+
+def simple_swi(signal_or_mag, phase=None, voxel_size_mm=(1.0, 1.0, 1.0), sigma_mm=4.0, power=4):
+    """Simple SWI: magnitude x (negative-phase mask)^power of a homodyne high-passed phase.
+
+    ``signal_or_mag`` is a complex image, or a magnitude with ``phase`` (rad). The high-pass
+    is ``angle(s * conj(G * s))`` with ``G`` a Gaussian of ``sigma_mm``. The mask is
+    ``1 + phase/pi`` for negative phase and 1 otherwise (paramagnetic = negative phase).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if phase is None:
+        s = np.asarray(signal_or_mag)
+    else:
+        s = np.asarray(signal_or_mag) * np.exp(1j * np.asarray(phase))
+    s = s.astype(np.complex64)
+    sig = [float(sigma_mm) / float(v) for v in voxel_size_mm]
+    lp = gaussian_filter(s.real, sig, mode="nearest") + 1j * gaussian_filter(s.imag, sig,
+                                                                             mode="nearest")
+    hp = np.angle(s * np.conj(lp))
+    mask = np.where(hp < 0, np.clip(1.0 + hp / np.pi, 0.0, 1.0), 1.0)
+    return (np.abs(s) * mask ** int(power)).astype(np.float32)
+
+
+def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
+    """Simulate one SWI / GRE phantom.
+
+    Parameters
+    ----------
+    params : PhantomParams, optional
+        All parameters; keyword ``overrides`` replace fields of it (or of the defaults).
+
+    Returns
+    -------
+    Phantom
+        Magnitude, wrapped phase (rad), simple SWI, truth label map and truth table on an
+        acquisition grid with affine ``phantom.affine`` (world RAS+ mm).
+    """
+    if params is None:
+        params = PhantomParams()
+    if overrides:
+        params = dataclasses.replace(params, **overrides)
+    if params.anatomy != "analytic":
+        raise NotImplementedError(
+            f"anatomy={params.anatomy!r} is not implemented; use 'analytic'")
+    if params.b0_t <= 0 or params.te_ms <= 0:
+        raise ValueError("b0_t and te_ms must be positive")
+    t0 = time.perf_counter()
+    timings = {}
+    rng = np.random.default_rng(int(params.seed))
+    ell, sc, waves = _geometry(params, rng)
+    shape, aff, rot = _acq_grid(params)
+    vs = np.asarray(params.voxel_size_mm, dtype=np.float64)
+    os_ = _oversampling(params)
+    b0w = np.asarray(params.b0_direction, dtype=np.float64)
+    b0w = b0w / np.linalg.norm(b0w)
+    ppp = phase_per_ppm(params.b0_t, params.te_ms)
+    rscale = float(params.b0_t) / 3.0
+
+    # extended acquisition grid (margin) and its fine grid
+    m = np.ceil(float(params.margin_mm) / vs).astype(np.int64)
+    eshape = np.asarray(shape) + 2 * m
+    mat = aff[:3, :3]
+    etrans = aff[:3, 3] - mat @ m
+    fshape = eshape * os_
+    fmat = mat / os_[None, :]
+    ftrans = etrans + mat @ (0.5 / os_ - 0.5)
+    finv = np.linalg.inv(fmat)
+
+    # world box of the field of view (for placement)
+    corners = np.array([[a, b, c] for a in (0, shape[0] - 1) for b in (0, shape[1] - 1)
+                        for c in (0, shape[2] - 1)], dtype=np.float64)
+    wc = corners @ mat.T + aff[:3, 3]
+    fov_lo, fov_hi = wc.min(axis=0), wc.max(axis=0)
+
+    # veins (random numbers are drawn in a fixed order: geometry, veins, sources, bias, noise)
+    vpts, vrad = _make_veins(params, rng, ell, sc, waves, rot, fov_lo, fov_hi)
+    timings["veins_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    lab = _tissue_grid(fmat, ftrans, fshape, ell, sc, waves)
+    frac = np.zeros(tuple(int(n) for n in fshape), dtype=np.float32)
+    if vpts.shape[0]:
+        h = float(np.exp(np.mean(np.log(vs / os_))))
+        _stamp_tubes(vpts, vrad, finv, fmat, ftrans, fshape, h, frac)
+    timings["anatomy_s"] = time.perf_counter() - t1
+
+    n_lab = max(_TISSUE_PROPS) + 1
+    m0_lut = np.array([_TISSUE_PROPS[t][0] for t in range(n_lab)], dtype=np.float64)
+    r2_lut = np.array([_TISSUE_PROPS[t][1] for t in range(n_lab)], dtype=np.float64) * rscale
+    chi_lut = np.array([_TISSUE_PROPS[t][2] for t in range(n_lab)], dtype=np.float64)
+
+    t1 = time.perf_counter()
+    chi = _chi_grid(lab, frac, chi_lut, _VEIN_PROPS[2])
+    b0_grid = rot.T @ b0w  # B0 in the grid's axes
+    fld = field_from_chi(chi, vs / os_, b0_grid, workers=-1)
+    del chi
+    timings["field_s"] = time.perf_counter() - t1
+
+    t1 = time.perf_counter()
+    sig_e, vfrac_e = _signal_decimate(lab, frac, fld, m0_lut, r2_lut, _VEIN_PROPS[0],
+                                      _VEIN_PROPS[1] * rscale, params.te_ms * 1e-3, ppp, os_,
+                                      eshape)
+    del lab, frac, fld
+    crop = tuple(slice(int(a), int(a + n)) for a, n in zip(m, shape))
+    signal = np.ascontiguousarray(sig_e[crop])
+    vein_fraction = np.ascontiguousarray(vfrac_e[crop])
+    tissue = _tissue_grid(mat, aff[:3, 3], np.asarray(shape, dtype=np.int64), ell, sc, waves)
+    timings["signal_s"] = time.perf_counter() - t1
+
+    # sources
+    t1 = time.perf_counter()
+    inset = vs.max()
+    rows = _place_sources(params, rng, ell, sc, waves, fov_lo, fov_hi, vpts, vrad, inset)
+    for src in params.sources:
+        p = np.array([src["x_mm"], src["y_mm"], src["z_mm"]], dtype=np.float64)
+        lb, dp = _classify_points(p[None, :], ell, sc, waves)
+        reg, lobe, hemi = _location(p, int(lb[0]), float(dp[0]), ell, sc)
+        rows.append(dict(type=str(src.get("type", "cmb")), x_mm=float(p[0]), y_mm=float(p[1]),
+                         z_mm=float(p[2]), diameter_mm=float(src["diameter_mm"]),
+                         chi_ppm=float(src["chi_ppm"]), region=reg, lobe=lobe, hemisphere=hemi))
+    truth_labels = np.zeros(shape, dtype=np.int16)
+    _apply_sources(signal, aff, rows, ppp, b0w, float(params.cmb_inside_signal), truth_labels)
+    truth = [dict(truth_id=n + 1, **r) for n, r in enumerate(rows)]
+    truth = [{c: t[c] for c in TRUTH_COLUMNS} for t in truth]
+    timings["sources_s"] = time.perf_counter() - t1
+
+    # bias, receiver phase, noise
+    t1 = time.perf_counter()
+    bias = _bias_field(shape, aff, rng, float(params.bias_strength))
+    if bias is not None:
+        signal *= bias
+    phi0 = rng.uniform(-np.pi, np.pi)
+    signal *= np.complex64(np.exp(1j * phi0))
+    wm = tissue == WM
+    wm_mean = float(np.mean(np.abs(signal[wm]))) if np.any(wm) else float(
+        np.mean(np.abs(signal)))
+    sigma = 0.0
+    if params.snr is not None and params.snr > 0:
+        sigma = wm_mean / float(params.snr)
+        noise = rng.standard_normal(size=(2,) + tuple(shape), dtype=np.float32)
+        signal += (sigma * noise[0] + 1j * sigma * noise[1]).astype(np.complex64)
+        del noise
+    magnitude = np.abs(signal).astype(np.float32)
+    phase = np.angle(signal).astype(np.float32)
+    swi = simple_swi(signal, voxel_size_mm=vs, sigma_mm=params.swi_hp_sigma_mm,
+                     power=params.swi_power)
+    timings["noise_swi_s"] = time.perf_counter() - t1
+    timings["total_s"] = time.perf_counter() - t0
+
+    info = {
+        "software": {"name": "microbleeds.phantoms", "version": __version__},
+        "shape": list(shape),
+        "voxel_size_mm": [float(v) for v in vs],
+        "affine": aff.tolist(),
+        "oversampling": [int(o) for o in os_],
+        "fine_shape": [int(n) for n in fshape],
+        "margin_voxels": [int(v) for v in m],
+        "phase_sign_convention": SIGN_CONVENTION,
+        "phase_per_ppm_rad": ppp,
+        "b0_direction_world": b0w.tolist(),
+        "receiver_phase_rad": float(phi0),
+        "noise_sigma": sigma,
+        "wm_mean_magnitude": wm_mean,
+        "n_vein_points": int(vpts.shape[0]),
+        "n_cmb_placed": sum(1 for t in truth if t["type"] == "cmb"),
+        "n_calcifications_placed": sum(1 for t in truth if t["type"] == "calcification"),
+        "tissue_labels": {str(k): v for k, v in TISSUE_LABELS.items()},
+        "tissue_properties_3t": {TISSUE_LABELS[k]: {"m0": v[0], "r2star_per_s": v[1],
+                                                    "chi_ppm": v[2]}
+                                 for k, v in _TISSUE_PROPS.items()},
+        "vein_properties_3t": {"m0": _VEIN_PROPS[0], "r2star_per_s": _VEIN_PROPS[1],
+                               "chi_ppm": _VEIN_PROPS[2]},
+        "r2star_scaling": "linear with B0 (3 T values x B0/3)",
+        "timings_s": timings,
+    }
+    return Phantom(magnitude=magnitude, phase=phase, swi=swi, truth_labels=truth_labels,
+                   tissue=tissue, vein_fraction=vein_fraction, affine=aff, truth=truth,
+                   params=params, info=info)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+def _atomic_nifti(img, path: Path):
+    import nibabel as nib
+
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_text(text: str, path: Path):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _nifti(data, affine, dtype, descrip, scale_range=None):
+    import nibabel as nib
+
+    data = np.asarray(data)
+    if dtype == "int16" and scale_range is not None:
+        lo, hi = scale_range
+        slope = (hi - lo) / 65534.0 if hi > lo else 1.0
+        inter = (hi + lo) / 2.0
+        raw = np.clip(np.rint((data - inter) / slope), -32767, 32767).astype(np.int16)
+        img = nib.Nifti1Image(raw, affine)
+        img.header.set_slope_inter(slope, inter)
+    else:
+        img = nib.Nifti1Image(data.astype(dtype), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header["descrip"] = descrip[:79].encode()
+    return img
+
+
+def truth_tsv(rows) -> str:
+    """The ground-truth table as TSV text (columns :data:`TRUTH_COLUMNS`)."""
+    lines = ["\t".join(TRUTH_COLUMNS)]
+    for r in rows:
+        vals = []
+        for c in TRUTH_COLUMNS:
+            v = r[c]
+            if isinstance(v, float):
+                vals.append(f"{v:.4f}")
+            else:
+                vals.append(str(v))
+        lines.append("\t".join(vals))
+    return "\n".join(lines) + "\n"
+
+
+def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str = "float32",
+                  include_swi: bool = True) -> dict:
+    """Write a phantom and its ground truth, each file atomically.
+
+    Parameters
+    ----------
+    phantom : Phantom
+    out_dir : path
+        Created if missing.
+    name : str
+        File stem.
+    dtype : ``"float32"`` or ``"int16"``
+        Storage of magnitude / phase / SWI; int16 uses scl_slope / scl_inter (phase then reads
+        back in radians through nibabel's scaling) and makes files about half as big.
+    include_swi : bool
+        Also write ``<name>_swi.nii.gz``.
+
+    Returns
+    -------
+    dict
+        Paths keyed ``magnitude, phase, swi, truth_tsv, truth_labels, sidecar``.
+    """
+    if dtype not in ("float32", "int16"):
+        raise ValueError("dtype must be 'float32' or 'int16'")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    aff = phantom.affine
+    paths = {
+        "magnitude": out / f"{name}_mag.nii.gz",
+        "phase": out / f"{name}_phase.nii.gz",
+        "truth_tsv": out / f"{name}_truth.tsv",
+        "truth_labels": out / f"{name}_truth.nii.gz",
+        "sidecar": out / f"{name}.json",
+    }
+    if include_swi:
+        paths["swi"] = out / f"{name}_swi.nii.gz"
+    mmax = float(np.max(phantom.magnitude)) if phantom.magnitude.size else 1.0
+    _atomic_nifti(_nifti(phantom.magnitude, aff, dtype, "microbleeds phantom GRE magnitude",
+                         (-mmax, mmax)), paths["magnitude"])
+    _atomic_nifti(_nifti(phantom.phase, aff, dtype, "microbleeds phantom GRE phase (rad)",
+                         (-np.pi, np.pi)), paths["phase"])
+    if include_swi:
+        smax = float(np.max(phantom.swi)) if phantom.swi.size else 1.0
+        _atomic_nifti(_nifti(phantom.swi, aff, dtype, "microbleeds phantom simple SWI",
+                             (-smax, smax)), paths["swi"])
+    _atomic_nifti(_nifti(phantom.truth_labels, aff, "int16", "microbleeds phantom truth labels"),
+                  paths["truth_labels"])
+    _atomic_text(truth_tsv(phantom.truth), paths["truth_tsv"])
+    p = phantom.params
+    side = {
+        "name": name,
+        "seed": int(p.seed),
+        "parameters": p.to_dict(),
+        "acquisition": {"sequence": "GRE (simulated)", "field_strength_t": float(p.b0_t),
+                        "echo_time_ms": float(p.te_ms)},
+        "files": {k: v.name for k, v in paths.items()},
+        "storage_dtype": dtype,
+        "truth_columns": TRUTH_COLUMNS,
+        "n_truth": len(phantom.truth),
+        **{k: v for k, v in phantom.info.items() if k != "timings_s"},
+    }
+    _atomic_text(json.dumps(side, indent=2, default=_json_default) + "\n", paths["sidecar"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# real data
+def load_real_gre(mag_path, phase_path, echo: int = 0):
+    """Read a magnitude / phase NIfTI pair as (magnitude, phase in rad [-pi, pi], affine).
+
+    Phase stored in other units (e.g. a tiny ``scl_slope`` as in the ROMEO test data, or
+    integer 0..4095) is rescaled from its raw stored range to [-pi, pi]. 4-D files: ``echo``
+    picks the volume.
+    """
+    import nibabel as nib
+
+    mimg = nib.load(str(mag_path))
+    pimg = nib.load(str(phase_path))
+    mag = np.asarray(mimg.dataobj, dtype=np.float64)
+    ph = np.asarray(pimg.dataobj, dtype=np.float64)
+    if np.nanmax(np.abs(ph)) > np.pi * 1.01 or np.nanmax(ph) - np.nanmin(ph) < 1.0:
+        raw = np.asarray(pimg.dataobj.get_unscaled(), dtype=np.float64)
+        lo, hi = float(np.nanmin(raw)), float(np.nanmax(raw))
+        if abs(lo + np.pi) < 0.05 and abs(hi - np.pi) < 0.05:
+            ph = raw
+        else:
+            ph = (raw - lo) / (hi - lo) * 2.0 * np.pi - np.pi
+    if mag.ndim == 4:
+        mag = mag[..., echo]
+    if ph.ndim == 4:
+        ph = ph[..., echo]
+    return mag, ph, np.asarray(mimg.affine, dtype=np.float64)
+
+
+def insert_cmbs(magnitude, phase, affine, centres_mm, diameters_mm, chi_ppm, b0_t, te_ms,
+                b0_direction=(0.0, 0.0, 1.0), inside_signal=0.05, phase_sign=-1.0):
+    """Insert simulated microbleeds into a real complex GRE image.
+
+    The complex signal ``magnitude * exp(i phase)`` of every voxel near each source is
+    multiplied by the source's sub-voxel factor ``mean(w exp(i phi))`` (analytic sphere
+    field, adaptive sub-grid), so the CMB blooms and dephases as on the scanner that took the
+    image. Noise in the affected voxels is scaled with the signal (not re-added).
+
+    Parameters
+    ----------
+    magnitude, phase : 3-D arrays
+        Real image; phase in radians.
+    affine : (4, 4) array
+        Voxel-to-world affine (mm).
+    centres_mm : (N, 3) array
+        World coordinates of the CMB centres.
+    diameters_mm : float or (N,) array
+        True diameters (mm).
+    chi_ppm : float or (N,) array
+        Susceptibility relative to tissue (ppm); negative values give calcifications.
+    b0_t, te_ms : float
+        Field strength (T) and echo time (ms) of the real image.
+    b0_direction : (3,) array
+        B0 direction in world coordinates.
+    inside_signal : float
+        Relative signal left inside each sphere.
+    phase_sign : float
+        -1 if the image follows ``phase = -gamma dB TE`` (paramagnetic negative), else +1.
+
+    Returns
+    -------
+    magnitude, phase, labels : arrays
+        New magnitude (float32), wrapped phase (float32, rad) and an int16 label map
+        (value = 1-based source index).
+    """
+    mag = np.asarray(magnitude, dtype=np.float64)
+    ph = np.asarray(phase, dtype=np.float64)
+    if mag.shape != ph.shape or mag.ndim != 3:
+        raise ValueError("magnitude and phase must be 3-D arrays of the same shape")
+    centres = np.atleast_2d(np.asarray(centres_mm, dtype=np.float64))
+    n = centres.shape[0]
+    diam = np.broadcast_to(np.asarray(diameters_mm, dtype=np.float64), (n,))
+    chis = np.broadcast_to(np.asarray(chi_ppm, dtype=np.float64), (n,))
+    signal = (mag * np.exp(1j * ph)).astype(np.complex128)
+    rows = [dict(x_mm=c[0], y_mm=c[1], z_mm=c[2], diameter_mm=float(d), chi_ppm=float(x))
+            for c, d, x in zip(centres, diam, chis)]
+    labels = np.zeros(mag.shape, dtype=np.int16)
+    ppp = phase_per_ppm(b0_t, te_ms, sign=phase_sign)
+    b0w = np.asarray(b0_direction, dtype=np.float64)
+    _apply_sources(signal, np.asarray(affine, dtype=np.float64), rows, ppp,
+                   b0w / np.linalg.norm(b0w), float(inside_signal), labels)
+    return np.abs(signal).astype(np.float32), np.angle(signal).astype(np.float32), labels
+
+
+# --------------------------------------------------------------------------------------------
+def sample_params(seed: int = 2026) -> PhantomParams:
+    """Parameters of the shipped sample: 3 T, TE 20 ms, 0.75 x 0.75 x 1.5 mm slab."""
+    return PhantomParams(
+        fov_mm=(144.0, 174.0, 45.0), voxel_size_mm=(0.75, 0.75, 1.5), centre_mm=(0.0, -4.0, 8.0),
+        b0_t=3.0, te_ms=20.0, snr=25.0, n_cmb=8, n_calcifications=2, n_veins=45,
+        cmb_diameter_range_mm=(1.5, 5.0), region_weights={"lobar": 0.6, "deep": 0.4},
+        bias_strength=0.2, seed=seed)
+
+
+def make_sample(out_dir, name: str = "sample", seed: int = 2026) -> dict:
+    """Write the small sample phantom (see :func:`sample_params`) into ``out_dir``.
+
+    Returns the dict of paths from :func:`write_phantom`. Files are stored as int16 with
+    scaling to stay small.
+    """
+    ph = simulate(sample_params(seed))
+    return write_phantom(ph, out_dir, name, dtype="int16", include_swi=True)

@@ -1,0 +1,1268 @@
+"""Phase handling for SWI / GRE-T2*: scaling, multi-echo combination, high-pass filtering,
+SWI, phase-sign (handedness) estimation and the per-candidate dipole sign.
+
+Pure functions on numpy arrays plus affine / voxel sizes; only :func:`load_phase` and
+:func:`read_echo_times` touch files.
+
+Phase sign convention used throughout (``phase_sign``)
+------------------------------------------------------
+Vendors store phase with either sign. This module calls a phase image convention ``+1`` when
+the stored phase *increases* with the local field::
+
+    phase = +gamma * dB * TE          (phase_sign = +1)
+    phase = -gamma * dB * TE          (phase_sign = -1)
+
+with ``gamma = 2*pi*42.577 MHz/T`` and ``dB`` the local field offset (T) along B0. Multiplying a
+stored phase by its ``phase_sign`` therefore gives ``psi = gamma * dB * TE``: the phase that is
+*positive* where the field is increased, e.g. in the two lobes along B0 of the dipole field of a
+paramagnetic source (hemosiderin, deoxygenated blood), or inside a paramagnetic vein running
+parallel to B0.
+
+Physics used (Lorentz-sphere corrected, ``dchi`` = susceptibility difference to tissue, SI):
+
+* sphere of radius ``a``: inside ``dB = 0``; outside
+  ``dB = B0 * dchi/3 * (a/r)**3 * (3 cos^2(theta) - 1)``, theta the angle between ``r`` and
+  B0. Paramagnetic (dchi > 0): positive lobes along B0, negative equatorial ring (half as big).
+* infinite cylinder at angle theta to B0: inside ``dB = B0 * dchi * (3 cos^2(theta) - 1) / 6``
+  (``+dchi/3`` parallel, ``-dchi/6`` perpendicular); outside a ``cos(2 phi) / rho**2`` pattern
+  that averages to zero around the vessel.
+
+Haacke's "right-handed" systems (classic negative phase mask, veins with negative phase) are
+``phase_sign = -1`` here. Which vendor / software version stores which sign is not reliable,
+so :func:`estimate_phase_sign` determines it from the veins in the data.
+
+Units: phase in radians, echo times in ms, frequencies in Hz, susceptibility in ppm,
+lengths in mm, sizes of windows in voxels (k-space samples) unless named ``*_mm``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage as ndi
+
+from .errors import InputError
+
+GAMMA_BAR_HZ_PER_T = 42.577478e6
+"""Proton gyromagnetic ratio / 2 pi, Hz/T."""
+
+__all__ = [
+    "phase_to_radians",
+    "load_phase",
+    "read_echo_times",
+    "combine_magnitudes",
+    "combine_phases",
+    "homodyne_highpass",
+    "gaussian_highpass",
+    "highpass_phase",
+    "phase_mask",
+    "swi",
+    "minimum_intensity_projection",
+    "slice_axis_from_affine",
+    "estimate_phase_sign",
+    "source_susceptibility_sign",
+    "frequency_to_ppm",
+    "compute_swi",
+    "SWIResult",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Scaling of stored phase to radians
+# --------------------------------------------------------------------------------------------
+
+_PI = math.pi
+
+# (description, nominal low, nominal high, factor to radians); ordered by nominal span so the
+# tightest range that holds the data wins. Data must fill at least half the nominal span.
+_KNOWN_RANGES = (
+    ("radians in [-pi, pi]", -_PI, _PI, 1.0),
+    ("radians in [0, 2pi]", 0.0, 2 * _PI, 1.0),
+    ("degrees in [-180, 180]", -180.0, 180.0, _PI / 180.0),
+    ("degrees in [0, 360]", 0.0, 360.0, _PI / 180.0),
+    ("scanner units 0..4095 (12-bit unsigned)", 0.0, 4095.0, 2 * _PI / 4096.0),
+    ("milliradians in [-1000pi, 1000pi] (e.g. Philips/GE x1000)", -1000 * _PI, 1000 * _PI, 1e-3),
+    ("scanner units -4096..4095 (Siemens 12-bit)", -4096.0, 4095.0, _PI / 4096.0),
+    ("scanner units 0..65535 (16-bit unsigned)", 0.0, 65535.0, 2 * _PI / 65536.0),
+    ("scanner units -32768..32767 (16-bit signed)", -32768.0, 32767.0, _PI / 32768.0),
+)
+
+
+def _wrap(x):
+    """Wrap radians into [-pi, pi)."""
+    return (x + _PI) % (2 * _PI) - _PI
+
+
+def _classify_range(lo, hi):
+    """Return ``(description, factor)`` of the known phase range holding ``[lo, hi]`` or None."""
+    span = hi - lo
+    for desc, nlo, nhi, factor in _KNOWN_RANGES:
+        nspan = nhi - nlo
+        tol = 0.01 * nspan + (0.5 if nspan > 100 else 0.0)
+        if lo >= nlo - tol and hi <= nhi + tol and span >= 0.5 * nspan:
+            return desc, factor
+    return None
+
+
+def phase_to_radians(data, path=None, scl_slope=None, scl_inter=None):
+    """Convert a stored phase image to radians in [-pi, pi).
+
+    Cases detected, in this order:
+
+    1. A NIfTI scale factor was applied by the reader (``scl_slope`` not 0/1/NaN or
+       ``scl_inter`` != 0) and the *unscaled* values, ``(data - scl_inter) / scl_slope``, lie in
+       a known phase range while the scaled ones do not (e.g. stored -pi..pi with
+       ``scl_slope = 0.00117`` read as +-0.0037): the unscaled values are used.
+    2. Values in a known range: radians in [-pi, pi] or [0, 2 pi], degrees, Siemens 12-bit
+       -4096..4095, 12-bit 0..4095, milliradians +-1000 pi (Philips/GE export), 16-bit.
+       The data must span at least half the range (wrapped phase of a head spans all of it).
+    3. Otherwise the values are rescaled linearly from their min..max to [-pi, pi] (the
+       convention of MRI phase readers for unknown units); the returned text says so.
+
+    Parameters
+    ----------
+    data : array_like
+        Phase as read (after any scaling by the reader), any shape.
+    path : str or Path, optional
+        File name used in error messages.
+    scl_slope, scl_inter : float, optional
+        The NIfTI scale factor and intercept the reader applied (``img.dataobj.slope``,
+        ``img.dataobj.inter``).
+
+    Returns
+    -------
+    radians : numpy.ndarray of float32
+        Phase in radians, wrapped into [-pi, pi), same shape as ``data``.
+    how : str
+        One line saying which case was found, e.g. ``"scanner units -4096..4095 (Siemens
+        12-bit); multiplied by pi/4096"``.
+
+    Raises
+    ------
+    InputError
+        No finite value, or a constant image.
+    """
+    x = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(x)
+    if not finite.any():
+        raise InputError(path, "phase has no finite value (all NaN/Inf)")
+    lo, hi = float(x[finite].min()), float(x[finite].max())
+    if hi - lo <= 0:
+        raise InputError(path, f"phase is constant ({lo:g}); not a phase image")
+
+    slope_set = scl_slope is not None and np.isfinite(scl_slope) and scl_slope not in (0.0, 1.0)
+    inter_set = scl_inter is not None and np.isfinite(scl_inter) and scl_inter != 0.0
+    if slope_set or inter_set:
+        s = float(scl_slope) if slope_set else 1.0
+        b = float(scl_inter) if inter_set else 0.0
+        scaled_kind = _classify_range(lo, hi)
+        rlo, rhi = sorted(((lo - b) / s, (hi - b) / s))
+        raw_kind = _classify_range(rlo, rhi)
+        if raw_kind is not None and scaled_kind is None:
+            desc, factor = raw_kind
+            out = _wrap((x - b) / s * factor)
+            how = (f"header scale (scl_slope={s:g}, scl_inter={b:g}) undone: the reader's "
+                   f"values {lo:.4g}..{hi:.4g} are stored {desc}")
+            if factor != 1.0:
+                how += f"; multiplied by {factor:.6g}"
+            return out.astype(np.float32), how
+
+    kind = _classify_range(lo, hi)
+    if kind is not None:
+        desc, factor = kind
+        out = _wrap(x * factor)
+        how = desc + ("" if factor == 1.0 else f"; multiplied by {factor:.6g}")
+        return out.astype(np.float32), how
+
+    out = (x - lo) / (hi - lo) * (2 * _PI) - _PI
+    out = np.clip(out, -_PI, _PI)
+    how = (f"unknown units ({lo:.4g}..{hi:.4g}); rescaled min..max to [-pi, pi] "
+           "(check the phase source)")
+    return out.astype(np.float32), how
+
+
+def _squeeze_to_4d(arr):
+    while arr.ndim > 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
+
+
+def _load_one(path_or_img):
+    import nibabel as nib
+
+    if isinstance(path_or_img, (str, os.PathLike)):
+        path = str(path_or_img)
+        if not os.path.exists(path):
+            raise InputError(path, "phase file does not exist")
+        try:
+            img = nib.load(path)
+        except Exception as exc:  # nibabel raises many kinds
+            raise InputError(path, f"cannot read as NIfTI ({type(exc).__name__}: {exc})".replace(
+                "\n", " ")) from None
+    else:
+        img = path_or_img
+        path = img.get_filename() or "<phase image>"
+    dataobj = img.dataobj
+    slope = getattr(dataobj, "slope", None)
+    inter = getattr(dataobj, "inter", None)
+    try:
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except Exception as exc:
+        raise InputError(path, f"cannot read phase data ({type(exc).__name__})") from None
+    return path, img, _squeeze_to_4d(data), slope, inter
+
+
+def load_phase(path_or_img, magnitude_shape, magnitude_affine=None, atol_mm=1e-3):
+    """Read and validate a phase image and convert it to radians.
+
+    Parameters
+    ----------
+    path_or_img : str, Path, nibabel image, or list of these
+        One NIfTI file (3D, or 4D ``x, y, z, echo``) or one file per echo (3D each, stacked in
+        the given order along a 4th axis).
+    magnitude_shape : tuple of int
+        Shape of the magnitude array (3D, or 4D with echoes last).
+    magnitude_affine : (4, 4) array_like, optional
+        Affine of the magnitude; if given the phase affine must equal it within ``atol_mm``.
+    atol_mm : float
+        Tolerance in mm for the affine comparison.
+
+    Returns
+    -------
+    radians : numpy.ndarray of float32
+        Phase in radians, [-pi, pi), with the magnitude's shape.
+    how : str
+        Which scaling case was detected (see :func:`phase_to_radians`).
+
+    Raises
+    ------
+    InputError
+        Naming the phase file: unreadable, grid or affine different from the magnitude,
+        different echo count, NaN/Inf voxels, constant.
+    """
+    if isinstance(path_or_img, (list, tuple)):
+        if len(path_or_img) == 0:
+            raise InputError(None, "no phase file given")
+        if len(path_or_img) == 1:
+            return load_phase(path_or_img[0], magnitude_shape, magnitude_affine, atol_mm)
+        parts, hows, affine = [], [], None
+        names = []
+        for item in path_or_img:
+            path, img, data, slope, inter = _load_one(item)
+            names.append(path)
+            if data.ndim != 3:
+                raise InputError(path, f"one-echo phase file must be 3D, got shape {data.shape}")
+            if affine is None:
+                affine = img.affine
+            elif not np.allclose(img.affine, affine, atol=atol_mm):
+                raise InputError(path, "affine differs from the first echo's phase file")
+            parts.append((path, data, slope, inter))
+        stacked_shape = parts[0][1].shape + (len(parts),)
+        _check_grid(names[0], stacked_shape, affine, magnitude_shape, magnitude_affine, atol_mm)
+        out = np.empty(stacked_shape, np.float32)
+        for e, (path, data, slope, inter) in enumerate(parts):
+            if data.shape != stacked_shape[:3]:
+                raise InputError(path, f"phase grid {_fmt(data.shape)} differs from the "
+                                 f"magnitude grid {_fmt(magnitude_shape[:3])}")
+            _check_values(path, data)
+            out[..., e], how = phase_to_radians(data, path, slope, inter)
+            hows.append(how)
+        uniq = list(dict.fromkeys(hows))
+        return out, "; ".join(uniq) if len(uniq) == 1 else " | ".join(
+            f"echo {i + 1}: {h}" for i, h in enumerate(hows))
+
+    path, img, data, slope, inter = _load_one(path_or_img)
+    _check_grid(path, data.shape, img.affine, magnitude_shape, magnitude_affine, atol_mm)
+    mshape = tuple(int(s) for s in magnitude_shape)
+    if len(mshape) == 3 and data.ndim == 4:
+        data = data[..., 0]
+    _check_values(path, data)
+    return phase_to_radians(data, path, slope, inter)
+
+
+def _fmt(shape):
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _check_grid(path, shape, affine, magnitude_shape, magnitude_affine, atol_mm):
+    mshape = tuple(int(s) for s in magnitude_shape)
+    while len(mshape) > 4 and mshape[-1] == 1:
+        mshape = mshape[:-1]
+    if len(shape) < 3 or len(shape) > 4:
+        raise InputError(path, f"phase must be 3D or 4D (x, y, z, echo), got shape {_fmt(shape)}")
+    if tuple(shape[:3]) != mshape[:3]:
+        raise InputError(path, f"phase grid {_fmt(shape[:3])} differs from the magnitude grid "
+                         f"{_fmt(mshape[:3])}")
+    n_p = shape[3] if len(shape) == 4 else 1
+    n_m = mshape[3] if len(mshape) == 4 else 1
+    if n_p != n_m:
+        raise InputError(path, f"phase has {n_p} echo{'es' if n_p != 1 else ''} but the "
+                         f"magnitude has {n_m}")
+    if magnitude_affine is not None and affine is not None:
+        diff = float(np.max(np.abs(np.asarray(affine, float) - np.asarray(magnitude_affine,
+                                                                           float))))
+        if diff > atol_mm:
+            raise InputError(path, f"phase affine differs from the magnitude affine (max "
+                             f"difference {diff:.3g} mm)")
+
+
+def _check_values(path, data):
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise InputError(path, "phase is all NaN/Inf")
+    n_bad = int(finite.size - np.count_nonzero(finite))
+    if n_bad:
+        raise InputError(path, f"phase has {n_bad} NaN/Inf voxels")
+    echoes = [data] if data.ndim == 3 else [data[..., e] for e in range(data.shape[3])]
+    for e, d in enumerate(echoes):
+        if float(d.max()) == float(d.min()):
+            where = "" if data.ndim == 3 else f" in echo {e + 1}"
+            raise InputError(path, f"phase is constant ({float(d.min()):g}){where}; not a "
+                             "phase image")
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Echo times and multi-echo combination
+# --------------------------------------------------------------------------------------------
+
+def _sidecar(path):
+    p = str(path)
+    for ext in (".nii.gz", ".nii", ".hdr", ".img"):
+        if p.endswith(ext):
+            return p[: -len(ext)] + ".json"
+    return p + ".json"
+
+
+def read_echo_times(paths):
+    """Echo times from BIDS JSON sidecars.
+
+    For each NIfTI path, the ``.json`` beside it (same name without ``.nii``/``.nii.gz``) is
+    read; ``EchoTime`` is in seconds (BIDS). A list value (one 4D file with several echoes) is
+    accepted, as is the non-standard ``EchoTimes``. A value above 1 is taken as already in ms.
+
+    Parameters
+    ----------
+    paths : str, Path or list of these
+        One file (3D or 4D) or one file per echo.
+
+    Returns
+    -------
+    list of float or None
+        Echo times in ms in file order, or None if any sidecar or ``EchoTime`` is missing or
+        unreadable.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out = []
+    for p in paths:
+        side = _sidecar(p)
+        if not os.path.exists(side):
+            return None
+        try:
+            with open(side, encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        te = meta.get("EchoTime", meta.get("EchoTimes"))
+        if te is None:
+            return None
+        values = te if isinstance(te, (list, tuple)) else [te]
+        try:
+            values = [float(v) for v in values]
+        except (TypeError, ValueError):
+            return None
+        if not values or any(not np.isfinite(v) or v <= 0 for v in values):
+            return None
+        out.extend(v if v > 1.0 else v * 1000.0 for v in values)
+    return out
+
+
+def _te_array(echo_times_ms, n):
+    te = np.asarray(echo_times_ms, dtype=np.float64).ravel()
+    if te.size != n:
+        raise ValueError(f"{te.size} echo times for {n} echoes")
+    if np.any(~np.isfinite(te)) or np.any(te <= 0):
+        raise ValueError(f"echo times must be positive (ms), got {te.tolist()}")
+    return te
+
+
+def combine_magnitudes(magnitude, echo_times_ms=None, method="auto"):
+    """Combine multi-echo magnitudes into one image.
+
+    Parameters
+    ----------
+    magnitude : numpy.ndarray
+        3D (returned as float32) or 4D ``(x, y, z, echo)``.
+    echo_times_ms : sequence of float, optional
+        Echo times in ms (needed for ``"t2star"``).
+    method : {"auto", "rss", "t2star"}
+        ``"rss"``: root-sum-of-squares ``sqrt(sum S_n^2)``. ``"t2star"``: the optimal
+        T2*-weighted combination (Posse 1999) with weights ``w_n = TE_n * S_n`` (the voxel's own
+        signal standing in for ``exp(-TE_n / T2*)``): ``sum TE_n S_n^2 / sum TE_n S_n``, which
+        is on the scale of one echo's intensity. ``"auto"``: ``"t2star"`` if echo times are
+        given, else ``"rss"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        Combined magnitude, 3D.
+    """
+    m = np.asarray(magnitude, dtype=np.float32)
+    if m.ndim == 3:
+        return m.copy()
+    if m.ndim != 4:
+        raise ValueError(f"magnitude must be 3D or 4D, got {m.shape}")
+    if method == "auto":
+        method = "t2star" if echo_times_ms is not None else "rss"
+    if method == "rss":
+        return np.sqrt(np.sum(m.astype(np.float64) ** 2, axis=3)).astype(np.float32)
+    if method == "t2star":
+        te = _te_array(echo_times_ms, m.shape[3])
+        mm = np.abs(m.astype(np.float64))
+        num = np.tensordot(mm**2, te, axes=([3], [0]))
+        den = np.tensordot(mm, te, axes=([3], [0]))
+        out = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        return out.astype(np.float32)
+    raise ValueError(f"unknown magnitude combination {method!r}")
+
+
+def combine_phases(phase, magnitude, echo_times_ms, reference_te_ms=None, output="radians",
+                   temporal_unwrap=True):
+    """Combine high-pass filtered phases of several echoes.
+
+    The local frequency is the weighted least-squares slope of ``phi_n = omega * TE_n``
+    through the origin with weights ``|S_n|^2`` (inverse phase-noise variance)::
+
+        omega = sum |S_n|^2 TE_n phi_n / sum |S_n|^2 TE_n^2      (radians / ms)
+
+    i.e. each echo's frequency estimate ``phi_n / TE_n`` is weighted by ``TE_n^2 |S_n|^2``.
+    Before that, the filtered phases are unwrapped along the echoes (each echo is unwrapped
+    towards the prediction ``omega TE_n`` from the shorter echoes), which helps when the long
+    echo's filtered phase exceeds pi in veins at high field.
+
+    Parameters
+    ----------
+    phase : numpy.ndarray
+        High-pass filtered phase, radians, 4D ``(x, y, z, echo)`` (3D: single echo).
+    magnitude : numpy.ndarray
+        Magnitude with the same shape (weights).
+    echo_times_ms : sequence of float
+        Echo times in ms.
+    reference_te_ms : float, optional
+        Echo time in ms at which the combined phase is expressed; default the longest echo.
+    output : {"radians", "hz"}
+        ``"radians"``: ``omega * reference_te_ms`` (phase at the reference TE, radians, not
+        wrapped). ``"hz"``: the local frequency ``omega / (2 pi)`` in Hz.
+    temporal_unwrap : bool
+        Unwrap along echoes before fitting.
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        3D combined phase (radians) or frequency (Hz).
+    """
+    p = np.asarray(phase, dtype=np.float64)
+    if p.ndim == 3:
+        p = p[..., None]
+    m = np.asarray(magnitude, dtype=np.float64)
+    if m.ndim == 3:
+        m = m[..., None]
+    if m.shape != p.shape:
+        raise ValueError(f"magnitude {m.shape} and phase {p.shape} differ")
+    te = _te_array(echo_times_ms, p.shape[3])
+    order = np.argsort(te)
+    w = m**2
+    if temporal_unwrap and p.shape[3] > 1:
+        p = p.copy()
+        num = w[..., order[0]] * te[order[0]] * p[..., order[0]]
+        den = w[..., order[0]] * te[order[0]] ** 2
+        for e in order[1:]:
+            omega = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+            pred = omega * te[e]
+            p[..., e] = pred + _wrap(p[..., e] - pred)
+            num += w[..., e] * te[e] * p[..., e]
+            den += w[..., e] * te[e] ** 2
+    num = np.tensordot(w * p, te, axes=([3], [0]))
+    den = np.tensordot(w, te**2, axes=([3], [0]))
+    omega = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    if output == "radians":
+        ref = float(te.max()) if reference_te_ms is None else float(reference_te_ms)
+        return (omega * ref).astype(np.float32)
+    if output == "hz":
+        return (omega * 1000.0 / (2 * _PI)).astype(np.float32)
+    raise ValueError(f"unknown output {output!r}")
+
+
+def frequency_to_ppm(frequency_hz, b0_t):
+    """Convert a local frequency offset (Hz) to a field offset in ppm of B0.
+
+    Parameters
+    ----------
+    frequency_hz : array_like
+        Frequency in Hz (``phase / (2 pi TE)`` in the ``phase_sign`` = +1 convention).
+    b0_t : float
+        Field strength in tesla.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``dB / B0`` in ppm.
+    """
+    return np.asarray(frequency_hz) / (GAMMA_BAR_HZ_PER_T * float(b0_t)) * 1e6
+
+
+# --------------------------------------------------------------------------------------------
+# 3. High-pass filtering of wrapped phase (on the complex signal)
+# --------------------------------------------------------------------------------------------
+
+def slice_axis_from_affine(affine):
+    """Array axis whose direction is closest to the world superior (z) axis.
+
+    Parameters
+    ----------
+    affine : (4, 4) array_like
+        NIfTI affine (voxel -> RAS+ mm).
+
+    Returns
+    -------
+    int
+        0, 1 or 2.
+    """
+    a = np.asarray(affine, dtype=np.float64)[:3, :3]
+    cols = a / np.maximum(np.linalg.norm(a, axis=0), 1e-12)
+    return int(np.argmax(np.abs(cols[2])))
+
+
+def _voxel_sizes(voxel_size_mm, affine=None):
+    if voxel_size_mm is not None:
+        v = np.asarray(voxel_size_mm, dtype=np.float64).ravel()[:3]
+    elif affine is not None:
+        v = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    else:
+        v = np.ones(3)
+    if v.size != 3 or np.any(v <= 0):
+        raise ValueError(f"voxel sizes must be 3 positive numbers (mm), got {v}")
+    return v
+
+
+def _complex(magnitude, phase):
+    ph = np.asarray(phase, dtype=np.float32)
+    if magnitude is None:
+        return np.exp(1j * ph).astype(np.complex64)
+    mag = np.asarray(magnitude, dtype=np.float32)
+    if mag.shape != ph.shape:
+        raise ValueError(f"magnitude {mag.shape} and phase {ph.shape} differ")
+    return (mag * np.exp(1j * ph)).astype(np.complex64)
+
+
+def _hann_kspace(n, width):
+    """Hanning window of full width ``width`` samples, centred at k=0, in FFT order."""
+    k = sfft.fftfreq(n) * n
+    w = np.zeros(n)
+    inside = np.abs(k) < width / 2.0
+    w[inside] = 0.5 * (1.0 + np.cos(2 * _PI * k[inside] / width))
+    return w
+
+
+def homodyne_highpass(magnitude, phase, voxel_size_mm=None, window=32, window_mm=None,
+                      mode="2d", slice_axis=2):
+    """High-pass filter wrapped phase by homodyne filtering in k-space.
+
+    The complex image ``z = |S| exp(i phi)`` is divided by its low-pass version ``z_lp``
+    (k-space multiplied by a Hanning window) and the angle kept:
+    ``phi_hp = angle(z * conj(z_lp))``. This works on wrapped phase. The image is zero-padded
+    before the FFT so the low-pass does not wrap around the field of view.
+
+    Parameters
+    ----------
+    magnitude : numpy.ndarray or None
+        Magnitude (3D or 4D, same shape as ``phase``); None for unit magnitude.
+    phase : numpy.ndarray
+        Wrapped phase in radians, 3D or 4D ``(x, y, z, echo)`` (echoes filtered separately).
+    voxel_size_mm : sequence of 3 float, optional
+        Voxel sizes in mm (needed for ``window_mm``).
+    window : float
+        Full width of the Hanning window in k-space samples *at a 256 matrix*; per axis it is
+        scaled to ``window * n / 256`` samples (the same fraction of k-space, hence the same
+        filter relative to the resolution). 32 (weak) to 64 (strong) are usual.
+    window_mm : float, optional
+        Instead of ``window``: the spatial scale in mm of the low-pass; the window spans
+        ``FOV_mm / window_mm`` k-space samples per axis (FOV = n * voxel size).
+    mode : {"2d", "3d"}
+        ``"2d"``: low-pass in-plane per slice (the two axes other than ``slice_axis``);
+        ``"3d"``: over all three axes.
+    slice_axis : int
+        Slice axis for ``"2d"`` (see :func:`slice_axis_from_affine`).
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        High-pass filtered phase, radians in (-pi, pi], same shape as ``phase``.
+    """
+    ph = np.asarray(phase)
+    if ph.ndim == 4:
+        mags = [None] * ph.shape[3] if magnitude is None else [magnitude[..., e]
+                                                                for e in range(ph.shape[3])]
+        return np.stack([homodyne_highpass(mags[e], ph[..., e], voxel_size_mm, window,
+                                           window_mm, mode, slice_axis)
+                         for e in range(ph.shape[3])], axis=3)
+    if ph.ndim != 3:
+        raise ValueError(f"phase must be 3D or 4D, got {ph.shape}")
+    z = _complex(magnitude, ph)
+    vox = _voxel_sizes(voxel_size_mm)
+    axes = [a for a in range(3) if a != slice_axis] if mode == "2d" else [0, 1, 2]
+    if mode not in ("2d", "3d"):
+        raise ValueError(f"mode must be '2d' or '3d', got {mode!r}")
+    pad = [(0, 0)] * 3
+    padded_n = {}
+    for a in axes:
+        n = z.shape[a]
+        if window_mm is not None:
+            width = n * vox[a] / float(window_mm)
+        else:
+            width = float(window) * n / 256.0
+        width = float(np.clip(width, 2.0, n))
+        # spatial kernel of the Hanning window reaches ~2 n / width voxels
+        p = int(min(n, math.ceil(2.0 * n / width) + 1))
+        n_pad = sfft.next_fast_len(n + 2 * p)
+        before = (n_pad - n) // 2
+        pad[a] = (before, n_pad - n - before)
+        padded_n[a] = (n_pad, width * n_pad / n)
+    zp = np.pad(z, pad)
+    k = sfft.fftn(zp, axes=axes, workers=-1)
+    for a in axes:
+        n_pad, width = padded_n[a]
+        w = _hann_kspace(n_pad, width).astype(np.float32)
+        shape = [1, 1, 1]
+        shape[a] = n_pad
+        k *= w.reshape(shape)
+    lp = sfft.ifftn(k, axes=axes, workers=-1)
+    sl = tuple(slice(pad[a][0], pad[a][0] + z.shape[a]) for a in range(3))
+    lp = lp[sl]
+    return np.angle(z * np.conj(lp)).astype(np.float32)
+
+
+def gaussian_highpass(magnitude, phase, voxel_size_mm, sigma_mm=4.0, mode="2d", slice_axis=2):
+    """High-pass filter wrapped phase with a Gaussian low-pass of the complex signal.
+
+    ``phi_hp = angle(z * conj(G_sigma * z))`` with ``z = |S| exp(i phi)``, the Gaussian applied
+    to real and imaginary parts (zero outside the field of view).
+
+    Parameters
+    ----------
+    magnitude : numpy.ndarray or None
+        Magnitude (same shape as ``phase``), None for unit magnitude.
+    phase : numpy.ndarray
+        Wrapped phase in radians, 3D or 4D (echoes filtered separately).
+    voxel_size_mm : sequence of 3 float
+        Voxel sizes in mm.
+    sigma_mm : float
+        Standard deviation of the Gaussian low-pass in mm.
+    mode : {"2d", "3d"}
+        In-plane only (``sigma = 0`` along ``slice_axis``) or 3D.
+    slice_axis : int
+        Slice axis for ``"2d"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        High-pass filtered phase, radians, same shape as ``phase``.
+    """
+    ph = np.asarray(phase)
+    if ph.ndim == 4:
+        return np.stack([gaussian_highpass(None if magnitude is None else magnitude[..., e],
+                                           ph[..., e], voxel_size_mm, sigma_mm, mode,
+                                           slice_axis) for e in range(ph.shape[3])], axis=3)
+    if mode not in ("2d", "3d"):
+        raise ValueError(f"mode must be '2d' or '3d', got {mode!r}")
+    z = _complex(magnitude, ph)
+    vox = _voxel_sizes(voxel_size_mm)
+    sig = [float(sigma_mm) / v for v in vox]
+    if mode == "2d":
+        sig[slice_axis] = 0.0
+    lp_re = ndi.gaussian_filter(z.real, sig, mode="constant", truncate=3.0)
+    lp_im = ndi.gaussian_filter(z.imag, sig, mode="constant", truncate=3.0)
+    return np.angle(z * np.conj(lp_re + 1j * lp_im)).astype(np.float32)
+
+
+def highpass_phase(magnitude, phase, voxel_size_mm, method="homodyne", window=32,
+                   window_mm=None, sigma_mm=4.0, mode="2d", slice_axis=2):
+    """High-pass filter wrapped phase: :func:`homodyne_highpass` or :func:`gaussian_highpass`.
+
+    Parameters
+    ----------
+    magnitude, phase : numpy.ndarray
+        Magnitude and wrapped phase (radians), 3D or 4D.
+    voxel_size_mm : sequence of 3 float
+        Voxel sizes in mm.
+    method : {"homodyne", "gaussian"}
+        Filter.
+    window, window_mm : float
+        Homodyne Hanning window (samples at a 256 matrix, or spatial scale in mm).
+    sigma_mm : float
+        Gaussian sigma in mm.
+    mode : {"2d", "3d"}
+        In-plane per slice or 3D.
+    slice_axis : int
+        Slice axis for ``"2d"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        Filtered phase in radians.
+    """
+    if method == "homodyne":
+        return homodyne_highpass(magnitude, phase, voxel_size_mm, window, window_mm, mode,
+                                 slice_axis)
+    if method == "gaussian":
+        return gaussian_highpass(magnitude, phase, voxel_size_mm, sigma_mm, mode, slice_axis)
+    raise ValueError(f"unknown high-pass method {method!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# 4. SWI
+# --------------------------------------------------------------------------------------------
+
+def phase_mask(filtered_phase, phase_sign=+1):
+    """Linear SWI phase mask (Haacke 2004), before raising to a power.
+
+    With ``psi = phase_sign * phi`` (positive = increased field, the paramagnetic sign):
+    ``mask = 1`` where ``psi <= 0`` and ``mask = 1 - psi / pi`` for ``0 < psi < pi``, 0 at
+    ``psi >= pi``. For ``phase_sign = -1`` this is Haacke's negative phase mask (1 for
+    positive phase, linearly to 0 at ``phi = -pi``).
+
+    Parameters
+    ----------
+    filtered_phase : numpy.ndarray
+        High-pass filtered phase in radians (values beyond +-pi are clipped).
+    phase_sign : {+1, -1}
+        Phase convention of the data (see module docstring).
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        Mask in [0, 1].
+    """
+    if phase_sign not in (1, -1):
+        raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
+    psi = phase_sign * np.asarray(filtered_phase, dtype=np.float32)
+    return np.clip(1.0 - psi / np.float32(_PI), 0.0, 1.0).astype(np.float32)
+
+
+def swi(magnitude, filtered_phase, phase_sign=+1, power=4):
+    """Susceptibility-weighted image ``magnitude * phase_mask ** power``.
+
+    Parameters
+    ----------
+    magnitude : numpy.ndarray
+        Magnitude (3D, combined if multi-echo).
+    filtered_phase : numpy.ndarray
+        High-pass filtered phase in radians, same shape.
+    phase_sign : {+1, -1}
+        Phase convention (see module docstring).
+    power : float
+        Number of multiplications by the mask (4 by default, Haacke 2004).
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        SWI, same units as the magnitude.
+    """
+    m = np.asarray(magnitude, dtype=np.float32)
+    mask = phase_mask(filtered_phase, phase_sign)
+    if mask.shape != m.shape:
+        raise ValueError(f"magnitude {m.shape} and phase {mask.shape} differ")
+    return (m * mask ** np.float32(power)).astype(np.float32)
+
+
+def minimum_intensity_projection(volume, affine=None, slab_mm=8.0, voxel_size_mm=None,
+                                 axis=None):
+    """Sliding-window minimum intensity projection (mIP) for review.
+
+    Each slice of the output is the minimum over the slices within a slab of about
+    ``slab_mm`` centred on it, along the slice axis (the array axis closest to world superior
+    when ``axis`` is None).
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        3D image (e.g. SWI).
+    affine : (4, 4) array_like, optional
+        NIfTI affine (for the axis and its voxel size).
+    slab_mm : float
+        Slab thickness in mm; the window is the odd number of slices nearest to
+        ``slab_mm / slice thickness`` (at least 1).
+    voxel_size_mm : sequence of 3 float, optional
+        Voxel sizes (mm) if no affine.
+    axis : int, optional
+        Projection axis (default: from the affine, else 2).
+
+    Returns
+    -------
+    numpy.ndarray of float32
+        mIP volume, same shape as ``volume``.
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    if axis is None:
+        axis = slice_axis_from_affine(affine) if affine is not None else 2
+    vox = _voxel_sizes(voxel_size_mm, affine)
+    n = max(1, int(round(float(slab_mm) / vox[axis])))
+    if n % 2 == 0:
+        n += 1
+    return ndi.minimum_filter1d(v, size=n, axis=axis, mode="nearest")
+
+
+# --------------------------------------------------------------------------------------------
+# 5./6. Dipole sign of a compact source and handedness from veins
+# --------------------------------------------------------------------------------------------
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float64).ravel()
+    return v / max(np.linalg.norm(v), 1e-12)
+
+
+def source_susceptibility_sign(filtered_phase, magnitude, centre_vox, radius_mm,
+                               voxel_size_mm, affine, b0_dir_world=(0, 0, 1), phase_sign=+1,
+                               outer_factor=3.0, min_score=0.01, refine_centre=True):
+    """Sign of the susceptibility of a compact dark source from its dipole field pattern.
+
+    The phase around a sphere of radius ``a`` is, in the ``phase_sign`` convention,
+    ``psi(r) = c * (a / r)**3 * (3 cos^2(theta) - 1)`` outside the sphere, with ``theta`` the
+    angle between ``r`` (world mm, via the affine, so array permutations and flips do not
+    matter) and B0, and ``c = gamma * B0 * dchi / 3 * TE`` (radians) positive for a
+    paramagnetic source (hemosiderin: microbleed), negative for a diamagnetic one
+    (calcification). Positive lobes along B0, a negative equatorial ring half as strong.
+
+    The fit uses voxels between ``radius_mm`` and ``outer_factor * radius_mm`` (at least 3
+    voxels beyond the radius), weighted by the squared magnitude relative to the local
+    background (dark, dephased voxels count little). Because the phase near the source can
+    wrap, ``c`` is found by maximising the phase coherence
+    ``f(c) = |sum w exp(i (psi - c m))| / sum w`` on a logarithmic grid of both signs (a free
+    constant offset is implicit in the modulus); this is least squares on the unit circle.
+
+    Parameters
+    ----------
+    filtered_phase : numpy.ndarray
+        3D high-pass filtered phase, radians (or any quantity proportional to the local field
+        with the same sign, e.g. Hz).
+    magnitude : numpy.ndarray
+        3D magnitude, same shape.
+    centre_vox : sequence of 3 float
+        Centre of the dark focus in voxel indices (may be fractional).
+    radius_mm : float
+        Radius of the dark focus in mm (e.g. the equivalent-sphere radius of the candidate).
+    voxel_size_mm : sequence of 3 float
+        Voxel sizes in mm (neighbourhood extent).
+    affine : (4, 4) array_like
+        NIfTI affine (voxel -> world mm).
+    b0_dir_world : sequence of 3 float
+        Direction of B0 in world coordinates (scanner z: ``(0, 0, 1)``).
+    phase_sign : {+1, -1}
+        Phase convention of ``filtered_phase``.
+    outer_factor : float
+        Outer radius of the fitted shell in units of ``radius_mm``.
+    min_score : float
+        Scores with a smaller absolute value give sign 0.
+    refine_centre : bool
+        Move the centre to the darkness-weighted centroid within 1.5 radii first.
+
+    Returns
+    -------
+    score : float
+        ``max_{c>0} f(c) - max_{c<0} f(c)`` in [-1, 1]: how much better a paramagnetic than a
+        diamagnetic dipole explains the phase. NaN if too few usable voxels.
+    sign : int
+        +1 paramagnetic (microbleed-like), -1 diamagnetic (calcification-like), 0 undecided.
+    """
+    ph = np.asarray(filtered_phase)
+    mag = np.asarray(magnitude)
+    if ph.shape != mag.shape or ph.ndim != 3:
+        raise ValueError(f"phase {ph.shape} and magnitude {mag.shape} must be the same 3D shape")
+    if phase_sign not in (1, -1):
+        raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
+    vox = _voxel_sizes(voxel_size_mm)
+    A = np.asarray(affine, dtype=np.float64)[:3, :3]
+    b0 = _unit(b0_dir_world)
+    a = max(float(radius_mm), 0.5 * float(vox.min()))
+    r_out = max(outer_factor * a, a + 3.0 * float(vox.max()))
+    c = np.asarray(centre_vox, dtype=np.float64).ravel()[:3]
+    half = np.ceil(r_out / vox).astype(int) + 1
+    lo = np.maximum(np.floor(c).astype(int) - half, 0)
+    hi = np.minimum(np.floor(c).astype(int) + half + 1, np.array(ph.shape))
+    if np.any(hi - lo < 3):
+        return float("nan"), 0
+    sl = tuple(slice(int(lo[d]), int(hi[d])) for d in range(3))
+    P = ph[sl].astype(np.float64) * phase_sign
+    M = mag[sl].astype(np.float64)
+    grids = np.meshgrid(*[np.arange(lo[d], hi[d], dtype=np.float64) for d in range(3)],
+                        indexing="ij")
+    ijk = np.stack(grids, axis=-1)
+
+    def geometry(centre):
+        rel = (ijk - centre) @ A.T
+        r = np.linalg.norm(rel, axis=-1)
+        return rel, r
+
+    rel, r = geometry(c)
+    far = (r > 2.0 * a) & (r <= r_out)
+    bg = float(np.median(M[far])) if far.sum() >= 5 else float(np.median(M))
+    if not bg > 0:
+        return float("nan"), 0
+    if refine_centre:
+        near = r <= 1.5 * a
+        dark = np.clip(1.0 - M / bg, 0.0, None) * near
+        if dark.sum() > 0:
+            c = (ijk * dark[..., None]).sum(axis=(0, 1, 2)) / dark.sum()
+            rel, r = geometry(c)
+    rel_b0 = rel @ b0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos2 = np.where(r > 0, (rel_b0 / r) ** 2, 0.0)
+        model = np.where(r > 0, (a / r) ** 3 * (3.0 * cos2 - 1.0), 0.0)
+    w = np.clip(M / bg, 0.0, 1.0) ** 2
+    use = (r > a) & (r <= r_out) & (w > 0.05) & np.isfinite(P)
+    if use.sum() < 10:
+        return float("nan"), 0
+    m_u = model[use]
+    # voxels inform about c in proportion to |m| (least-squares information ~ m^2)
+    w_u = w[use] * np.abs(m_u)
+    z_u = np.exp(1j * P[use])
+    absm = np.abs(m_u)
+    big = float(np.max(absm))
+    med = float(np.median(absm[absm > 0])) if np.any(absm > 0) else 0.0
+    if big <= 0 or med <= 0:
+        return float("nan"), 0
+    cs = np.geomspace(0.02 / big, 3.0 * _PI / med, 72)
+    # coherence for +c and -c: |sum w z exp(-i c m)|
+    E = np.exp(-1j * np.outer(cs, m_u))
+    pos = np.abs(E @ (w_u * z_u))
+    neg = np.abs(np.conj(E) @ (w_u * z_u))
+    sw = float(w_u.sum())
+    score = float((pos.max() - neg.max()) / sw)
+    sign = 0 if not abs(score) >= min_score else (1 if score > 0 else -1)
+    return score, sign
+
+
+def _hessian_world(image, vox, A, sigma_mm):
+    """Hessian components (world mm) of a Gaussian-smoothed image, as 6 full volumes."""
+    sig = [sigma_mm / v for v in vox]
+    H = np.empty((3, 3) + image.shape, dtype=np.float32)
+    for i in range(3):
+        for j in range(i, 3):
+            order = [0, 0, 0]
+            order[i] += 1
+            order[j] += 1
+            d = ndi.gaussian_filter(image, sig, order=order, mode="nearest", truncate=3.0)
+            H[i, j] = d
+            H[j, i] = d
+    Ainv = np.linalg.inv(A)
+    return H, Ainv
+
+
+def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_world=(0, 0, 1),
+                        sigma_mm=None, dark_percentile=15.0, default=+1, max_foci=30):
+    """Estimate the phase convention (``phase_sign``) from veins and compact dark foci.
+
+    Physics: venous blood is paramagnetic relative to tissue. Inside a vein at angle theta to
+    B0 the field offset is ``dB = B0 dchi (3 cos^2 theta - 1) / 6`` (positive parallel to B0,
+    negative perpendicular, zero at the magic angle 54.7 deg), and the filtered phase at the
+    vein's centre is ``phase_sign * gamma * dB * TE``. So with ``g = 3 cos^2 theta - 1`` from
+    the vein's direction, ``phase * g`` has the sign of ``phase_sign`` for every vein.
+
+    Method:
+
+    1. Dark voxels: magnitude relative to a 4 mm local mean below the ``dark_percentile``-th
+       percentile inside the mask.
+    2. Hessian of the magnitude (Gaussian scale ``sigma_mm``, world mm via the affine): dark
+       tubes have two large positive eigenvalues and one small one; its eigenvector is the
+       vein direction. Dark voxels that are tube-like are grouped into connected segments.
+    3. Each segment votes with the sign of ``sum v * phase * g`` (``v`` = tube strength); the
+       result is the sign of the weighted mean over all tube voxels, with a binomial sign test
+       over segments for confidence.
+    4. Compact blob-like dark foci (all three eigenvalues large) vote with their dipole sign
+       (:func:`source_susceptibility_sign`, assuming they are paramagnetic). They decide only
+       when the vein evidence is weak.
+
+    Parameters
+    ----------
+    filtered_phase : numpy.ndarray
+        3D high-pass filtered phase (radians or Hz: only the sign matters).
+    magnitude : numpy.ndarray
+        3D (combined) magnitude.
+    affine : (4, 4) array_like
+        NIfTI affine.
+    mask : numpy.ndarray of bool, optional
+        Brain mask; default magnitude above 10% of its 99th percentile.
+    b0_dir_world : sequence of 3 float
+        B0 direction in world coordinates.
+    sigma_mm : float, optional
+        Hessian scale in mm; default 1.5 x the smallest voxel size.
+    dark_percentile : float
+        Percentile of the relative magnitude below which voxels are vein candidates.
+    default : {+1, -1}
+        Sign returned when the evidence is insufficient.
+    max_foci : int
+        At most this many compact foci are tested.
+
+    Returns
+    -------
+    sign : int
+        +1 or -1.
+    evidence : dict
+        JSON-serialisable: ``confidence`` (``high|moderate|low|none``), ``method``,
+        ``vessel_voxels``, ``vessel_segments``, ``vessel_agreement`` (weighted fraction of
+        segments agreeing), ``vessel_p`` (sign test), ``vessel_statistic``, ``foci``,
+        ``foci_agreement``, ``note``.
+    """
+    from scipy.stats import binomtest
+
+    ph = np.asarray(filtered_phase, dtype=np.float32)
+    mag = np.asarray(magnitude, dtype=np.float32)
+    if ph.shape != mag.shape or ph.ndim != 3:
+        raise ValueError(f"phase {ph.shape} and magnitude {mag.shape} must be the same 3D shape")
+    A = np.asarray(affine, dtype=np.float64)[:3, :3]
+    vox = np.linalg.norm(A, axis=0)
+    b0 = _unit(b0_dir_world)
+    if sigma_mm is None:
+        sigma_mm = 1.5 * float(vox.min())
+    if mask is None:
+        mask = mag > 0.1 * np.percentile(mag, 99)
+    mask = np.asarray(mask, bool)
+    ev = {"confidence": "none", "method": "default", "vessel_voxels": 0, "vessel_segments": 0,
+          "vessel_agreement": None, "vessel_p": None, "vessel_statistic": None, "foci": 0,
+          "foci_agreement": None, "note": ""}
+    if mask.sum() < 100:
+        ev["note"] = "too few brain voxels"
+        return int(default), ev
+
+    local = ndi.gaussian_filter(mag * mask, [4.0 / v for v in vox], mode="nearest")
+    norm = ndi.gaussian_filter(mask.astype(np.float32), [4.0 / v for v in vox], mode="nearest")
+    rel = np.divide(mag, local / np.maximum(norm, 1e-6), out=np.ones_like(mag),
+                    where=local > 0)
+    thr = np.percentile(rel[mask], dark_percentile)
+    dark = mask & (rel < thr)
+    idx = np.nonzero(dark)
+    if idx[0].size < 20:
+        ev["note"] = "too few dark voxels"
+        return int(default), ev
+
+    H, Ainv = _hessian_world(mag, vox, A, sigma_mm)
+    Hv = np.moveaxis(H[:, :, idx[0], idx[1], idx[2]], 2, 0).astype(np.float64)  # (N,3,3)
+    Hw = np.einsum("ka,nkl,lb->nab", Ainv, Hv, Ainv)
+    lam, vec = np.linalg.eigh(Hw)  # ascending
+    order = np.argsort(np.abs(lam), axis=1)
+    lam_s = np.take_along_axis(lam, order, axis=1)  # by |lambda|: small, mid, large
+    small, midl, large = lam_s[:, 0], lam_s[:, 1], lam_s[:, 2]
+    axis_vec = np.take_along_axis(vec, order[:, None, :1], axis=2)[:, :, 0]  # (N,3)
+    scale = np.percentile(np.abs(large), 90) + 1e-12
+    tube = (midl > 0) & (large > 0) & (np.abs(small) < 0.5 * midl) & (midl > 0.1 * scale)
+    blob = (small > 0) & (small > 0.5 * large) & (large > 0.2 * scale)
+
+    # ---- veins
+    n_tube = int(tube.sum())
+    ev["vessel_voxels"] = n_tube
+    vessel_sign, vessel_conf, vessel_stat = 0, "none", 0.0
+    if n_tube >= 10:
+        cosb = axis_vec[tube] @ b0
+        g = 3.0 * cosb**2 - 1.0
+        v = midl[tube] * (1.0 - np.abs(small[tube]) / midl[tube])
+        x = ph[idx][tube] * g
+        vessel_stat = float(np.sum(v * x) / np.sum(v))
+        lab_vol = np.zeros(ph.shape, np.int32)
+        lab_vol[tuple(i[tube] for i in idx)] = 1
+        lab, nlab = ndi.label(lab_vol, structure=np.ones((3, 3, 3)))
+        seg = lab[tuple(i[tube] for i in idx)]
+        seg_sum = np.bincount(seg, weights=v * x, minlength=nlab + 1)[1:]
+        seg_w = np.bincount(seg, weights=v * np.abs(x), minlength=nlab + 1)[1:]
+        keep = seg_w > 0
+        seg_sum, seg_w = seg_sum[keep], seg_w[keep]
+        nseg = int(keep.sum())
+        ev["vessel_segments"] = nseg
+        ev["vessel_statistic"] = round(vessel_stat, 6)
+        if nseg > 0 and vessel_stat != 0:
+            vessel_sign = 1 if vessel_stat > 0 else -1
+            agree = np.sign(seg_sum) == vessel_sign
+            ev["vessel_agreement"] = round(float(seg_w[agree].sum() / seg_w.sum()), 4)
+            p = float(binomtest(int(agree.sum()), nseg, 0.5, alternative="greater").pvalue)
+            ev["vessel_p"] = float(f"{p:.3g}")
+            if p < 1e-3 and nseg >= 10 and ev["vessel_agreement"] >= 0.65:
+                vessel_conf = "high"
+            elif p < 0.01 and ev["vessel_agreement"] >= 0.6:
+                vessel_conf = "moderate"
+            elif p < 0.1:
+                vessel_conf = "low"
+
+    # ---- compact foci (assumed paramagnetic)
+    foci_votes = []
+    if blob.sum() > 0:
+        bvol = np.zeros(ph.shape, np.int32)
+        bvol[tuple(i[blob] for i in idx)] = 1
+        blab, nb = ndi.label(bvol, structure=np.ones((3, 3, 3)))
+        if nb:
+            sizes = ndi.sum_labels(bvol, blab, index=np.arange(1, nb + 1))
+            cents = ndi.center_of_mass(bvol, blab, index=np.arange(1, nb + 1))
+            darkness = ndi.mean(rel, blab, index=np.arange(1, nb + 1))
+            for k in np.argsort(darkness)[:max_foci]:
+                vol_mm3 = float(sizes[k]) * float(np.prod(vox))
+                radius = max((3.0 * vol_mm3 / (4.0 * _PI)) ** (1 / 3), float(vox.min()))
+                s, sg = source_susceptibility_sign(ph, mag, cents[k], radius, vox, affine,
+                                                   b0_dir_world, +1)
+                if sg != 0:
+                    foci_votes.append(sg)
+    ev["foci"] = len(foci_votes)
+    foci_sign = 0
+    if foci_votes:
+        mean_vote = float(np.mean(foci_votes))
+        foci_sign = 1 if mean_vote > 0 else (-1 if mean_vote < 0 else 0)
+        if foci_sign:
+            ev["foci_agreement"] = round(float(np.mean(np.array(foci_votes) == foci_sign)), 4)
+
+    if vessel_conf in ("high", "moderate"):
+        sign, ev["confidence"], ev["method"] = vessel_sign, vessel_conf, "vein orientation"
+        if foci_sign and foci_sign != vessel_sign and len(foci_votes) >= 3:
+            ev["note"] = "compact foci disagree with the veins"
+            if vessel_conf == "high":
+                ev["confidence"] = "moderate"
+            else:
+                ev["confidence"] = "low"
+    elif (foci_sign and len(foci_votes) >= 3 and ev["foci_agreement"] >= 0.75
+          and (vessel_sign in (0, foci_sign))):
+        sign, ev["confidence"], ev["method"] = foci_sign, "low", "dipole of compact foci"
+    elif vessel_sign and vessel_conf == "low":
+        sign, ev["confidence"], ev["method"] = vessel_sign, "low", "vein orientation"
+    else:
+        sign = int(default)
+        ev["note"] = (ev["note"] + "; " if ev["note"] else "") + "insufficient evidence"
+    ev["sign"] = int(sign)
+    return int(sign), ev
+
+
+# --------------------------------------------------------------------------------------------
+# Convenience: the whole phase branch
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class SWIResult:
+    """Output of :func:`compute_swi`.
+
+    Attributes
+    ----------
+    swi : numpy.ndarray of float32
+        ``magnitude * phase_mask ** power`` (3D).
+    magnitude : numpy.ndarray of float32
+        Combined magnitude (3D).
+    filtered_phase : numpy.ndarray of float32
+        High-pass filtered (combined) phase in radians at ``reference_te_ms`` (3D).
+    frequency_hz : numpy.ndarray of float32 or None
+        Local frequency in Hz in the data's own sign (None without echo times).
+    phase_sign : int
+        Convention used (+1 / -1, see module docstring).
+    sign_evidence : dict
+        Evidence from :func:`estimate_phase_sign` or ``{"method": "forced"}``.
+    mip : numpy.ndarray of float32 or None
+        Sliding-window minimum intensity projection of the SWI.
+    parameters : dict
+        Parameters used (JSON-serialisable), for ``summary.json``.
+    """
+
+    swi: np.ndarray
+    magnitude: np.ndarray
+    filtered_phase: np.ndarray
+    frequency_hz: np.ndarray | None
+    phase_sign: int
+    sign_evidence: dict
+    mip: np.ndarray | None = None
+    parameters: dict = field(default_factory=dict)
+
+
+def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
+                method="homodyne", window=32, window_mm=None, sigma_mm=4.0, mode="2d",
+                power=4, reference_te_ms=None, mask=None, mip_slab_mm=None,
+                b0_dir_world=(0, 0, 1)):
+    """Run the phase branch: high-pass, echo combination, handedness, SWI (and mIP).
+
+    Parameters
+    ----------
+    magnitude, phase : numpy.ndarray
+        Magnitude and phase in radians (see :func:`load_phase`), 3D or 4D ``(x, y, z, echo)``.
+    affine : (4, 4) array_like
+        NIfTI affine.
+    echo_times_ms : sequence of float, optional
+        Echo times in ms; required for more than one echo.
+    phase_sign : {+1, -1, None}
+        Force the convention; None estimates it (:func:`estimate_phase_sign`).
+    method, window, window_mm, sigma_mm, mode
+        High-pass filter (see :func:`highpass_phase`); the in-plane axes are those other than
+        the axis closest to world superior.
+    power : float
+        SWI mask power.
+    reference_te_ms : float, optional
+        TE (ms) at which the combined phase is expressed (default: longest echo).
+    mask : numpy.ndarray of bool, optional
+        Brain mask for the handedness estimate.
+    mip_slab_mm : float, optional
+        If given, also compute the sliding-window mIP with this slab (mm).
+    b0_dir_world : sequence of 3 float
+        B0 direction in world coordinates.
+
+    Returns
+    -------
+    SWIResult
+    """
+    mag = np.asarray(magnitude, dtype=np.float32)
+    ph = np.asarray(phase, dtype=np.float32)
+    if mag.shape != ph.shape:
+        raise ValueError(f"magnitude {mag.shape} and phase {ph.shape} differ")
+    n_echo = mag.shape[3] if mag.ndim == 4 else 1
+    if n_echo > 1 and echo_times_ms is None:
+        raise ValueError("echo times are needed to combine several echoes")
+    vox = _voxel_sizes(None, affine)
+    sax = slice_axis_from_affine(affine)
+    hp = highpass_phase(mag, ph, vox, method, window, window_mm, sigma_mm, mode, sax)
+    freq = None
+    if n_echo > 1:
+        te = _te_array(echo_times_ms, n_echo)
+        ref = float(te.max()) if reference_te_ms is None else float(reference_te_ms)
+        filt = combine_phases(hp, mag, te, ref, "radians")
+        freq = combine_phases(hp, mag, te, output="hz")
+        cmag = combine_magnitudes(mag, te, "t2star")
+    else:
+        mag3 = mag[..., 0] if mag.ndim == 4 else mag
+        filt = hp[..., 0] if hp.ndim == 4 else hp
+        cmag = mag3
+        ref = None
+        if echo_times_ms is not None:
+            ref = float(np.ravel(echo_times_ms)[0])
+            freq = (filt / (2 * _PI * ref / 1000.0)).astype(np.float32)
+    if phase_sign is None:
+        # the vein physics holds for the 3D field: estimate on 3D homodyne-filtered phase
+        hp3 = hp if mode == "3d" and method == "homodyne" else highpass_phase(
+            mag, ph, vox, "homodyne", window, window_mm, sigma_mm, "3d", sax)
+        if n_echo > 1:
+            filt3 = combine_phases(hp3, mag, te, ref, "radians")
+        else:
+            filt3 = hp3[..., 0] if hp3.ndim == 4 else hp3
+        sign, ev = estimate_phase_sign(filt3, cmag, affine, mask, b0_dir_world)
+    else:
+        if phase_sign not in (1, -1):
+            raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
+        sign, ev = int(phase_sign), {"method": "forced", "confidence": "forced",
+                                     "sign": int(phase_sign)}
+    out = swi(cmag, filt, sign, power)
+    mip = None
+    if mip_slab_mm is not None:
+        mip = minimum_intensity_projection(out, affine, mip_slab_mm)
+    params = {"highpass": method, "window": window, "window_mm": window_mm,
+              "sigma_mm": sigma_mm if method == "gaussian" else None, "mode": mode,
+              "slice_axis": sax, "power": power, "reference_te_ms": ref,
+              "echo_times_ms": None if echo_times_ms is None else
+              [float(t) for t in np.ravel(echo_times_ms)],
+              "magnitude_combination": "t2star" if n_echo > 1 else None,
+              "phase_combination": "weighted LS, |S|^2, temporal unwrap" if n_echo > 1 else None,
+              "phase_sign": sign, "mip_slab_mm": mip_slab_mm}
+    return SWIResult(out, cmag, filt, freq, sign, ev, mip, params)

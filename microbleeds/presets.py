@@ -1,0 +1,130 @@
+"""Parameters of a detection run and the named presets (TOML) in ``pipelines/``.
+
+A preset is a TOML file with a ``[pipeline]`` table (``name``, ``version``, ``description``)
+and a ``[parameters]`` table whose keys are fields of :class:`Parameters`. Presets install with
+the package as ``microbleeds.pipelines``; a path to a TOML file works too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+DEFAULT_PRESET = "swi-3t"
+
+
+@dataclass
+class Parameters:
+    """Every tunable of a run. Sizes in mm, intensities relative to local tissue (1 = tissue).
+
+    Raise ``max_diameter_mm`` to 10 to count the large CMBs MARS allows; lower ``min_contrast``
+    or ``min_cnr`` to find fainter foci (more false positives); lower ``max_elongation`` to
+    reject more vessel-like candidates.
+    """
+
+    preset: str = DEFAULT_PRESET
+    preset_version: str = "1"
+    sequence: str = "SWI"
+    field_strength_t: float | None = 3.0
+    echo_time_ms: float | None = 20.0
+    echo: str = "rss"
+    # brain mask and normalisation
+    bias_correction: bool = False
+    mask_opening_mm: float = 4.0
+    background_sigma_mm: float = 6.0
+    # detection and segmentation
+    min_diameter_mm: float = 1.0
+    max_diameter_mm: float = 5.0
+    radius_step_mm: float = 0.5
+    depth_fraction: float = 0.5
+    shell_mm: float = 1.5
+    # mimic rules
+    min_contrast: float = 0.25
+    min_cnr: float = 6.0
+    max_elongation: float = 2.0
+    max_vesselness: float = 0.6
+    max_centroid_shift_mm: float = 1.5
+    edge_margin_mm: float = 1.5
+    definite_confidence: float = 0.8
+    reject_calcifications: bool = True
+    # phase
+    phase_sign: int | None = None
+    highpass_window_vox: int = 48
+    extra: dict = field(default_factory=dict)
+
+    def radii_mm(self):
+        """Radii (mm) the FRST scans: half the smallest to half the largest diameter."""
+        lo, hi, step = self.min_diameter_mm / 2, self.max_diameter_mm / 2, self.radius_step_mm
+        n = max(1, int(round((hi - lo) / step)) + 1)
+        return [round(lo + i * step, 4) for i in range(n) if lo + i * step <= hi + 1e-9]
+
+    def validate(self):
+        """Raise ValueError naming the parameter that makes no sense."""
+        positive = ("max_diameter_mm", "radius_step_mm", "mask_opening_mm", "background_sigma_mm", "shell_mm")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.min_diameter_mm < self.max_diameter_mm:
+            raise ValueError(f"min_diameter_mm ({self.min_diameter_mm}) must be > 0 and below max_diameter_mm ({self.max_diameter_mm})")
+        if self.max_diameter_mm > 20:
+            raise ValueError(f"max_diameter_mm {self.max_diameter_mm} is not a microbleed size (MARS: up to 10 mm)")
+        if not 0 < self.depth_fraction < 1:
+            raise ValueError(f"depth_fraction must be between 0 and 1, got {self.depth_fraction}")
+        if not 0 <= self.min_contrast < 1:
+            raise ValueError(f"min_contrast must be in [0, 1), got {self.min_contrast}")
+        if self.phase_sign not in (None, 1, -1):
+            raise ValueError(f"phase_sign must be +1, -1 or unset, got {self.phase_sign}")
+        if self.echo not in ("rss", "first", "last") and not str(self.echo).lstrip("-").isdigit():
+            raise ValueError(f"echo must be 'rss', 'first', 'last' or an echo index, got {self.echo!r}")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def preset_names():
+    """Names of the installed presets."""
+    folder = resources.files("microbleeds.pipelines")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def read_preset(name_or_path):
+    """Read a preset by name (installed) or path; returns the TOML as a dict."""
+    path = Path(str(name_or_path))
+    if path.suffix == ".toml" and path.is_file():
+        text = path.read_text()
+    else:
+        resource = resources.files("microbleeds.pipelines") / f"{name_or_path}.toml"
+        if not resource.is_file():
+            raise ValueError(f"pipeline {name_or_path!r} not found; installed presets: {', '.join(preset_names())}")
+        text = resource.read_text()
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"pipeline {name_or_path!r} is not valid TOML: {exc}") from None
+
+
+def load_parameters(preset=DEFAULT_PRESET, **overrides) -> Parameters:
+    """Parameters of a preset, with keyword overrides (``None`` values are ignored)."""
+    data = read_preset(preset)
+    known = {f.name for f in dataclasses.fields(Parameters)}
+    values = dict(data.get("parameters", {}))
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"pipeline {preset!r}: unknown parameters {sorted(unknown)}")
+    info = data.get("pipeline", {})
+    values["preset"] = info.get("name", str(preset))
+    values["preset_version"] = str(info.get("version", "1"))
+    for key, value in overrides.items():
+        if key not in known:
+            raise ValueError(f"unknown parameter {key!r}")
+        if value is not None:
+            values[key] = value
+    return Parameters(**values).validate()
