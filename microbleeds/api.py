@@ -15,7 +15,7 @@ from nibabel.affines import apply_affine
 
 from . import __version__
 from .describe import describe_regions
-from .detect import find_seeds
+from .seeds import find_seeds
 from .load import Scan, from_canonical, load_mask, load_scan
 from .mimics import classify
 from .prepare import brain_mask, erode_mm, noise_level, relative_intensity

@@ -30,7 +30,7 @@ def describe_regions(regions, rel, mask, response, affine, voxel_size_mm, noise_
     mask : ndarray bool
         Brain mask.
     response : ndarray float32
-        FRST response map (detect.frst_response).
+        FRST response map (seeds.frst_response).
     affine : ndarray (4, 4)
         Canonical voxel-to-world affine, mm.
     voxel_size_mm : sequence of 3 floats

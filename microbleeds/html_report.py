@@ -84,15 +84,18 @@ class Volume:
         self.path = path
         if data.ndim == 4:  # multi-echo magnitude: root sum of squares for display
             data = np.sqrt(np.sum(np.square(data, dtype=np.float32), axis=3))
-        self.data = np.nan_to_num(data.astype(np.float32, copy=False))
+        self.data = np.nan_to_num(data.astype(np.float32, copy=False), copy=False)
         self.affine = np.asarray(affine, float)
         self.inv = np.linalg.inv(self.affine)
         self.is_phase = "phase" in name
-        sample = self.data[mask] if mask is not None and mask.shape == self.data.shape else None
+        # window from a strided subsample (speed): inside the brain mask, else non-zero voxels
+        stride = max(1, int(round((self.data.size / 2_000_000) ** (1 / 3))))
+        sub = self.data[::stride, ::stride, ::stride]
+        sample = None
+        if mask is not None and mask.shape == self.data.shape:
+            sample = sub[mask[::stride, ::stride, ::stride]]
         if sample is None or sample.size < 100:
-            sample = self.data[self.data != 0] if np.any(self.data) else self.data.ravel()
-        step = max(1, sample.size // 1_000_000)
-        sample = sample[::step]
+            sample = sub[sub != 0] if np.any(sub) else sub.ravel()
         if self.is_phase:
             hi = float(np.percentile(np.abs(sample), 99.5)) or 1.0
             self.window = (-hi, hi)
@@ -121,7 +124,11 @@ def _resolve(path_str, scan_dir: Path) -> Path | None:
     if not path_str:
         return None
     p = Path(str(path_str)).expanduser()
-    for cand in ([p] if p.is_absolute() else [scan_dir / p, Path.cwd() / p]):
+    # relative: to the scan folder, the current folder, or a folder above the results (the
+    # detector records the path as given on its command line)
+    tries = [p] if p.is_absolute() else [scan_dir / p, Path.cwd() / p] + [
+        parent / p for parent in scan_dir.resolve().parents]
+    for cand in tries:
         if cand.is_file():
             return cand
     return None
@@ -491,7 +498,7 @@ def _card(c, volumes, radiological):
     center = (as_float(c.get("x_mm")), as_float(c.get("y_mm")), as_float(c.get("z_mm")))
     ok = all(math.isfinite(v) for v in center)
     diam = as_float(c.get("diameter_mm"))
-    ring = max(2.5, (diam if math.isfinite(diam) else 3.0) * 1.4 + 1.5) / FOV_MM * 100
+    ring = min(92.0, max(2.5, (diam if math.isfinite(diam) else 3.0) * 1.4 + 1.5) / FOV_MM * 100)
     grid = []
     if volumes and ok:
         grid.append("<table class=views><tr><td></td>"
@@ -653,7 +660,7 @@ background:#fafafa;color:#222}
 table.views{border-collapse:collapse;margin:4px 0}table.views th{font-size:10px;color:#667;
 font-weight:600}table.views td{padding:1px}th.rowh{writing-mode:vertical-rl;transform:rotate(180deg);
 max-width:16px}
-.v{position:relative;width:108px;height:108px;background:#000}.v img{display:block;width:108px;
+.v{position:relative;width:108px;height:108px;background:#000;overflow:hidden}.v img{display:block;width:108px;
 height:108px}.ring{position:absolute;left:50%;top:50%;transform:translate(-50%,-50%);
 border:1.5px dashed #ffd400;border-radius:50%;pointer-events:none}
 .v u{position:absolute;text-decoration:none;color:#6cf;font:bold 9px sans-serif}
@@ -901,7 +908,7 @@ def write_cohort(results_root) -> dict[str, Path]:
 
 def _cohort_page(root, rows):
     show = ["scan", "sequence", "field_strength_t", "preset", "candidates", "total", "definite",
-            "possible", "lobar", "deep", "infratentorial", "burden_category", "review",
+            "possible", "lobar", "deep", "infratentorial", "unknown", "burden_category", "review",
             "reviewers", "confirmed_total", "reviewed_burden_category"]
     heads = {"field_strength_t": "B0 (T)", "burden_category": "burden",
              "confirmed_total": "confirmed", "reviewed_burden_category": "reviewed burden",
@@ -921,21 +928,28 @@ def _cohort_page(root, rows):
     n = len(rows)
     n_rev = sum(r.get("review") == "complete" for r in rows)
     n_part = sum(r.get("review") == "partial" for r in rows)
-    dist: dict[str, int] = {}
-    for r in rows:
-        key = str(r.get("reviewed_burden_category") or r.get("burden_category") or "?")
-        dist[key] = dist.get(key, 0) + 1
-    dist_text = ", ".join(f"{k}: {v}" for k, v in sorted(dist.items()))
+    order = ["0", "1", "2-4", ">=5"]
+
+    def dist(key, subset):
+        counts = {k: 0 for k in order}
+        for r in subset:
+            v = str(r.get(key) or "?")
+            counts[v] = counts.get(v, 0) + 1
+        return ", ".join(f"{k}: {v}" for k, v in counts.items())
+
+    done = [r for r in rows if r.get("review") == "complete"]
+    dist_text = (f"automatic ({n} scans) — {dist('burden_category', rows)}; reader-confirmed "
+                 f"({len(done)} completely reviewed scans) — "
+                 f"{dist('reviewed_burden_category', done) if done else 'none yet'}")
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Microbleeds cohort</title>
 <style>body{{font:14px/1.4 system-ui,sans-serif;margin:16px;color:#1d2330}}table{{border-collapse:collapse}}
 th,td{{padding:3px 8px;border-bottom:1px solid #e2e4ea;text-align:right}}th{{cursor:pointer;
-background:#eef1f6;position:sticky;top:0}}td:first-child,th:first-child{{text-align:left}}
+background:#eef1f6;position:sticky;top:0}}td:first-child,th:first-child{{text-align:left;white-space:nowrap}}
 .rv-none{{color:#b00020}}.rv-partial{{color:#a06000}}.rv-complete{{color:#146c2e}}.dim{{color:#667}}
 </style></head><body><h1>Cerebral microbleeds — cohort</h1>
 <p>{n} scan(s) under <code>{_e(root)}</code>; review complete for {n_rev}, partial for {n_part},
-none for {n - n_rev - n_part}. Burden categories (reviewed where available, else automatic):
-{_e(dist_text)}. <span class=dim>Counts are automatic unless under “confirmed”. Click a column to
+none for {n - n_rev - n_part}.<br>Burden categories: {_e(dist_text)}.<br> <span class=dim>Counts are automatic unless under “confirmed”. Click a column to
 sort; click a scan for its report. Table: <code>cohort.tsv</code>. Generated {generated}.</span></p>
 <table id=t><thead><tr>{''.join(f'<th>{_e(heads.get(c, c))}</th>' for c in show)}</tr></thead>
 <tbody>{''.join(body)}</tbody></table>
@@ -966,7 +980,8 @@ def screenshot(html_path, png_path, width=1400, height=1000, full_page=False,
 
     Only ``file:``, ``data:`` and ``blob:`` URLs are allowed to load; the browser is never
     downloaded (``playwright install`` is not needed). ``actions`` is an optional list of keys
-    to press before the shot (e.g. ``["j", "c"]`` to show a decided card).
+    to press before the shot (e.g. ``["j", "c"]`` to show a decided card; the page
+    scrolls to the current card).
     """
     try:
         from playwright.sync_api import sync_playwright
@@ -988,8 +1003,6 @@ def screenshot(html_path, png_path, width=1400, height=1000, full_page=False,
             page.goto(html_path.as_uri())
             for key in actions or []:
                 page.keyboard.press(key)
-            if actions:
-                page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(png_path), full_page=bool(full_page))
         finally:
             browser.close()
@@ -1005,6 +1018,8 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=1000)
     ap.add_argument("--full-page", action="store_true")
+    ap.add_argument("--press", default="", help="keys to press before a screenshot, comma "
+                                                "separated (e.g. j,c,v)")
     ap.add_argument("--neurological", action="store_true",
                     help="patient's right on the right (default radiological)")
     args = ap.parse_args(argv)
@@ -1012,8 +1027,9 @@ def main(argv=None) -> int:
         if args.screenshot:
             if len(args.paths) != 2:
                 ap.error("--screenshot needs REPORT.html OUT.png")
+            keys = [k for k in args.press.split(",") if k]
             print(screenshot(args.paths[0], args.paths[1], args.width, args.height,
-                             args.full_page))
+                             args.full_page, actions=keys))
             return 0
         for root in args.paths:
             for path in build_reports(root, radiological=not args.neurological):

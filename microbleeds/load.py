@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
+from nibabel.openers import ImageOpener
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
@@ -149,8 +150,16 @@ def check_affine(affine, path) -> np.ndarray:
 
 
 def check_header_zooms(img, path):
-    """Refuse zero or negative voxel sizes in the header's pixdim."""
-    zooms = np.asarray(img.header["pixdim"][1:4], dtype=float)
+    """Refuse zero or negative voxel sizes in the header's pixdim, as stored in the file.
+
+    nibabel silently repairs such headers when loading, so the raw header is read again.
+    """
+    try:
+        with ImageOpener(path) as handle:
+            raw = type(img.header).from_fileobj(handle, check=False)
+    except Exception:
+        raw = img.header
+    zooms = np.asarray(raw["pixdim"][1:4], dtype=float)
     if np.any(~np.isfinite(zooms)) or np.any(zooms <= 0):
         raise InputError(path, f"voxel size in header pixdim is zero or negative ({zooms.tolist()})")
 

@@ -463,7 +463,7 @@ def _transform_to_ras_matrix(tx):
 
 
 def register(fixed, fixed_affine, moving, moving_affine, fixed_mask=None, moving_mask=None, kind="rigid",
-             seed=0):
+             seed=0, max_samples=60000):
     """Register ``moving`` to ``fixed`` (SimpleITK, Mattes mutual information, multi-resolution).
 
     Parameters
@@ -478,6 +478,8 @@ def register(fixed, fixed_affine, moving, moving_affine, fixed_mask=None, moving
         ``rigid``: Euler 6 degrees of freedom; ``affine``: rigid then 12 degrees of freedom.
     seed : int
         Seed of the metric's random sampling (results are reproducible).
+    max_samples : int
+        About this many random metric samples (at most 25% of the fixed voxels or mask).
 
     Returns
     -------
@@ -497,6 +499,8 @@ def register(fixed, fixed_affine, moving, moving_affine, fixed_mask=None, moving
         stages.append(None)
     elif kind != "rigid":
         raise ValueError(f"kind must be 'rigid' or 'affine', not {kind!r}")
+    nvox = int(np.count_nonzero(fixed_mask)) if fixed_mask is not None else int(np.asarray(fixed).size)
+    pct = float(min(0.25, max(0.01, max_samples / max(nvox, 1))))  # ~max_samples metric samples
     metric = float("nan")
     tx = stages[0]
     for stage, nxt in enumerate(stages):
@@ -509,7 +513,7 @@ def register(fixed, fixed_affine, moving, moving_affine, fixed_mask=None, moving
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(0.25, seed)
+        reg.SetMetricSamplingPercentage(pct, seed)
         if fixed_mask is not None:
             reg.SetMetricFixedMask(sitk.Cast(_to_sitk(np.asarray(fixed_mask) > 0, fixed_affine), sitk.sitkUInt8))
         if moving_mask is not None:
@@ -567,13 +571,16 @@ def composite_atlas(files):
     AAL3 labels cortex, basal ganglia, thalamus, cerebellum and a few brainstem nuclei but no white
     matter, brainstem or ventricles. Added here, only where AAL3 is 0:
 
+    * AAL3 cortical labels where the template's WM probability is > 0.5 and above its GM probability
+      are removed (AAL3 cortical labels reach into the white matter: 28% of their voxels);
     * grey matter of the template (GM probability > 0.5 and >= WM probability) that AAL3 leaves
       unlabelled takes the nearest AAL3 label within 6 mm (AAL3 was drawn on a single subject's
       brain, the template is a 152-subject average: their cortex and caudate do not coincide);
     * 201 / 202 cerebral white matter left / right: ICBM 2009a WM probability > 0.5 (side: MNI x sign);
+      205 cerebellar white matter: such voxels whose nearest AAL3 label is cerebellar;
     * 204 ventricles: non-tissue voxels (GM + WM probability < 0.5) enclosed by tissue
       (3D hole filling), components of >= 100 voxels;
-    * 203 brainstem: tissue voxels in the MNI box |x| <= 18, -45 <= y <= -10, z <= -8 mm (a
+    * 203 brainstem: tissue voxels in the MNI box |x| <= 20, -45 <= y <= -10, z <= -8 mm (a
       geometric rule, documented as such; cerebellum and AAL3 nuclei keep their labels).
 
     Parameters
@@ -607,43 +614,46 @@ def _build_composite(files):
     aal = nib.load(str(files["aal3"]))
     lab = np.asarray(aal.dataobj).astype(np.int32)
     aff = np.asarray(aal.affine, float)
-    ijk = np.argwhere(np.ones(lab.shape, bool))
-    world = nib_apply(aff, ijk)
 
-    def sample(p):
+    def sample(p):  # template map on the AAL3 grid, nearest neighbour, scaled to 0..1
         img = nib.load(str(p))
-        v = np.linalg.inv(img.affine)
-        idx = np.rint(nib_apply(v, world)).astype(int)
         arr = np.asarray(img.dataobj, np.float32)
         arr = arr / max(float(arr.max()), 1e-6)
-        ok = np.all((idx >= 0) & (idx < np.array(arr.shape)), axis=1)
-        out = np.zeros(len(idx), np.float32)
-        out[ok] = arr[tuple(idx[ok].T)]
-        return out.reshape(lab.shape)
+        m = np.linalg.inv(img.affine) @ aff
+        return ndi.affine_transform(arr, m[:3, :3], m[:3, 3], output_shape=lab.shape, order=0, cval=0.0)
 
     gm, wm = sample(files["template_gm"]), sample(files["template_wm"])
-    x = world[:, 0].reshape(lab.shape)
-    y = world[:, 1].reshape(lab.shape)
-    z = world[:, 2].reshape(lab.shape)
-    # AAL3 was drawn on another brain (MNI single subject): grey matter of the ICBM template that
-    # AAL3 misses takes the nearest AAL3 label within 6 mm
+    i, j, k = np.ogrid[:lab.shape[0], :lab.shape[1], :lab.shape[2]]
+    x, y, z = (aff[r, 0] * i + aff[r, 1] * j + aff[r, 2] * k + aff[r, 3] for r in range(3))
+    # AAL3 was drawn on another brain (MNI single subject) and its cortical labels reach into the
+    # white matter: cortical labels where the template is white matter become white matter, and
+    # grey matter of the template that AAL3 misses takes the nearest AAL3 label within 6 mm
+    lut = read_lookup("aal3")
+    cortex_ids = [i for i, r in lut.items() if r.kind == "cortex" and i < 200]
+    over = np.isin(lab, cortex_ids) & (wm > 0.5) & (wm > gm)
+    lab[over] = 0
     gm_free = (lab == 0) & (gm > 0.5) & (gm >= wm)
     dist, ind = ndi.distance_transform_edt(lab == 0, sampling=np.sqrt((aff[:3, :3] ** 2).sum(0)),
                                            return_indices=True)
+    near = lab[tuple(ind)]  # nearest AAL3 label of every voxel
+    del ind
     fill = gm_free & (dist <= 6.0)
-    lab[fill] = lab[tuple(i[fill] for i in ind)]
-    del dist, ind
+    lab[fill] = near[fill]
     free = lab == 0
     tissue = (gm + wm) >= 0.5
     wm_mask = free & (wm > 0.5)
-    lab[wm_mask & (x < 0)] = 201
-    lab[wm_mask & (x >= 0)] = 202
+    infra_ids = [i for i, r in lut.items() if r.kind == "infratentorial" and i < 200]
+    cereb = wm_mask & np.isin(near, infra_ids)
+    lab[wm_mask & ~cereb & (x < 0)] = 201
+    lab[wm_mask & ~cereb & (x >= 0)] = 202
+    lab[cereb] = 205
+    del near, dist
     holes = ndi.binary_fill_holes(tissue | ~free) & ~tissue & free
     cc, n = ndi.label(holes)
     if n:
         sizes = ndi.sum(holes, cc, np.arange(1, n + 1))
         lab[np.isin(cc, np.flatnonzero(sizes >= 100) + 1)] = 204
-    box = (np.abs(x) <= 18) & (y >= -45) & (y <= -10) & (z <= -8)
+    box = (np.abs(x) <= 20) & (y >= -45) & (y <= -10) & (z <= -8)
     lab[box & tissue & ((lab == 0) | (lab == 201) | (lab == 202))] = 203
     return lab, aff
 

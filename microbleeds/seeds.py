@@ -1,4 +1,4 @@
-"""Detect: dark-spot seeds from a 3D fast radial symmetry transform (FRST).
+"""Detect (seeds): dark-spot seeds from a 3D fast radial symmetry transform (FRST).
 
 The FRST (Loy & Zelinsky 2003, IEEE PAMI 25:959) lets every voxel with a strong gradient vote
 for the point one radius *against* its gradient: on a dark round focus the votes of the whole

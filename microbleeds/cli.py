@@ -1,0 +1,195 @@
+"""Command line: ``microbleeds detect | phantom | evaluate | report | review | presets``.
+
+A thin layer over the Python API. Exit codes of ``detect``: 0 every scan done, 1 one or more
+scans failed (the others are written), 2 usage error or no scan found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+from .load import is_nifti, nifti_stem
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SKIP_NAME_PARTS = ("phase", "_mask", "mask.nii", "_dseg", "_truth", "_label", "labels.nii", "_probseg",
+                   "aparc", "aseg", "_swi_mip", "filtered_phase")
+SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+def find_scans(paths, out_dir=None):
+    """NIfTI magnitude/SWI files under ``paths`` (files or folders, searched recursively).
+
+    Skips phase images, masks, segmentations, phantom truth maps, BIDS ``derivatives/`` and the
+    output folder. Returns a sorted list of (path, root) pairs; ``root`` is the folder the path was
+    found under (for mirroring sub-folders in the output).
+    """
+    found = []
+    out_dir = Path(out_dir).resolve() if out_dir else None
+    for given in paths:
+        given = Path(given)
+        if given.is_dir():
+            for path in sorted(given.rglob("*.nii*")):
+                resolved = path.resolve()
+                if out_dir and out_dir in resolved.parents:
+                    continue
+                if "derivatives" in path.relative_to(given).parts or not is_nifti(path):
+                    continue
+                if _looks_like_scan(path):
+                    found.append((path, given))
+        else:
+            found.append((given, given.parent))
+    return found
+
+
+def _looks_like_scan(path):
+    name = path.name.lower()
+    return not any(part in name for part in SKIP_NAME_PARTS)
+
+
+def output_name(path, root):
+    """Relative output folder of a scan: its sub-folder under ``root`` plus its stem."""
+    path, root = Path(path), Path(root)
+    try:
+        relative = path.parent.resolve().relative_to(root.resolve())
+    except ValueError:
+        relative = Path()
+    return relative / nifti_stem(path)
+
+
+def _detect_parser(sub):
+    p = sub.add_parser("detect", help="find microbleeds in NIfTI scans (files or folders)",
+                       description="Find cerebral microbleeds in SWI / GRE-T2* NIfTI scans.")
+    p.add_argument("paths", nargs="*", type=Path,
+                   help="NIfTI files or folders (searched recursively); default: the bundled sample data")
+    p.add_argument("-o", "--out", type=Path, default=Path("microbleeds_results"), help="output folder")
+    p.add_argument("--pipeline", default=None, help="preset name or TOML path (see 'microbleeds presets')")
+    p.add_argument("--mask", type=Path, help="brain mask on the scan's grid (single scan only)")
+    p.add_argument("--phase", type=Path, help="phase image on the scan's grid (single scan only)")
+    p.add_argument("--min-diameter", type=float, dest="min_diameter_mm", help="smallest CMB diameter, mm")
+    p.add_argument("--max-diameter", type=float, dest="max_diameter_mm",
+                   help="largest CMB diameter, mm (5 by default; MARS allows 10)")
+    p.add_argument("--echo", help="multi-echo magnitude: 'rss' (default), 'first', 'last' or a 0-based index")
+    p.add_argument("--field-strength", type=float, dest="field_strength_t", help="B0 in tesla (recorded)")
+    p.add_argument("--te", type=float, dest="echo_time_ms", help="echo time in ms (recorded)")
+    p.add_argument("--force", action="store_true", help="recompute scans whose results are up to date")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_detect)
+    return p
+
+
+def run_detect(args):
+    """``microbleeds detect``: run the API over every scan found, one bad scan never stops the rest."""
+    from tqdm import tqdm
+
+    from .api import detect
+    from .presets import DEFAULT_PRESET, load_parameters
+    from .report import is_complete, write_result
+
+    paths = args.paths or [SAMPLE_DATA]
+    overrides = {k: getattr(args, k) for k in ("min_diameter_mm", "max_diameter_mm", "echo",
+                                                 "field_strength_t", "echo_time_ms")}
+    try:
+        params = load_parameters(args.pipeline or DEFAULT_PRESET, **overrides)
+    except ValueError as exc:
+        print(f"microbleeds: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    scans = find_scans(paths, args.out)
+    if not scans:
+        print(f"microbleeds: error: no NIfTI scan found in {', '.join(map(str, paths))}", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.mask or args.phase) and len(scans) > 1:
+        print("microbleeds: error: --mask and --phase need a single scan", file=sys.stderr)
+        return EXIT_USAGE
+    done, failed, skipped = [], [], []
+    bar = tqdm(scans, unit="scan", disable=args.quiet or None, file=sys.stderr)
+    for path, root in bar:
+        bar.set_postfix_str(path.name[-40:])
+        folder = args.out / output_name(path, root)
+        try:
+            if not args.force and folder.is_dir():
+                from .load import file_sha256
+
+                if is_complete(folder, file_sha256(path), params.to_dict()):
+                    skipped.append((path, folder))
+                    continue
+            extra = {"phase": args.phase} if args.phase else {}
+            result = detect(path, mask=args.mask, pipeline=args.pipeline or DEFAULT_PRESET,
+                            **extra, **overrides)
+            write_result(result, folder.parent, folder.name)
+            done.append((path, folder, result.summary))
+        except InputError as exc:
+            failed.append((path, str(exc)))
+            tqdm.write(f"microbleeds: skipped {exc}", file=sys.stderr)
+        except (MemoryError, RuntimeError, ValueError) as exc:
+            failed.append((path, f"{path}: {type(exc).__name__}: {exc}"))
+            tqdm.write(f"microbleeds: failed {path}: {exc}", file=sys.stderr)
+    _print_detect_summary(done, skipped, failed, args.out)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_detect_summary(done, skipped, failed, out):
+    if done:
+        width = max(len(str(p.name)) for p, _, _ in done)
+        print(f"{'scan':<{width}}  CMBs  definite  burden  candidates")
+        for path, _, summary in done:
+            counts = summary["counts"]
+            print(f"{path.name:<{width}}  {counts['total']:>4}  {counts['definite']:>8}  "
+                  f"{summary['burden_category']:>6}  {summary['candidates']:>10}")
+    print(f"{len(done)} done, {len(skipped)} up to date, {len(failed)} failed -> {out}")
+    for _, message in failed:
+        print(f"  failed: {message}")
+
+
+def _presets_parser(sub):
+    p = sub.add_parser("presets", help="list the installed pipeline presets")
+    p.set_defaults(func=run_presets)
+
+
+def run_presets(args):
+    from .presets import preset_names, read_preset
+
+    for name in preset_names():
+        info = read_preset(name).get("pipeline", {})
+        print(f"{name:<14} v{info.get('version', '?'):<3} {info.get('description', '')}")
+    return EXIT_OK
+
+
+def _evaluate_parser(sub):
+    from . import evaluate
+
+    p = sub.add_parser("evaluate", help="score detection results against phantom ground truth")
+    evaluate.add_arguments(p)
+    p.set_defaults(func=evaluate.main_args)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="microbleeds", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"microbleeds {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _detect_parser(sub)
+    _evaluate_parser(sub)
+    _presets_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"microbleeds: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
