@@ -804,6 +804,9 @@ reviewer.value = state.reviewer || '';
 reviewer.addEventListener('input', function () { state.reviewer = clean(reviewer.value); persist(); });
 filter.addEventListener('change', function () { applyFilter(); filter.blur(); });
 $('save').addEventListener('click', save);
+$('dl').addEventListener('click', function (e) {
+  if (e.isTrusted) { e.preventDefault(); save(); }  // a reader's click: save the current state
+});
 cards.forEach(function (card) {
   render(card);
   card.addEventListener('click', function (e) {
@@ -826,7 +829,7 @@ document.addEventListener('keydown', function (e) {
     return;
   }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
-  const k = e.key;
+  const k = e.key.length === 1 ? e.key.toLowerCase() : e.key;
   if (Object.prototype.hasOwnProperty.call(D.keys, k) || k === 'u') {
     decide(cards[cur], k);
   } else if (k === 'j' || k === 'ArrowRight') { move(1); }

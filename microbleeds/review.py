@@ -17,7 +17,8 @@ file into two NEW files beside the automatic results, never touching them:
 - ``summary_reviewed.json``: ``summary.json`` with ``counts`` and ``burden_category`` recomputed
   on the reader-confirmed lesions (``confirmed`` + ``added``), the automatic values kept under
   ``"automatic"``, and a ``"review"`` block (reviewer(s), times, numbers decided / undecided,
-  ``complete``).
+  ``complete`` = every automatic lesion has a decision; rejected candidates left undecided stay
+  rejected).
 - ``review_decisions.tsv``: the decisions applied, normalised (one row per candidate), so the
   report can show them again.
 
@@ -277,7 +278,9 @@ def apply_review(decisions_tsv, out_dir) -> dict[str, Path]:
         ``decisions.tsv`` saved from ``report.html`` (columns ``sha256, candidate_id,
         lesion_id, decision, mimic_type, reviewer, time`` and optionally ``x_mm, y_mm, z_mm``).
     out_dir : path
-        The scan's output folder (holding ``summary.json``, ``candidates.tsv``, ``lesions.tsv``).
+        The scan's output folder (holding ``summary.json``, ``candidates.tsv``, ``lesions.tsv``),
+        or a run's output root: then the one scan folder below it whose input checksum matches
+        the decisions is used.
 
     Returns
     -------
@@ -287,7 +290,7 @@ def apply_review(decisions_tsv, out_dir) -> dict[str, Path]:
     Raises InputError when the decisions are for another scan (checksum mismatch), name unknown
     candidates, or are malformed. The automatic result files are never modified.
     """
-    out_dir = Path(out_dir)
+    out_dir = _scan_dir_for(decisions_tsv, Path(out_dir))
     results = load_results(out_dir)
     decisions = read_decisions(decisions_tsv, results)
     summary = results["summary"]
@@ -373,6 +376,33 @@ def apply_review(decisions_tsv, out_dir) -> dict[str, Path]:
                                        decisions_text(decisions, summary, candidates)),
     }
     return paths
+
+
+def _scan_dir_for(decisions_tsv, out_dir: Path) -> Path:
+    """``out_dir`` if it is a scan folder, else the scan folder below it matching the checksum."""
+    if is_scan_dir(out_dir) or not out_dir.is_dir():
+        return out_dir
+    _cols, rows = read_tsv(decisions_tsv)
+    shas = {r.get("sha256", "").lower() for r in rows} - {""}
+    if len(shas) != 1:
+        raise InputError(decisions_tsv, f"{out_dir} is not a scan results folder and the decisions "
+                                        f"do not name exactly one input checksum")
+    sha = shas.pop()
+    matches = []
+    for d in find_scan_dirs(out_dir):
+        try:
+            summary = read_json(d / "summary.json")
+        except InputError:
+            continue
+        if str((summary.get("input") or {}).get("sha256", "")).lower() == sha:
+            matches.append(d)
+    if not matches:
+        raise InputError(decisions_tsv, f"no scan results folder under {out_dir} is for the scan "
+                                        f"these decisions were made on (sha256 {sha[:12]}...)")
+    if len(matches) > 1:
+        raise InputError(decisions_tsv, f"several results folders under {out_dir} are for this "
+                                        f"scan ({', '.join(str(m) for m in matches)}); name one")
+    return matches[0]
 
 
 def decisions_text(decisions, summary, candidates) -> str:

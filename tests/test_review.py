@@ -172,3 +172,28 @@ def test_find_scan_dirs_and_cohort(tmp_path):
     page = paths["html"].read_text()
     assert "href='sub-01_swi/report.html'" in page
     assert (root / rows[0]["report"]).is_file()
+
+
+def test_apply_review_finds_scan_folder_under_root(tmp_path):
+    a = make_scan_output(tmp_path / "run", n_candidates=3, name="sub-01_swi", with_phase=False)
+    b = make_scan_output(tmp_path / "run", n_candidates=3, seed=7, name="sub-02_swi",
+                         with_phase=False)
+    sha = _sha(b)
+    dec = _write_decisions(tmp_path / "d.tsv", sha, [_dec(sha, 1, 1, "confirmed")])
+    paths = apply_review(dec, tmp_path / "run" / "out")
+    assert paths["summary"].parent == b and not (a / "summary_reviewed.json").exists()
+    other = _write_decisions(tmp_path / "o.tsv", "cd" * 32, [_dec("cd" * 32, 1, 1, "confirmed")])
+    with pytest.raises(InputError, match="no scan results folder"):
+        apply_review(other, tmp_path / "run" / "out")
+
+
+def test_no_candidates(tmp_path):
+    from microbleeds.html_report import build_report
+
+    d = make_scan_output(tmp_path, n_candidates=0, with_phase=False)
+    page = build_report(d).read_text()
+    assert "0 candidates" in page
+    dec = _write_decisions(tmp_path / "empty.tsv", _sha(d), [])
+    s = json.loads(apply_review(dec, d)["summary"].read_text())
+    assert s["counts"]["total"] == 0 and s["burden_category"] == "0"
+    assert s["review"]["complete"] is True
