@@ -8,7 +8,8 @@ Two ways to get the field of a susceptibility distribution are provided:
 * :func:`field_from_chi` - convolution with the unit dipole in k-space on a regular grid,
   ``D(k) = 1/3 - (k . b0)^2 / |k|^2`` (Salomir et al. 2003; Marques & Bowtell 2005), with the
   Lorentz-sphere correction already included (the field inside a uniform sphere is 0) and the
-  ``k = 0`` term set to 0 (mean field removed);
+  ``k = 0`` term set to 0 (mean field removed); by default the kernel is the Fourier transform
+  of the sampled real-space dipole (see :func:`dipole_kernel_rfft`);
 * :func:`sphere_field_ppm` - the analytic field of a uniformly magnetised sphere,
   ``dB/B0 = (dchi/3) (a/r)^3 (3 cos^2(theta) - 1)`` outside and 0 inside.
 
@@ -45,14 +46,30 @@ def phase_per_ppm(b0_t: float, te_ms: float, sign: float = -1.0) -> float:
     return float(sign) * 2.0 * math.pi * GAMMA_BAR_HZ_PER_T * float(b0_t) * float(te_ms) * 1e-3 * 1e-6
 
 
-def dipole_kernel_rfft(shape, voxel_size_mm, b0_dir) -> np.ndarray:
+def dipole_kernel_rfft(shape, voxel_size_mm, b0_dir, method: str = "spatial") -> np.ndarray:
     """Unit dipole kernel on the half spectrum of ``scipy.fft.rfftn`` (float32).
 
     ``b0_dir`` is the B0 unit vector expressed in the grid's own axes (i, j, k).
+
+    ``method="spatial"`` (default) samples the real-space dipole
+    ``v (3 cos^2 theta - 1) / (4 pi r^3)`` (``v`` the voxel volume, 0 at the origin,
+    minimum-image distances on the periodic grid) and Fourier-transforms it (the "discrete
+    dipole kernel" idea of Milovic et al., MRM 2017). Unlike the continuous
+    ``D = 1/3 - (k.b)^2/k^2`` (``method="kspace"``) it has no jump at the Nyquist boundary for
+    an oblique B0, which otherwise leaves an alternating, slowly decaying error of a few per
+    cent of the field; for B0 along a grid axis both agree within about 1 %.
     """
     b = np.asarray(b0_dir, dtype=np.float64)
     b = b / np.linalg.norm(b)
-    vs = [float(v) for v in voxel_size_mm]
+    vs = np.asarray([float(v) for v in voxel_size_mm], dtype=np.float64)
+    if method == "spatial":
+        d = _spatial_dipole(np.asarray(shape, dtype=np.int64), vs, b)
+        spec = sfft.rfftn(d, workers=-1)
+        out = spec.real.astype(np.float32)
+        out[0, 0, 0] = 0.0
+        return out
+    if method != "kspace":
+        raise ValueError("method must be 'spatial' or 'kspace'")
     k0 = sfft.fftfreq(shape[0], d=vs[0])[:, None, None]
     k1 = sfft.fftfreq(shape[1], d=vs[1])[None, :, None]
     k2 = sfft.rfftfreq(shape[2], d=vs[2])[None, None, :]
@@ -64,7 +81,29 @@ def dipole_kernel_rfft(shape, voxel_size_mm, b0_dir) -> np.ndarray:
     return d.astype(np.float32)
 
 
-def field_from_chi(chi_ppm, voxel_size_mm, b0_dir, workers=None) -> np.ndarray:
+@njit(cache=True, parallel=True)
+def _spatial_dipole(shape, vs, b):
+    out = np.empty((shape[0], shape[1], shape[2]), dtype=np.float32)
+    vol = vs[0] * vs[1] * vs[2] / (4.0 * math.pi)
+    for i in prange(shape[0]):
+        ii = i if i <= shape[0] // 2 else i - shape[0]
+        x = ii * vs[0]
+        for j in range(shape[1]):
+            jj = j if j <= shape[1] // 2 else j - shape[1]
+            y = jj * vs[1]
+            for k in range(shape[2]):
+                kk = k if k <= shape[2] // 2 else k - shape[2]
+                z = kk * vs[2]
+                r2 = x * x + y * y + z * z
+                if r2 == 0.0:
+                    out[i, j, k] = 0.0
+                else:
+                    pb = x * b[0] + y * b[1] + z * b[2]
+                    out[i, j, k] = vol * (3.0 * pb * pb / r2 - 1.0) / (r2 * math.sqrt(r2))
+    return out
+
+
+def field_from_chi(chi_ppm, voxel_size_mm, b0_dir, workers=None, method="spatial") -> np.ndarray:
     """Relative field ``dB/B0`` (ppm, float32) of a susceptibility map by k-space convolution.
 
     The map is zero-padded to a fast FFT length (no extra padding: leave an air margin around
@@ -76,7 +115,7 @@ def field_from_chi(chi_ppm, voxel_size_mm, b0_dir, workers=None) -> np.ndarray:
     if workers is None:
         workers = -1
     spec = sfft.rfftn(chi, s=fshape, workers=workers)
-    spec *= dipole_kernel_rfft(fshape, voxel_size_mm, b0_dir)
+    spec *= dipole_kernel_rfft(fshape, voxel_size_mm, b0_dir, method=method)
     out = sfft.irfftn(spec, s=fshape, workers=workers)
     return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]], dtype=np.float32)
 

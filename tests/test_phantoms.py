@@ -58,19 +58,21 @@ def _sphere_chi(n, a_vox, chi, sub=4):
     return chi * occ / sub ** 3, g
 
 
-@pytest.mark.parametrize("b0", [(0.0, 0.0, 1.0), (0.0, 0.6, 0.8)])
-def test_kspace_sphere_field_matches_analytic(b0):
+@pytest.mark.parametrize("b0,method", [((0.0, 0.0, 1.0), "spatial"), ((0.0, 0.6, 0.8), "spatial"),
+                                       ((0.5, -0.5, 0.7071), "spatial"),
+                                       ((0.0, 0.0, 1.0), "kspace")])
+def test_kspace_sphere_field_matches_analytic(b0, method):
     n, a, chi = 96, 4.0, 1.0
     chimap, g = _sphere_chi(n, a, chi)
-    fld = field_from_chi(chimap, (1.0, 1.0, 1.0), b0).astype(np.float64)
+    fld = field_from_chi(chimap, (1.0, 1.0, 1.0), b0, method=method).astype(np.float64)
     rel = np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1)
     ana = sphere_field_ppm(rel, a, chi, b0)
     r = np.linalg.norm(rel, axis=-1)
     shell = (r > 2 * a) & (r < 5 * a)
     err = fld[shell] - ana[shell]
     scale = np.abs(ana[shell]).max()
-    assert np.sqrt(np.mean(err ** 2)) / np.sqrt(np.mean(ana[shell] ** 2)) < 0.05
-    assert np.abs(err).max() / scale < 0.05
+    assert np.sqrt(np.mean(err ** 2)) / np.sqrt(np.mean(ana[shell] ** 2)) < 0.03
+    assert np.abs(err).max() / scale < 0.03
     # inside the sphere the Lorentz-corrected field is ~0 compared with the outside peak
     assert np.abs(fld[r < a / 2]).max() < 0.1 * scale
 
@@ -105,7 +107,7 @@ def test_blooming_grows_with_te_in_simulated_phantom():
             "chi_ppm": 1.0},)
     kw = dict(TINY, n_cmb=0, n_calcifications=0, n_veins=0, snr=None, bias_strength=0.0,
               sources=src, seed=5)
-    areas = []
+    areas, centre_values = [], []
     for te in (8.0, 30.0):
         ph = P.simulate(P.PhantomParams(te_ms=te, **kw))
         # reference: the same voxels far from the source have tissue signal
@@ -115,8 +117,9 @@ def test_blooming_grows_with_te_in_simulated_phantom():
         tissue = ph.tissue[box]
         ref = np.median(patch[tissue == tissue[8, 8, 4]])
         areas.append(int(np.sum(patch < 0.5 * ref)))
-        assert ph.magnitude[ijk] < 0.5 * ref
+        centre_values.append(ph.magnitude[ijk] / ref)
     assert areas[1] > areas[0], areas
+    assert centre_values[1] < centre_values[0] and centre_values[1] < 0.5
 
 
 def test_calcification_and_cmb_same_footprint_opposite_phase():
@@ -248,7 +251,10 @@ def test_snr_matches_definition():
     ph = P.simulate(P.PhantomParams(seed=2, snr=20.0, bias_strength=0.0, **TINY))
     sigma = ph.info["noise_sigma"]
     assert sigma == pytest.approx(ph.info["wm_mean_magnitude"] / 20.0)
-    air = ph.tissue == P.AIR
+    from scipy.ndimage import binary_erosion
+
+    air = binary_erosion(ph.tissue == P.AIR, iterations=3)
+    assert air.sum() > 1000
     # Rayleigh mean of pure noise = sigma * sqrt(pi / 2)
     assert np.mean(ph.magnitude[air]) == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.05)
     wm = ph.tissue == P.WM
