@@ -53,7 +53,7 @@ FOV_MM = 24.0          # field of view of a candidate crop
 CROP_PX = 64           # crop PNG size (0.375 mm pixels); shown at CROP_SHOW_PX by the browser
 CROP_SHOW_PX = 108
 MOSAIC_PX_MM = 0.75    # overview pixel size
-MAX_CARDS = 600        # more candidates than this: the least confident rejected are listed only
+MAX_CARDS = 300        # more candidates than this: the least confident rejected are listed only
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -595,6 +595,8 @@ def _page(scan_dir, summary, res, volumes, overview, shown, listed_only, warning
  <label><input id=advance type=checkbox checked> advance after a decision</label>
  <button type=button id=save><kbd>s</kbd> save {DECISIONS_FILE}</button>
  <a id=dl class=dim download='{DECISIONS_FILE}' href='#'>{DECISIONS_FILE}</a>
+ <label class=dim title='load decisions saved earlier (same scan only)'>load <input id=load
+  type=file accept='.tsv,.txt,text/tab-separated-values' style='width:90px'></label>
  <span id=msg class=msg></span>
  <div class=legend id=legend>{legend}
   <span><kbd>u</kbd> clear</span><span><kbd>j</kbd>/<kbd>→</kbd> next</span>
@@ -800,6 +802,42 @@ function applyFilter() {
     c.style.display = show ? '' : 'none';
   });
 }
+function loadTsv(text) {
+  const lines = text.split(/\r?\n/).filter(function (l) { return l.trim() !== ''; });
+  if (!lines.length) { msg('empty file'); return; }
+  const head = lines[0].split('\t').map(function (h) { return h.trim(); });
+  const col = function (n) { return head.indexOf(n); };
+  if (col('sha256') < 0 || col('candidate_id') < 0 || col('decision') < 0) {
+    msg('not a decisions file (needs sha256, candidate_id, decision)'); return;
+  }
+  const got = {};
+  for (let i = 1; i < lines.length; i++) {
+    const f = lines[i].split('\t');
+    if ((f[col('sha256')] || '').toLowerCase() !== D.sha256.toLowerCase()) {
+      msg('refused: line ' + (i + 1) + ' is for another scan (checksum differs)'); return;
+    }
+    const id = String(parseInt(f[col('candidate_id')], 10));
+    if (!byId[id]) { msg('refused: unknown candidate ' + f[col('candidate_id')]); return; }
+    const dec = (f[col('decision')] || '').trim();
+    if (dec !== 'confirmed' && dec !== 'rejected') continue;
+    got[id] = {decision: dec, mimic_type: col('mimic_type') >= 0 ? (f[col('mimic_type')] || '') : '',
+      reviewer: col('reviewer') >= 0 ? clean(f[col('reviewer')]) : '',
+      time: col('time') >= 0 ? (f[col('time')] || '') : ''};
+  }
+  state.decisions = got;
+  const names = Object.values(got).map(function (d) { return d.reviewer; }).filter(Boolean);
+  if (!state.reviewer && names.length) { state.reviewer = names[0]; reviewer.value = names[0]; }
+  persist(); cards.forEach(render); applyFilter(); progress();
+  msg('loaded ' + Object.keys(got).length + ' decision(s)');
+}
+$('load').addEventListener('change', function () {
+  const file = this.files && this.files[0];
+  if (!file) return;
+  const reader = new FileReader();
+  reader.onload = function () { loadTsv(String(reader.result)); };
+  reader.readAsText(file);
+  this.blur();
+});
 reviewer.value = state.reviewer || '';
 reviewer.addEventListener('input', function () { state.reviewer = clean(reviewer.value); persist(); });
 filter.addEventListener('change', function () { applyFilter(); filter.blur(); });

@@ -214,6 +214,26 @@ def test_review_in_browser(tmp_path):
                    order[4]: ("rejected", "other")}
     assert {r["reviewer"] for r in rows} == {"Dr Test Smith"}
 
+    # a fresh browser profile loads the saved file back; another scan's file is refused
+    other = tmp_path / "other.tsv"
+    other.write_text(saved.read_text().replace(rows[0]["sha256"], "ab" * 32))
+    with sync_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        try:
+            page = b.new_page()
+            page.goto(report.as_uri())
+            assert page.inner_text("#progress").startswith("0/5 decided")
+            page.set_input_files("#load", str(other))
+            page.wait_for_function("document.getElementById('msg').textContent !== ''")
+            assert "another scan" in page.inner_text("#msg")
+            page.set_input_files("#load", str(saved))
+            page.wait_for_function("document.getElementById('msg').textContent.startsWith('loaded')")
+            assert page.inner_text("#progress").startswith("5/5 decided")
+            assert page.inner_text(f"#c{order[4]} [data-role=dec]") == "rejected (other)"
+            assert page.input_value("#reviewer") == "Dr Test Smith"
+        finally:
+            b.close()
+
     paths = apply_review(saved, d)
     _c, lesions = read_tsv(paths["lesions"])
     statuses = sorted((r["lesion_id"], r["reviewed_status"]) for r in lesions)
