@@ -254,3 +254,15 @@ def test_screenshot(scan_dir, tmp_path):
     out = screenshot(report, tmp_path / "shot.png", width=1200, height=900)
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_card_cap_lists_the_rest(scan_dir, tmp_path):
+    page = build_report(scan_dir, out=tmp_path / "capped.html", max_cards=4).read_text()
+    assert page.count("class='card ") == 4          # 3 lesions + the most confident rejected
+    assert "2 more rejected candidates" in page
+    assert not (scan_dir / "capped.html").exists()
+
+
+def test_neurological_convention(scan_dir, tmp_path):
+    page = build_report(scan_dir, out=tmp_path / "n.html", radiological=False).read_text()
+    assert "neurological convention" in page and "<u class=l>L</u><u class=r>R</u>" in page
