@@ -729,7 +729,7 @@ def highpass_phase(magnitude, phase, voxel_size_mm, method="homodyne", window=32
 # 4. SWI
 # --------------------------------------------------------------------------------------------
 
-def phase_mask(filtered_phase, phase_sign=+1):
+def phase_mask(filtered_phase, phase_sign=+1, kind="paramagnetic"):
     """Linear SWI phase mask (Haacke 2004), before raising to a power.
 
     With ``psi = phase_sign * phi`` (positive = increased field, the paramagnetic sign):
@@ -743,6 +743,10 @@ def phase_mask(filtered_phase, phase_sign=+1):
         High-pass filtered phase in radians (values beyond +-pi are clipped).
     phase_sign : {+1, -1}
         Phase convention of the data (see module docstring).
+    kind : {"paramagnetic", "symmetric"}
+        ``"paramagnetic"``: the classic one-sided mask above. ``"symmetric"``:
+        ``1 - |phi| / pi``, attenuating both signs (veins perpendicular to B0 have a negative
+        field inside, so a one-sided mask does not darken them; the sign is then irrelevant).
 
     Returns
     -------
@@ -752,10 +756,14 @@ def phase_mask(filtered_phase, phase_sign=+1):
     if phase_sign not in (1, -1):
         raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
     psi = phase_sign * np.asarray(filtered_phase, dtype=np.float32)
+    if kind == "symmetric":
+        psi = np.abs(psi)
+    elif kind != "paramagnetic":
+        raise ValueError(f"unknown phase mask kind {kind!r}")
     return np.clip(1.0 - psi / np.float32(_PI), 0.0, 1.0).astype(np.float32)
 
 
-def swi(magnitude, filtered_phase, phase_sign=+1, power=4):
+def swi(magnitude, filtered_phase, phase_sign=+1, power=4, kind="paramagnetic"):
     """Susceptibility-weighted image ``magnitude * phase_mask ** power``.
 
     Parameters
@@ -768,6 +776,8 @@ def swi(magnitude, filtered_phase, phase_sign=+1, power=4):
         Phase convention (see module docstring).
     power : float
         Number of multiplications by the mask (4 by default, Haacke 2004).
+    kind : {"paramagnetic", "symmetric"}
+        Mask type (see :func:`phase_mask`).
 
     Returns
     -------
@@ -775,7 +785,7 @@ def swi(magnitude, filtered_phase, phase_sign=+1, power=4):
         SWI, same units as the magnitude.
     """
     m = np.asarray(magnitude, dtype=np.float32)
-    mask = phase_mask(filtered_phase, phase_sign)
+    mask = phase_mask(filtered_phase, phase_sign, kind)
     if mask.shape != m.shape:
         raise ValueError(f"magnitude {m.shape} and phase {mask.shape} differ")
     return (m * mask ** np.float32(power)).astype(np.float32)
@@ -966,7 +976,7 @@ def _hessian_world(image, vox, A, sigma_mm):
 
 def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_world=(0, 0, 1),
                         sigma_mm=None, dark_percentile=15.0, default=+1, max_foci=30,
-                        max_focus_mm3=270.0):
+                        max_focus_mm3=270.0, focus_rel=0.6):
     """Estimate the phase convention (``phase_sign``) from veins and compact dark foci.
 
     Physics: venous blood is paramagnetic relative to tissue. Inside a vein at angle theta to
@@ -1030,7 +1040,7 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
     if sigma_mm is None:
         sigma_mm = 1.5 * float(vox.min())
     if mask is None:
-        mask = mag > 0.1 * np.percentile(mag, 99)
+        mask = ndi.binary_fill_holes(mag > 0.1 * np.percentile(mag, 99))
     mask = np.asarray(mask, bool)
     ev = {"confidence": "none", "method": "default", "vessel_voxels": 0, "vessel_segments": 0,
           "vessel_agreement": None, "vessel_p": None, "vessel_statistic": None, "foci": 0,
@@ -1101,9 +1111,7 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
 
     # ---- compact dark foci (assumed paramagnetic): small, round dark components
     foci_votes = []
-    tube_vol = np.zeros(ph.shape, bool)
-    tube_vol[tuple(i[tube] for i in idx)] = True
-    dlab, nd = ndi.label(dark, structure=np.ones((3, 3, 3)))
+    dlab, nd = ndi.label(dark & (rel < focus_rel), structure=np.ones((3, 3, 3)))
     if nd:
         voxvol = float(np.prod(vox))
         sizes = np.bincount(dlab.ravel(), minlength=nd + 1)[1:]
@@ -1117,13 +1125,11 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
                     break
                 sl = objs[lab_id - 1]
                 sub = dlab[sl] == lab_id
-                if tube_vol[sl][sub].mean() > 0.5:
-                    continue
                 pts = np.argwhere(sub) + np.array([s_.start for s_ in sl])
                 world = pts @ A.T
                 if len(pts) >= 4:
                     ev_ = np.linalg.eigvalsh(np.cov(world.T) + 1e-6 * np.eye(3))
-                    if ev_[-1] > 6.25 * max(ev_[0], (0.3 * vox.min()) ** 2):
+                    if ev_[-1] > 9.0 * max(ev_[0], (0.3 * vox.min()) ** 2):
                         continue  # elongated: not a compact focus
                 centre = pts.mean(axis=0)
                 radius = max((3.0 * len(pts) * voxvol / (4.0 * _PI)) ** (1 / 3),
@@ -1140,22 +1146,33 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
         if foci_sign:
             ev["foci_agreement"] = round(float(np.mean(np.array(foci_votes) == foci_sign)), 4)
 
+    n_foci = len(foci_votes)
+    foci_conf = "none"
+    if foci_sign and n_foci >= 5 and ev["foci_agreement"] >= 0.8:
+        foci_conf = "moderate"
+    elif foci_sign and n_foci >= 3 and ev["foci_agreement"] >= 0.75:
+        foci_conf = "low"
     if vessel_conf in ("high", "moderate"):
         sign, ev["confidence"], ev["method"] = vessel_sign, vessel_conf, "vein orientation"
-        if foci_sign and foci_sign != vessel_sign and len(foci_votes) >= 3:
+        if foci_sign and foci_sign != vessel_sign and n_foci >= 3:
             ev["note"] = "compact foci disagree with the veins"
-            if vessel_conf == "high":
-                ev["confidence"] = "moderate"
-            else:
-                ev["confidence"] = "low"
-    elif (foci_sign and len(foci_votes) >= 3 and ev["foci_agreement"] >= 0.75
-          and (vessel_sign in (0, foci_sign))):
-        sign, ev["confidence"], ev["method"] = foci_sign, "low", "dipole of compact foci"
-    elif vessel_sign and vessel_conf == "low":
+            ev["confidence"] = "moderate" if vessel_conf == "high" else "low"
+        elif foci_conf != "none" and foci_sign == vessel_sign:
+            ev["method"] = "vein orientation and dipole of compact foci"
+    elif foci_conf != "none" and vessel_sign in (0, foci_sign):
+        sign, ev["method"] = foci_sign, "dipole of compact foci"
+        ev["confidence"] = foci_conf
+        if vessel_conf == "low":  # two weak, independent, agreeing lines of evidence
+            ev["confidence"] = "moderate"
+            ev["method"] = "vein orientation and dipole of compact foci"
+    elif vessel_sign and vessel_conf == "low" and not (foci_conf != "none"
+                                                        and foci_sign != vessel_sign):
         sign, ev["confidence"], ev["method"] = vessel_sign, "low", "vein orientation"
     else:
         sign = int(default)
-        ev["note"] = (ev["note"] + "; " if ev["note"] else "") + "insufficient evidence"
+        ev["note"] = (ev["note"] + "; " if ev["note"] else "") + (
+            "veins and compact foci disagree" if vessel_sign and foci_sign else
+            "insufficient evidence") + f"; default sign {int(default):+d} used"
     ev["sign"] = int(sign)
     return int(sign), ev
 

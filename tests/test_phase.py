@@ -1,0 +1,555 @@
+"""Tests of microbleeds.phase: scaling, loading, echo combination, high-pass, SWI, handedness,
+per-candidate dipole sign; synthetic phantoms with analytic fields and the real ROMEO GRE crop.
+"""
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from microbleeds import phase as P
+from microbleeds.errors import InputError
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "romeo-small-gre"
+GAMMA = 2 * np.pi * P.GAMMA_BAR_HZ_PER_T
+B0 = np.array([0.0, 0.0, 1.0])
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic phantoms: analytic fields of spheres and infinite cylinders, computed on a
+# supersampled grid and averaged to voxels (intravoxel dephasing -> blooming), wrapped phase,
+# smooth background phase, complex noise
+# --------------------------------------------------------------------------------------------
+
+def random_affine(rng, vox):
+    """Affine with randomly permuted and flipped axes for voxel sizes ``vox`` (mm)."""
+    perm = rng.permutation(3)
+    flips = rng.choice([-1, 1], 3)
+    A = np.eye(4)
+    A[:3, :3] = 0
+    for col in range(3):
+        A[perm[col], col] = flips[col] * vox[col]
+    A[:3, 3] = rng.uniform(-50, 50, 3)
+    return A
+
+
+def _fine_world(shape, A, ss):
+    off = (np.arange(ss) + 0.5) / ss - 0.5
+    axes = [(np.arange(n)[:, None] + off[None, :]).ravel() for n in shape]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
+    return ijk @ A[:3, :3].T + A[:3, 3]
+
+
+def _sphere_field(x, centre, a, dchi_ppm):
+    """dB/B0 of a sphere (Lorentz corrected): 0 inside, dchi/3 (a/r)^3 (3cos^2-1) outside."""
+    d = x - centre
+    r = np.linalg.norm(d, axis=-1)
+    cos = (d @ B0) / np.maximum(r, 1e-9)
+    f = dchi_ppm * 1e-6 / 3 * (a / np.maximum(r, a)) ** 3 * (3 * cos**2 - 1)
+    inside = r < a
+    f[inside] = 0.0
+    return f, inside
+
+
+def _cylinder_field(x, p, u, a, dchi_ppm):
+    """dB/B0 of an infinite cylinder: inside dchi (3cos^2 th - 1)/6, outside
+    dchi/2 sin^2 th (a/rho)^2 cos 2phi."""
+    u = u / np.linalg.norm(u)
+    d = x - p
+    q = d - (d @ u)[..., None] * u
+    rho = np.linalg.norm(q, axis=-1)
+    cth = u @ B0
+    inside = rho < a
+    f = np.zeros(rho.shape)
+    f[inside] = dchi_ppm * 1e-6 * (3 * cth**2 - 1) / 6
+    bp = B0 - cth * u
+    nb = np.linalg.norm(bp)
+    if nb > 1e-9:
+        cphi = (q @ bp) / (np.maximum(rho, 1e-9) * nb)
+        out = dchi_ppm * 1e-6 / 2 * (1 - cth**2) * (a / np.maximum(rho, 1e-9)) ** 2 * (
+            2 * cphi**2 - 1)
+        f[~inside] = out[~inside]
+    return f, inside
+
+
+def make_volume(rng, shape, A, sources, b0_t=3.0, te_ms=20.0, snr=20.0, conv=+1, ss=3):
+    """Magnitude and wrapped phase (convention ``conv``) of a phantom.
+
+    ``sources``: ``("sphere", centre_world, a_mm, dchi_ppm, magnitude_inside)`` or
+    ``("cyl", point_world, direction, a_mm, dchi_ppm, magnitude_inside)``.
+    """
+    x = _fine_world(shape, A, ss)
+    db = np.zeros(x.shape[:3])
+    M = np.ones(x.shape[:3])
+    for s in sources:
+        if s[0] == "sphere":
+            f, ins = _sphere_field(x, s[1], s[2], s[3])
+            M[ins] = np.minimum(M[ins], s[4])
+        else:
+            f, ins = _cylinder_field(x, s[1], s[2], s[3], s[4])
+            M[ins] = np.minimum(M[ins], s[5])
+        db += f
+    psi = GAMMA * b0_t * db * te_ms * 1e-3
+    c0 = x.reshape(-1, 3).mean(0)
+    g = rng.normal(size=3)
+    g *= 0.3 / np.linalg.norm(g)  # background: 0.3 rad/mm gradient, offset, curvature
+    bg = (x - c0) @ g + rng.uniform(-np.pi, np.pi) + 0.01 * rng.uniform(-1, 1) * (
+        (x - c0) ** 2).sum(-1)
+    z = M * np.exp(1j * (conv * psi + bg))
+    s_ = z.shape
+    z = z.reshape(s_[0] // ss, ss, s_[1] // ss, ss, s_[2] // ss, ss).mean(axis=(1, 3, 5))
+    z = z + (rng.normal(size=z.shape) + 1j * rng.normal(size=z.shape)) / (snr * np.sqrt(2))
+    return np.abs(z).astype(np.float32), np.angle(z).astype(np.float32)
+
+
+def _nifti(path, data, affine=None, slope=None):
+    img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
+    if slope is not None:
+        img.header.set_slope_inter(slope, 0.0)
+    nib.save(img, str(path))
+    return str(path)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. scaling
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def wrapped():
+    rng = np.random.default_rng(1)
+    return rng.uniform(-np.pi, np.pi, (12, 11, 10))
+
+
+def test_radians_pass_through(wrapped):
+    out, how = P.phase_to_radians(wrapped)
+    assert out.dtype == np.float32
+    assert "radians in [-pi, pi]" in how
+    np.testing.assert_allclose(out, wrapped, atol=1e-6)
+
+
+@pytest.mark.parametrize("stored,expect", [
+    ("siemens", "Siemens 12-bit"),
+    ("uint12", "0..4095"),
+    ("mrad", "milliradians"),
+    ("zero2pi", "[0, 2pi]"),
+    ("degrees", "degrees in [-180, 180]"),
+    ("int16", "16-bit signed"),
+])
+def test_scanner_units(wrapped, stored, expect):
+    if stored == "siemens":
+        data = np.round(wrapped / np.pi * 4096).clip(-4096, 4095).astype(np.int16)
+        tol = np.pi / 4096
+    elif stored == "uint12":
+        data = np.round(np.mod(wrapped, 2 * np.pi) / (2 * np.pi) * 4096).clip(0, 4095)
+        data = data.astype(np.uint16)
+        tol = 2 * np.pi / 4096
+    elif stored == "mrad":
+        data = np.round(wrapped * 1000).astype(np.int16)
+        tol = 1e-3
+    elif stored == "zero2pi":
+        data, tol = np.mod(wrapped, 2 * np.pi), 1e-6
+    elif stored == "degrees":
+        data, tol = np.degrees(wrapped), 1e-5
+    else:
+        data = np.round(wrapped / np.pi * 32768).clip(-32768, 32767).astype(np.int16)
+        tol = np.pi / 32768
+    out, how = P.phase_to_radians(data)
+    assert expect in how, how
+    diff = np.angle(np.exp(1j * (out - wrapped)))
+    assert np.max(np.abs(diff)) <= tol * 1.01 + 1e-6
+
+
+def test_header_scaled_phase_is_unscaled(wrapped):
+    slope = 0.0011695906
+    out, how = P.phase_to_radians(wrapped * slope, scl_slope=slope, scl_inter=0.0)
+    assert "header scale" in how and "radians" in how
+    np.testing.assert_allclose(out, wrapped, atol=1e-5)
+
+
+def test_unknown_units_rescaled_min_max(wrapped):
+    data = wrapped * 0.0011 + 7.0  # nothing known, no header information
+    out, how = P.phase_to_radians(data)
+    assert "rescaled min..max" in how
+    lo, hi = wrapped.min(), wrapped.max()
+    np.testing.assert_allclose(out, (wrapped - lo) / (hi - lo) * 2 * np.pi - np.pi, atol=1e-4)
+
+
+def test_scaling_bad_values():
+    with pytest.raises(InputError, match="x.nii: phase is constant"):
+        P.phase_to_radians(np.full((4, 4, 4), 2.0), "x.nii")
+    with pytest.raises(InputError, match="no finite value"):
+        P.phase_to_radians(np.full((4, 4, 4), np.nan), "x.nii")
+
+
+@pytest.mark.skipif(not (REAL / "small_Phase.nii").exists(), reason="real data not available")
+def test_real_phase_scaling_detected():
+    img = nib.load(str(REAL / "small_Phase.nii"))
+    assert abs(img.get_fdata().max()) < 0.01  # nibabel applies scl_slope: +-0.0037
+    mag_img = nib.load(str(REAL / "small_Mag.nii"))
+    rad, how = P.load_phase(REAL / "small_Phase.nii", mag_img.shape, mag_img.affine)
+    assert "header scale" in how and "scl_slope=0.00116959" in how
+    assert rad.shape == (51, 51, 41, 3)
+    assert rad.min() < -3.1 and rad.max() > 3.1
+    raw = np.asarray(img.dataobj.get_unscaled(), dtype=np.float64)
+    np.testing.assert_allclose(np.angle(np.exp(1j * (rad - raw))), 0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# 8. bad phase input -> InputError naming the file
+# --------------------------------------------------------------------------------------------
+
+def test_load_phase_validation(tmp_path):
+    rng = np.random.default_rng(0)
+    good = rng.uniform(-np.pi, np.pi, (8, 9, 7, 3)).astype(np.float32)
+    mshape, maff = (8, 9, 7, 3), np.diag([0.5, 0.5, 1.0, 1.0])
+    ok = _nifti(tmp_path / "ok.nii.gz", good, maff)
+    rad, how = P.load_phase(ok, mshape, maff)
+    assert rad.shape == mshape and "radians" in how
+
+    cases = {
+        "grid.nii.gz": (good[:, :8], "differs from the magnitude grid 8x9x7"),
+        "const.nii.gz": (np.zeros_like(good), "constant"),
+        "nan.nii.gz": (np.full_like(good, np.nan), "all NaN"),
+        "somenan.nii.gz": (np.where(good > 3.0, np.nan, good), "NaN/Inf voxels"),
+        "echoes.nii.gz": (good[..., :2], "phase has 2 echoes but the magnitude has 3"),
+    }
+    for name, (data, msg) in cases.items():
+        path = _nifti(tmp_path / name, data, maff)
+        with pytest.raises(InputError) as exc:
+            P.load_phase(path, mshape, maff)
+        assert str(exc.value).startswith(path + ": "), str(exc.value)
+        assert msg in str(exc.value)
+        assert "\n" not in str(exc.value)
+
+    shifted = maff.copy()
+    shifted[0, 3] = 2.0
+    path = _nifti(tmp_path / "affine.nii.gz", good, shifted)
+    with pytest.raises(InputError, match="affine.nii.gz: phase affine differs"):
+        P.load_phase(path, mshape, maff)
+    with pytest.raises(InputError, match="missing.nii: phase file does not exist"):
+        P.load_phase(tmp_path / "missing.nii", mshape)
+    # one echo of a 3D magnitude must not be a multi-echo phase
+    with pytest.raises(InputError, match="phase has 3 echoes but the magnitude has 1"):
+        P.load_phase(ok, mshape[:3])
+
+
+def test_load_phase_one_file_per_echo(tmp_path):
+    rng = np.random.default_rng(3)
+    echoes = [rng.uniform(-np.pi, np.pi, (6, 6, 5)) for _ in range(3)]
+    paths = [_nifti(tmp_path / f"e{i}.nii", np.round(e / np.pi * 4096).astype(np.int16))
+             for i, e in enumerate(echoes)]
+    rad, how = P.load_phase(paths, (6, 6, 5, 3))
+    assert rad.shape == (6, 6, 5, 3) and "Siemens" in how
+    assert np.max(np.abs(np.angle(np.exp(1j * (rad[..., 1] - echoes[1]))))) < 1e-3
+    with pytest.raises(InputError, match="phase has 2 echoes but the magnitude has 3"):
+        P.load_phase(paths[:2], (6, 6, 5, 3))
+
+
+def test_load_phase_header_slope_file(tmp_path):
+    rng = np.random.default_rng(4)
+    raw = rng.uniform(-np.pi, np.pi, (7, 7, 6)).astype(np.float32)
+    path = _nifti(tmp_path / "scaled.nii", raw, slope=0.00117)
+    rad, how = P.load_phase(path, (7, 7, 6))
+    assert "header scale" in how
+    np.testing.assert_allclose(rad, raw, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. echo times and combination
+# --------------------------------------------------------------------------------------------
+
+def test_read_echo_times(tmp_path):
+    paths = []
+    for i, te in enumerate([0.004, 0.008, 0.012]):
+        p = tmp_path / f"sub_echo-{i + 1}_part-phase.nii.gz"
+        p.write_bytes(b"")
+        (tmp_path / f"sub_echo-{i + 1}_part-phase.json").write_text(json.dumps({"EchoTime": te}))
+        paths.append(p)
+    np.testing.assert_allclose(P.read_echo_times(paths), [4, 8, 12])
+    one = tmp_path / "multi.nii"
+    (tmp_path / "multi.json").write_text(json.dumps({"EchoTime": [0.005, 0.010]}))
+    np.testing.assert_allclose(P.read_echo_times(one), [5, 10])
+    assert P.read_echo_times(tmp_path / "nosidecar.nii.gz") is None
+    (tmp_path / "note.json").write_text(json.dumps({"RepetitionTime": 0.03}))
+    assert P.read_echo_times(tmp_path / "note.nii") is None
+
+
+def test_combine_magnitudes():
+    te = np.array([4.0, 8.0, 12.0])
+    t2s = np.array([20.0, 40.0])
+    s = np.exp(-te[None, :] / t2s[:, None]).reshape(2, 1, 1, 3).astype(np.float32)
+    rss = P.combine_magnitudes(s, method="rss")
+    np.testing.assert_allclose(rss[:, 0, 0], np.sqrt((s[:, 0, 0] ** 2).sum(-1)), rtol=1e-6)
+    opt = P.combine_magnitudes(s, te)  # auto -> t2star weights TE * S
+    w = te * s[:, 0, 0]
+    np.testing.assert_allclose(opt[:, 0, 0], (w * s[:, 0, 0]).sum(-1) / w.sum(-1), rtol=1e-6)
+    assert np.all(opt[:, 0, 0] <= s[:, 0, 0].max(-1)) and np.all(opt > 0)
+
+
+def test_combine_phases_recovers_frequency_with_wrapping():
+    rng = np.random.default_rng(5)
+    te = np.array([4.0, 8.0, 12.0])
+    f_hz = rng.uniform(-60, 60, (20, 20, 4))  # up to 4.5 rad at 12 ms: wraps
+    true = 2 * np.pi * f_hz[..., None] * te / 1000
+    mag = np.exp(-te / 30.0) * np.ones(true.shape)
+    wrapped_ = np.angle(np.exp(1j * true))
+    hz = P.combine_phases(wrapped_, mag, te, output="hz")
+    np.testing.assert_allclose(hz, f_hz, atol=1e-3)
+    rad = P.combine_phases(wrapped_, mag, te, reference_te_ms=10.0)
+    np.testing.assert_allclose(rad, 2 * np.pi * f_hz * 0.010, atol=1e-4)
+    ppm = P.frequency_to_ppm(hz, 3.0)
+    np.testing.assert_allclose(ppm, f_hz / (42.577478 * 3.0), rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. high-pass filters
+# --------------------------------------------------------------------------------------------
+
+def _ramp_with_feature(shape=(64, 64, 24)):
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    bg = 0.35 * ijk[..., 0] - 0.2 * ijk[..., 1] + 0.1 * ijk[..., 2] + 0.002 * (
+        (ijk - np.array(shape) / 2) ** 2).sum(-1)
+    feat = np.zeros(shape)
+    feat[30:33, 30:33, 10:13] = 0.8
+    return np.angle(np.exp(1j * (bg + feat))), feat
+
+
+@pytest.mark.parametrize("method,mode", [("homodyne", "2d"), ("homodyne", "3d"),
+                                         ("gaussian", "2d"), ("gaussian", "3d")])
+def test_highpass_removes_wrapped_background(method, mode):
+    ph, feat = _ramp_with_feature()
+    out = P.highpass_phase(None, ph, (1.0, 1.0, 1.0), method=method, window=64, sigma_mm=3.0,
+                           mode=mode)
+    assert out.dtype == np.float32 and out.shape == ph.shape
+    inner = (slice(8, -8), slice(8, -8), slice(4, -4)) if mode == "3d" else (
+        slice(8, -8), slice(8, -8), slice(None))
+    away = np.ones(ph.shape, bool)
+    away[24:40, 24:40, 6:17] = False
+    resid = np.abs(out[inner][away[inner]])
+    assert np.percentile(resid, 95) < 0.15  # background (wrapping many times) is gone
+    assert out[31, 31, 11] > 0.4  # the small feature survives
+
+
+def test_homodyne_window_scaling_and_4d():
+    rng = np.random.default_rng(0)
+    ph = rng.uniform(-np.pi, np.pi, (32, 32, 8, 2)).astype(np.float32)
+    mag = rng.uniform(0.5, 1, ph.shape).astype(np.float32)
+    four = P.homodyne_highpass(mag, ph, (1, 1, 2), window=32)
+    one = P.homodyne_highpass(mag[..., 1], ph[..., 1], (1, 1, 2), window=32)
+    np.testing.assert_allclose(four[..., 1], one, atol=1e-5)
+    # window in mm: FOV 32 mm / 4 mm = 8 samples == 64 at a 256 matrix for n = 32
+    a = P.homodyne_highpass(mag[..., 0], ph[..., 0], (1, 1, 2), window_mm=4.0)
+    b = P.homodyne_highpass(mag[..., 0], ph[..., 0], (1, 1, 2), window=64)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. SWI and mIP
+# --------------------------------------------------------------------------------------------
+
+def test_phase_mask_and_swi():
+    phi = np.array([-np.pi, -np.pi / 2, 0.0, np.pi / 2, np.pi], np.float32)
+    np.testing.assert_allclose(P.phase_mask(phi, +1), [1, 1, 1, 0.5, 0], atol=1e-6)
+    # phase_sign -1: Haacke's negative mask, 1 for positive phase, 0 at -pi
+    np.testing.assert_allclose(P.phase_mask(phi, -1), [0, 0.5, 1, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(P.phase_mask(phi, -1, "symmetric"), [0, .5, 1, .5, 0],
+                               atol=1e-6)
+    mag = np.full(5, 2.0, np.float32)
+    np.testing.assert_allclose(P.swi(mag, phi, +1, power=4), 2 * P.phase_mask(phi, +1) ** 4)
+    with pytest.raises(ValueError):
+        P.phase_mask(phi, 0)
+
+
+def test_minimum_intensity_projection_axis_and_slab():
+    vol = np.ones((10, 12, 14), np.float32)
+    vol[5, 6, 7] = 0.0
+    # axis 0 points superior in this affine (permuted), 2 mm thick: 8 mm slab -> 5 slices
+    aff = np.array([[0, 0.5, 0, 0], [0, 0, 0.5, 0], [2.0, 0, 0, 0], [0, 0, 0, 1]])
+    assert P.slice_axis_from_affine(aff) == 0
+    mip = P.minimum_intensity_projection(vol, aff, slab_mm=8.0)
+    assert mip.shape == vol.shape
+    assert np.all(mip[3:8, 6, 7] == 0) and mip[2, 6, 7] == 1 and mip[8, 6, 7] == 1
+    assert mip[5, 5, 7] == 1 and mip[5, 6, 8] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# 6. per-candidate dipole sign
+# --------------------------------------------------------------------------------------------
+
+def _sphere_trial(rng, truth, conv):
+    vox = np.array([(1, 1, 1), (0.5, 0.5, 1.0), (0.8, 0.8, 0.8), (0.47, 0.47, 2.0)][
+        rng.integers(4)], float)
+    shape = tuple(int(round(20 / v)) for v in vox)
+    A = random_affine(rng, vox)
+    b0 = float(rng.choice([1.5, 3.0, 7.0]))
+    te = {1.5: 40.0, 3.0: 20.0, 7.0: 12.0}[b0] * rng.uniform(0.7, 1.3)
+    a = rng.uniform(0.5, 1.5)
+    dchi = truth * rng.uniform(0.5, 3.0)
+    cv = np.array(shape) / 2 + rng.uniform(-2, 2, 3)
+    cw = A[:3, :3] @ cv + A[:3, 3]
+    mag, ph = make_volume(rng, shape, A, [("sphere", cw, a, dchi, 0.1)], b0, te,
+                          rng.uniform(8, 40), conv, ss=2)
+    hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
+    dark = mag < 0.6  # the candidate as a detector would see it: its dark blob
+    radius = max((3 * dark.sum() * np.prod(vox) / (4 * np.pi)) ** (1 / 3), 0.5 * vox.min())
+    centre = cv + rng.normal(0, 0.3, 3)  # detection error
+    return hp, mag, centre, radius, vox, A
+
+
+def test_dipole_sign_classification_rate():
+    rng = np.random.default_rng(2024)
+    n, correct, wrong_sign = 0, 0, 0
+    for trial in range(96):
+        truth = 1 if trial % 2 else -1  # +1 microbleed (paramagnetic), -1 calcification
+        conv = 1 if (trial // 2) % 2 else -1  # both vendor conventions, sign forced
+        hp, mag, c, r, vox, A = _sphere_trial(rng, truth, conv)
+        score, sign = P.source_susceptibility_sign(hp, mag, c, r, vox, A, phase_sign=conv)
+        n += 1
+        correct += sign == truth
+        wrong_sign += sign == -truth
+    rate = correct / n
+    print(f"dipole sign classification: {correct}/{n} = {rate:.3f}, wrong sign {wrong_sign}")
+    assert rate >= 0.95
+    assert wrong_sign <= 1
+
+
+def test_dipole_sign_independent_of_array_orientation():
+    rng = np.random.default_rng(7)
+    vox = np.array([0.5, 0.5, 1.0])
+    shape = (40, 40, 20)
+    A = np.diag([0.5, 0.5, 1.0, 1.0])
+    cv = np.array([20.3, 19.6, 10.2])
+    mag, ph = make_volume(rng, shape, A, [("sphere", A[:3, :3] @ cv, 0.8, 1.5, 0.1)], ss=3)
+    hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
+    ref = P.source_susceptibility_sign(hp, mag, cv, 1.5, vox, A)
+    assert ref[1] == 1
+    # permute and flip the array; the affine follows so world coordinates are unchanged
+    perm, flip = (2, 0, 1), (True, False, True)
+    hp2, mag2 = np.transpose(hp, perm), np.transpose(mag, perm)
+    for ax, f in enumerate(flip):
+        if f:
+            hp2, mag2 = np.flip(hp2, ax), np.flip(mag2, ax)
+    n2 = np.array(hp2.shape)
+    # new index j maps to old index i: i[perm[ax]] = j[ax] (or n-1-j[ax] if flipped)
+    M = np.zeros((4, 4))
+    M[3, 3] = 1
+    for ax in range(3):
+        M[perm[ax], ax] = -1 if flip[ax] else 1
+        M[perm[ax], 3] = n2[ax] - 1 if flip[ax] else 0
+    A2 = A @ M
+    cv2 = np.linalg.solve(M[:3, :3], cv - M[:3, 3])
+    out = P.source_susceptibility_sign(hp2, mag2, cv2, 1.5, vox[list(perm)], A2)
+    assert out[1] == 1
+    assert abs(out[0] - ref[0]) < 1e-6
+
+
+def test_dipole_sign_undecided_without_field():
+    rng = np.random.default_rng(11)
+    undecided = 0
+    for _ in range(6):
+        hp, mag, c, r, vox, A = _sphere_trial(rng, 0, +1)  # dark sphere, no susceptibility
+        undecided += P.source_susceptibility_sign(hp, mag, c, r, vox, A)[1] == 0
+    assert undecided == 6
+
+
+# --------------------------------------------------------------------------------------------
+# 5. handedness from veins; both conventions give the same classification
+# --------------------------------------------------------------------------------------------
+
+def _vein_phantom(rng, conv, n_veins=24, veins_chi=True):
+    vox = np.array([0.5, 0.5, 1.0])
+    shape = (48, 48, 24)
+    A = random_affine(rng, vox)
+    ctr = A[:3, :3] @ (np.array(shape) / 2) + A[:3, 3]
+    src = []
+    for _ in range(n_veins):
+        u = rng.normal(size=3)
+        src.append(("cyl", ctr + rng.uniform(-8, 8, 3), u / np.linalg.norm(u),
+                    rng.uniform(0.3, 0.7), rng.uniform(0.25, 0.45) * veins_chi, 0.5))
+    lesions = []
+    for chi_sign in (1, 1, -1):  # two microbleeds, one calcification
+        cv = np.array(shape) / 2 + rng.uniform(-8, 8, 3) * np.array([2, 2, 0.6])
+        src.append(("sphere", A[:3, :3] @ cv + A[:3, 3], rng.uniform(0.7, 1.2),
+                    chi_sign * rng.uniform(1.0, 2.5), 0.1))
+        lesions.append((cv, chi_sign))
+    return vox, A, src, lesions
+
+
+def test_handedness_from_veins_both_conventions():
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        vox, A, src, lesions = _vein_phantom(rng, +1)
+        classes = {}
+        for conv in (+1, -1):
+            mag, ph = make_volume(np.random.default_rng(seed + 10), (48, 48, 24), A, src,
+                                  3.0, 20.0, 20.0, conv, ss=2)
+            hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
+            sign, ev = P.estimate_phase_sign(hp, mag, A)
+            print(conv, sign, ev)
+            assert sign == conv
+            assert ev["confidence"] in ("high", "moderate")
+            json.dumps(ev)
+            classes[conv] = [P.source_susceptibility_sign(hp, mag, cv, 1.2, vox, A,
+                                                          phase_sign=sign)[1]
+                             for cv, _ in lesions]
+        assert classes[+1] == classes[-1] == [chi for _, chi in lesions]
+
+
+def test_handedness_without_susceptibility_is_not_confident():
+    rng = np.random.default_rng(5)
+    vox, A, src, _ = _vein_phantom(rng, +1, veins_chi=False)
+    src = [s for s in src if s[0] == "cyl"]  # dark veins without any field
+    mag, ph = make_volume(rng, (48, 48, 24), A, src, ss=2)
+    hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
+    sign, ev = P.estimate_phase_sign(hp, mag, A, default=-1)
+    assert ev["confidence"] in ("none", "low")
+
+
+# --------------------------------------------------------------------------------------------
+# 7. real data: SWI darkens veins more than the magnitude does
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not (REAL / "small_Mag.nii").exists(), reason="real data not available")
+def test_real_swi_vein_contrast_gain():
+    mimg = nib.load(str(REAL / "small_Mag.nii"))
+    mag = np.asarray(mimg.dataobj.get_unscaled(), dtype=np.float32)
+    ph, how = P.load_phase(REAL / "small_Phase.nii", mag.shape, mimg.affine)
+    res = P.compute_swi(mag, ph, mimg.affine, echo_times_ms=[4, 8, 12], mip_slab_mm=4.0)
+    cm = res.magnitude
+    assert res.swi.shape == cm.shape == res.filtered_phase.shape == (51, 51, 41)
+    veins = cm < np.percentile(cm, 5)  # darkest 5 % of the combined magnitude
+    tissue = cm > np.percentile(cm, 30)
+
+    def contrast(img):
+        return 1 - img[veins].mean() / np.median(img[tissue])
+
+    c_mag, c_swi = contrast(cm), contrast(res.swi)
+    print(f"vein contrast magnitude {c_mag:.3f}, SWI {c_swi:.3f}, sign {res.phase_sign}, "
+          f"{res.sign_evidence}")
+    assert c_swi > c_mag + 0.02
+    assert res.phase_sign in (1, -1)
+    assert res.sign_evidence["confidence"] in ("high", "moderate")
+    assert res.mip.shape == cm.shape and np.all(res.mip <= res.swi + 1e-6)
+    assert res.frequency_hz is not None
+    json.dumps(res.parameters)
+    json.dumps(res.sign_evidence)
+    # each echo on its own agrees on the convention
+    hp = P.highpass_phase(mag, ph, (0.46875, 0.46875, 1.0), mode="3d")
+    for e in range(3):
+        assert P.estimate_phase_sign(hp[..., e], mag[..., e], mimg.affine)[0] == res.phase_sign
+
+
+def test_compute_swi_single_echo_forced_sign():
+    rng = np.random.default_rng(9)
+    mag = rng.uniform(0.5, 1.0, (24, 24, 12)).astype(np.float32)
+    ph = rng.uniform(-np.pi, np.pi, mag.shape).astype(np.float32)
+    res = P.compute_swi(mag, ph, np.diag([1, 1, 2, 1.0]), echo_times_ms=[20.0], phase_sign=-1,
+                        method="gaussian", sigma_mm=3.0)
+    assert res.phase_sign == -1 and res.sign_evidence["method"] == "forced"
+    np.testing.assert_allclose(res.swi, P.swi(mag, res.filtered_phase, -1, 4))
+    np.testing.assert_allclose(res.frequency_hz, res.filtered_phase / (2 * np.pi * 0.020),
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="echo times"):
+        P.compute_swi(np.stack([mag, mag], -1), np.stack([ph, ph], -1), np.eye(4))
