@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,24 +98,42 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, **overrides)
     """
     params = load_parameters(pipeline, **overrides)
     scan = source if isinstance(source, Scan) else load_scan(source, echo=_echo(params.echo), affine=affine)
-    brain = _mask(mask, scan, params)
+    full_brain = _mask(mask, scan, params)
+    box, box_affine = brain_box(full_brain, scan.affine)
+    brain = full_brain[box]
     vox = scan.voxel_size_mm
-    rel = relative_intensity(scan.magnitude, brain, vox, params.background_sigma_mm)
+    rel = relative_intensity(np.ascontiguousarray(scan.magnitude[box]), brain, vox, params.background_sigma_mm)
     sigma = noise_level(rel, brain)
     interior = erode_mm(brain, vox, params.edge_margin_mm)
     seeds, response = find_seeds(rel, interior, vox, params.radii_mm(), sigma, params.min_contrast)
     regions = grow_regions(rel, brain, seeds, vox, params.max_diameter_mm, params.depth_fraction,
                            min_depth=0.5 * params.min_contrast)
-    rows = describe_regions(regions, rel, brain, response, scan.affine, vox, sigma, params.shell_mm)
+    rows = describe_regions(regions, rel, brain, response, box_affine, vox, sigma, params.shell_mm)
     for row in rows:
         centre = tuple(np.clip(np.round(row["centroid_vox"]).astype(int), 0, np.array(brain.shape) - 1))
         row["inside_brain"] = bool(brain[centre])
         row.setdefault("region", "unknown")
         classify(row, params)
     candidates, lesions, lesion_of_region = _tabulate(rows, scan)
-    labels = from_canonical(lesion_of_region[regions.labels], scan.ornt).astype(np.int32)
-    summary = build_summary(scan, params, lesions, candidates, sigma, brain)
-    return DetectionResult(lesions, candidates, labels, from_canonical(brain, scan.ornt), summary, scan)
+    labels = np.zeros(full_brain.shape, np.int32)
+    labels[box] = lesion_of_region[regions.labels]
+    summary = build_summary(scan, params, lesions, candidates, sigma, full_brain)
+    return DetectionResult(lesions, candidates, from_canonical(labels, scan.ornt),
+                           from_canonical(full_brain, scan.ornt), summary, scan)
+
+
+def brain_box(mask, affine, margin=2):
+    """Slices of the mask's bounding box (plus ``margin`` voxels) and the affine of that crop."""
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        lo = max(int(present[0]) - margin, 0) if present.size else 0
+        hi = min(int(present[-1]) + margin + 1, mask.shape[axis]) if present.size else mask.shape[axis]
+        box.append(slice(lo, hi))
+    shift = np.eye(4)
+    shift[:3, 3] = [b.start for b in box]
+    return tuple(box), affine @ shift
 
 
 def _echo(echo):
@@ -183,7 +202,7 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
     return {
         "software": {"name": "microbleeds", "version": __version__},
         "input": {
-            "path": scan.path,
+            "path": os.path.abspath(scan.path) if scan.path else None,
             "sha256": scan.sha256,
             "shape": list(scan.native_shape),
             "voxel_size_mm": [round(float(v), 6) for v in np.sqrt((scan.native_affine[:3, :3] ** 2).sum(0))],

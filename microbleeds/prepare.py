@@ -21,21 +21,80 @@ def block_factors(voxel_size_mm, target_mm=COARSE_MM):
 
 
 def block_mean(volume, factors):
-    """Mean over non-overlapping blocks (edges padded by replication)."""
-    pads = [(0, (-s) % f) for s, f in zip(volume.shape, factors)]
-    padded = np.pad(volume, pads, mode="edge")
-    shape = []
-    for s, f in zip(padded.shape, factors):
-        shape += [s // f, f]
-    return padded.reshape(shape).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
+    """Mean over non-overlapping blocks of ``factors`` voxels (partial blocks at the far edges)."""
+    ones = np.ones(volume.shape, np.bool_)
+    sums, counts = block_sums(volume, ones, factors)
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+def block_sums(volume, include, factors, reference=None, cutoff=0.0):
+    """Sum and count of ``volume`` over the voxels of each block where ``include`` holds.
+
+    With ``reference`` (a coarse array) and ``cutoff`` > 0, a voxel also needs
+    ``volume >= cutoff * reference[its block]``.
+    """
+    factors = np.asarray(factors, np.int64)
+    shape = tuple(int(-(-n // f)) for n, f in zip(volume.shape, factors))
+    if reference is None:
+        reference = np.zeros((1, 1, 1), np.float32)
+        cutoff = 0.0
+    sums = np.zeros(shape, np.float64)
+    counts = np.zeros(shape, np.float64)
+    _block_sums(volume.astype(np.float32, copy=False), include, factors,
+                reference.astype(np.float32, copy=False), np.float32(cutoff), sums, counts)
+    return sums, counts
+
+
+@njit(cache=True, parallel=True)
+def _block_sums(volume, include, factors, reference, cutoff, sums, counts):
+    """Per-block masked sums (float32 in, float64 out); each thread owns whole coarse x-planes."""
+    nx, ny, nz = volume.shape
+    cx = sums.shape[0]
+    for bx in prange(cx):
+        for i in range(bx * factors[0], min((bx + 1) * factors[0], nx)):
+            for j in range(ny):
+                by = j // factors[1]
+                for k in range(nz):
+                    if not include[i, j, k]:
+                        continue
+                    bz = k // factors[2]
+                    v = volume[i, j, k]
+                    if cutoff > 0 and v < cutoff * reference[bx, by, bz]:
+                        continue
+                    sums[bx, by, bz] += v
+                    counts[bx, by, bz] += 1.0
+
+
+def block_sums_reference(volume, include, factors, reference=None, cutoff=0.0):
+    """Plain numpy reference of :func:`block_sums` (for tests)."""
+    shape = tuple(int(-(-n // f)) for n, f in zip(volume.shape, factors))
+    sums = np.zeros(shape)
+    counts = np.zeros(shape)
+    idx = np.indices(volume.shape).reshape(3, -1).T
+    blocks = idx // np.asarray(factors)
+    keep = include.ravel().copy()
+    values = volume.ravel().astype(np.float64)
+    if reference is not None and cutoff > 0:
+        keep &= values >= cutoff * reference[tuple(blocks.T)]
+    np.add.at(sums, tuple(blocks[keep].T), values[keep])
+    np.add.at(counts, tuple(blocks[keep].T), 1.0)
+    return sums, counts
 
 
 def upsample_nearest(coarse, factors, shape):
-    """Repeat each coarse voxel ``factors`` times and crop to ``shape``."""
-    out = coarse
-    for axis, f in enumerate(factors):
-        out = np.repeat(out, f, axis=axis)
-    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
+    """Each fine voxel takes the value of the coarse block it lies in."""
+    out = np.empty(shape, coarse.dtype)
+    _upsample_nearest(coarse, np.asarray(factors, np.int64), out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _upsample_nearest(coarse, factors, out):
+    nx, ny, nz = out.shape
+    for i in prange(nx):
+        for j in range(ny):
+            for k in range(nz):
+                out[i, j, k] = coarse[i // factors[0], j // factors[1], k // factors[2]]
 
 
 def n4_correct(volume, mask=None, shrink=1, iterations=(20, 20, 10)):
@@ -113,12 +172,30 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
 
 
 def fill_holes(mask):
-    """Fill 3D holes, then 2D holes slice by slice along each axis (sulci open to one side)."""
+    """Fill 3D holes, then 2D holes slice by slice along each axis (sulci open to one side).
+
+    A 2D hole is a background component of one slice that does not touch the slice's border;
+    one labelling per axis, with a structure that connects voxels within slices only.
+    """
     mask = ndi.binary_fill_holes(mask)
     for axis in range(3):
-        moved = np.moveaxis(mask, axis, 0)
-        filled = np.stack([ndi.binary_fill_holes(s) for s in moved])
-        mask = np.moveaxis(filled, 0, axis)
+        structure = np.zeros((3, 3, 3), bool)
+        index = [slice(None)] * 3
+        index[axis] = 1
+        structure[tuple(index)] = ndi.generate_binary_structure(2, 1)
+        labels, n = ndi.label(~mask, structure=structure)
+        if n == 0:
+            continue
+        border = np.zeros(n + 1, bool)
+        for other in range(3):
+            if other == axis:
+                continue
+            for end in (0, -1):
+                edge = [slice(None)] * 3
+                edge[other] = end
+                border[np.unique(labels[tuple(edge)])] = True
+        border[0] = True
+        mask = mask | ~border[labels]
     return mask
 
 
@@ -137,12 +214,9 @@ def background_level(magnitude, mask, voxel_size_mm, sigma_mm=6.0, dark_cutoff=0
     factors = block_factors(voxel_size_mm)
     coarse_mm = np.asarray(voxel_size_mm) * factors
     sigma = [sigma_mm / c for c in coarse_mm]
-    weight = block_mean(mask.astype(np.float32), factors)
-    values = block_mean(np.where(mask, magnitude, 0).astype(np.float32), factors)
+    values, weight = block_sums(magnitude, mask, factors)
     background = _normalised_smooth(values, weight, sigma)
-    keep = mask & (magnitude >= dark_cutoff * upsample_nearest(background, factors, magnitude.shape))
-    weight = block_mean(keep.astype(np.float32), factors)
-    values = block_mean(np.where(keep, magnitude, 0).astype(np.float32), factors)
+    values, weight = block_sums(magnitude, mask, factors, background, dark_cutoff)
     background2 = _normalised_smooth(values, weight, sigma)
     background2 = np.where(background2 > 0, background2, background)
     return background2.astype(np.float32), factors
@@ -151,7 +225,7 @@ def background_level(magnitude, mask, voxel_size_mm, sigma_mm=6.0, dark_cutoff=0
 def _normalised_smooth(values, weight, sigma):
     num = ndi.gaussian_filter(values.astype(np.float64), sigma, mode="nearest")
     den = ndi.gaussian_filter(weight.astype(np.float64), sigma, mode="nearest")
-    out = np.where(den > 1e-3, num / np.maximum(den, 1e-12), 0.0)
+    out = np.where(den > 1e-3 * max(den.max(), 1e-12), num / np.maximum(den, 1e-12), 0.0)
     if np.any(out > 0):
         out[out <= 0] = np.median(out[out > 0])
     return out.astype(np.float32)
@@ -216,16 +290,45 @@ def noise_level(rel, mask, max_samples=2_000_000):
     From neighbour differences along the first axis (MAD / sqrt(2)), which ignores smooth
     anatomy; subsampled deterministically for speed.
     """
-    diff = (rel[1:] - rel[:-1])[mask[1:] & mask[:-1]]
+    step = max(1, int(np.sqrt(rel.size / max_samples)))
+    sub_rel, sub_mask = rel[:, ::step, ::step], mask[:, ::step, ::step]
+    diff = (sub_rel[1:] - sub_rel[:-1])[sub_mask[1:] & sub_mask[:-1]]
     if diff.size == 0:
         return 0.05
-    step = max(1, diff.size // max_samples)
-    diff = diff[::step]
     mad = np.median(np.abs(diff - np.median(diff)))
     return float(max(1.4826 * mad / np.sqrt(2.0), 1e-4))
 
 
 def erode_mm(mask, voxel_size_mm, margin_mm):
-    """Erode a mask by a box of half-width ``margin_mm`` (separable, fast on large volumes)."""
+    """Erode a mask by a box of half-width ``margin_mm`` per axis (outside the image is empty)."""
+    out = np.ascontiguousarray(mask, dtype=np.bool_)
+    for axis, v in enumerate(voxel_size_mm):
+        radius = int(round(margin_mm / v))
+        if radius > 0:
+            moved = np.ascontiguousarray(np.moveaxis(out, axis, 2))
+            eroded = np.empty_like(moved)
+            _erode_last_axis(moved, radius, eroded)
+            out = np.ascontiguousarray(np.moveaxis(eroded, 2, axis))
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _erode_last_axis(mask, radius, out):
+    """out[..., k] = all(mask[..., k - radius : k + radius + 1]), empty beyond the edges."""
+    nx, ny, nz = mask.shape
+    for i in prange(nx):
+        for j in range(ny):
+            run = 0  # length of the run of True ending at k
+            last_false = np.empty(nz, np.int64)
+            for k in range(nz):
+                run = run + 1 if mask[i, j, k] else 0
+                last_false[k] = run
+            for k in range(nz):
+                hi = k + radius
+                out[i, j, k] = hi < nz and last_false[hi] >= 2 * radius + 1
+
+
+def erode_reference(mask, voxel_size_mm, margin_mm):
+    """Plain scipy reference of :func:`erode_mm` (for tests)."""
     size = [2 * int(round(margin_mm / v)) + 1 for v in voxel_size_mm]
-    return ndi.minimum_filter(mask.view(np.uint8), size=size, mode="constant", cval=0).astype(bool)
+    return ndi.minimum_filter(mask.astype(np.uint8), size=size, mode="constant", cval=0).astype(bool)

@@ -104,6 +104,7 @@ def write_result(result, out_dir, name=None) -> Path:
             (tmp / file_name).write_bytes(data)
         os.chmod(tmp, 0o755)
         if target.exists():
+            _keep_other_files(target, tmp, files)
             old = out_dir / f".{target.name}.old"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
@@ -115,6 +116,16 @@ def write_result(result, out_dir, name=None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _keep_other_files(old_folder, new_folder, new_files):
+    """Carry files the run does not write (review decisions, reviewed tables) into the new folder.
+
+    The HTML report is left behind: it shows the old result and is rebuilt on request.
+    """
+    for path in old_folder.iterdir():
+        if path.is_file() and path.name not in new_files and path.name != "report.html":
+            shutil.copy2(path, new_folder / path.name)
 
 
 def is_complete(folder, sha256=None, parameters=None) -> bool:

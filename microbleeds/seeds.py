@@ -16,31 +16,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-ALPHA = 2.0  # radial strictness (Loy & Zelinsky's alpha)
-
-
-def gradient_mm(rel, voxel_size_mm):
-    """Central-difference gradient of ``rel`` per mm, as three float32 arrays."""
-    return _gradient(rel.astype(np.float32, copy=False), np.asarray(voxel_size_mm, dtype=np.float32))
-
-
-@njit(cache=True, parallel=True)
-def _gradient(vol, vox):
-    nx, ny, nz = vol.shape
-    gx = np.zeros(vol.shape, np.float32)
-    gy = np.zeros(vol.shape, np.float32)
-    gz = np.zeros(vol.shape, np.float32)
-    for i in prange(1, nx - 1):
-        for j in range(1, ny - 1):
-            for k in range(1, nz - 1):
-                gx[i, j, k] = (vol[i + 1, j, k] - vol[i - 1, j, k]) / (2 * vox[0])
-                gy[i, j, k] = (vol[i, j + 1, k] - vol[i, j - 1, k]) / (2 * vox[1])
-                gz[i, j, k] = (vol[i, j, k + 1] - vol[i, j, k - 1]) / (2 * vox[2])
-    return gx, gy, gz
 
 
 def strong_gradients(rel, voxel_size_mm, threshold):
-    """Voxels whose gradient magnitude exceeds ``threshold`` (1/mm).
+    """Voxels whose gradient magnitude exceeds ``threshold`` (1/mm), in C order.
 
     Returns
     -------
@@ -48,13 +27,67 @@ def strong_gradients(rel, voxel_size_mm, threshold):
     units : ndarray (n, 3) float32 unit gradient vectors in mm space
     magnitudes : ndarray (n,) float32 gradient magnitudes (1/mm)
     """
-    gx, gy, gz = gradient_mm(rel, voxel_size_mm)
-    norm = np.sqrt(gx * gx + gy * gy + gz * gz)
-    idx = np.nonzero(norm > threshold)
-    mags = norm[idx]
-    units = np.stack([gx[idx], gy[idx], gz[idx]], axis=1) / mags[:, None]
-    points = np.stack(idx, axis=1).astype(np.float32)
-    return points, units.astype(np.float32), mags.astype(np.float32)
+    vol = np.ascontiguousarray(rel, dtype=np.float32)
+    vox = np.asarray(voxel_size_mm, dtype=np.float32)
+    counts = np.zeros(vol.shape[0], np.int64)
+    _count_strong(vol, vox, np.float32(threshold), counts)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    points = np.empty((offsets[-1], 3), np.float32)
+    units = np.empty((offsets[-1], 3), np.float32)
+    mags = np.empty(offsets[-1], np.float32)
+    _fill_strong(vol, vox, np.float32(threshold), offsets, points, units, mags)
+    return points, units, mags
+
+
+@njit(cache=True, inline="always")
+def _grad_at(vol, vox, i, j, k):
+    gx = (vol[i + 1, j, k] - vol[i - 1, j, k]) / (2 * vox[0])
+    gy = (vol[i, j + 1, k] - vol[i, j - 1, k]) / (2 * vox[1])
+    gz = (vol[i, j, k + 1] - vol[i, j, k - 1]) / (2 * vox[2])
+    return gx, gy, gz
+
+
+@njit(cache=True, parallel=True)
+def _count_strong(vol, vox, threshold, counts):
+    nx, ny, nz = vol.shape
+    t2 = threshold * threshold
+    for i in prange(1, nx - 1):
+        c = 0
+        for j in range(1, ny - 1):
+            for k in range(1, nz - 1):
+                gx, gy, gz = _grad_at(vol, vox, i, j, k)
+                if gx * gx + gy * gy + gz * gz > t2:
+                    c += 1
+        counts[i] = c
+
+
+@njit(cache=True, parallel=True)
+def _fill_strong(vol, vox, threshold, offsets, points, units, mags):
+    nx, ny, nz = vol.shape
+    t2 = threshold * threshold
+    for i in prange(1, nx - 1):
+        n = offsets[i]
+        for j in range(1, ny - 1):
+            for k in range(1, nz - 1):
+                gx, gy, gz = _grad_at(vol, vox, i, j, k)
+                g2 = gx * gx + gy * gy + gz * gz
+                if g2 > t2:
+                    g = np.sqrt(g2)
+                    points[n, 0], points[n, 1], points[n, 2] = i, j, k
+                    units[n, 0], units[n, 1], units[n, 2] = gx / g, gy / g, gz / g
+                    mags[n] = g
+                    n += 1
+
+
+def strong_gradients_reference(rel, voxel_size_mm, threshold):
+    """Plain numpy reference of :func:`strong_gradients` (for tests)."""
+    grads = np.gradient(rel.astype(np.float64), *voxel_size_mm)
+    norm = np.sqrt(sum(g ** 2 for g in grads))
+    inner = np.zeros(rel.shape, bool)
+    inner[1:-1, 1:-1, 1:-1] = True
+    idx = np.nonzero((norm > threshold) & inner)
+    units = np.stack([g[idx] for g in grads], axis=1) / norm[idx][:, None]
+    return np.stack(idx, axis=1).astype(np.float32), units, norm[idx]
 
 
 @njit(cache=True)
@@ -108,20 +141,53 @@ def vote_reference(points, units, mags, radius_mm, vox, shape):
     return orientation, magnitude
 
 
-@njit(cache=True, parallel=True)
-def _accumulate_response(orientation, magnitude, k_norm, scale, alpha, response):
-    """response = max(response, F_n * scale), F_n = (M/k) * min(O/k, 1)^alpha (float32)."""
+@njit(cache=True)
+def _vote_targets(points, units, radius_mm, vox, shape):
+    """Lower corner of each point's vote target (-1 where it falls outside)."""
+    n = points.shape[0]
+    corners = np.empty((n, 3), np.int64)
+    for p in range(n):
+        for a in range(3):
+            corners[p, a] = int(np.floor(points[p, a] - units[p, a] * radius_mm / vox[a]))
+    return corners
+
+
+@njit(cache=True)
+def _collect_response(corners, orientation, magnitude, k_norm, scale, response):
+    """At every voxel that received votes: response = max(response, scale * F_n), then clear
+    the votes; F_n = (M / k) * min(O / k, 1)^2 (Loy & Zelinsky with alpha = 2), float32."""
     nx, ny, nz = orientation.shape
-    for i in prange(nx):
-        for j in range(ny):
-            for k in range(nz):
-                o = orientation[i, j, k]
-                if o <= 0:
+    for clear in range(2):
+        for p in range(corners.shape[0]):
+            for dx in range(2):
+                xi = corners[p, 0] + dx
+                if xi < 0 or xi >= nx:
                     continue
-                ratio = min(o / k_norm, 1.0)
-                f = magnitude[i, j, k] / k_norm * ratio ** alpha * scale
-                if f > response[i, j, k]:
-                    response[i, j, k] = f
+                for dy in range(2):
+                    yi = corners[p, 1] + dy
+                    if yi < 0 or yi >= ny:
+                        continue
+                    for dz in range(2):
+                        zi = corners[p, 2] + dz
+                        if zi < 0 or zi >= nz:
+                            continue
+                        if clear:
+                            orientation[xi, yi, zi] = 0
+                            magnitude[xi, yi, zi] = 0
+                            continue
+                        o = orientation[xi, yi, zi]
+                        if o <= 0:
+                            continue
+                        ratio = min(o / k_norm, np.float32(1.0))
+                        f = magnitude[xi, yi, zi] / k_norm * ratio * ratio * scale
+                        if f > response[xi, yi, zi]:
+                            response[xi, yi, zi] = f
+
+
+def response_reference(orientation, magnitude, k_norm, scale, response):
+    """Plain numpy reference of :func:`_collect_response` (for tests)."""
+    f = np.where(orientation > 0, magnitude / k_norm * np.minimum(orientation / k_norm, 1.0) ** 2 * scale, 0)
+    return np.maximum(response, f)
 
 
 def ideal_ball(radius_mm, voxel_size_mm, contrast=1.0, supersample=5):
@@ -182,15 +248,13 @@ def frst_response(rel, voxel_size_mm, radii_mm, gradient_threshold):
     vox = np.asarray(voxel_size_mm, dtype=np.float32)
     points, units, mags = strong_gradients(rel, vox, gradient_threshold)
     response = np.zeros(rel.shape, np.float32)
-    orientation = np.empty(rel.shape, np.float32)
-    magnitude = np.empty(rel.shape, np.float32)
+    orientation = np.zeros(rel.shape, np.float32)
+    magnitude = np.zeros(rel.shape, np.float32)
     for radius in radii_mm:
         k_norm, scale = calibrate(radius, vox, gradient_threshold)
-        orientation.fill(0)
-        magnitude.fill(0)
         _vote(points, units, mags, np.float32(radius), vox, orientation, magnitude)
-        _accumulate_response(orientation, magnitude, np.float32(k_norm), np.float32(scale),
-                             np.float32(ALPHA), response)
+        corners = _vote_targets(points, units, np.float32(radius), vox, rel.shape)
+        _collect_response(corners, orientation, magnitude, np.float32(k_norm), np.float32(scale), response)
     return response
 
 

@@ -10,15 +10,35 @@ from microbleeds import seeds as detect
 RNG = np.random.default_rng(1234)
 
 
-def test_gradient_matches_numpy():
+def test_strong_gradients_match_numpy():
     vol = RNG.random((9, 10, 11)).astype(np.float32)
     vox = np.array([0.5, 0.7, 2.0], np.float32)
-    gx, gy, gz = detect.gradient_mm(vol, vox)
-    ref = np.gradient(vol.astype(np.float64), *vox)
-    inner = (slice(1, -1),) * 3
-    for got, want in zip((gx, gy, gz), ref):
-        assert got.dtype == np.float32
-        np.testing.assert_allclose(got[inner], want[inner], rtol=1e-4, atol=1e-5)
+    points, units, mags = detect.strong_gradients(vol, vox, 0.5)
+    ref_points, ref_units, ref_mags = detect.strong_gradients_reference(vol, vox, 0.5)
+    assert points.dtype == units.dtype == mags.dtype == np.float32
+    assert len(points) > 50
+    np.testing.assert_array_equal(points, ref_points)
+    np.testing.assert_allclose(units, ref_units, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mags, ref_mags, rtol=1e-4)
+
+
+def test_block_sums_match_numpy():
+    vol = RNG.random((13, 11, 7)).astype(np.float32)
+    include = RNG.random(vol.shape) > 0.3
+    reference = RNG.random((5, 4, 4)).astype(np.float32)
+    for ref, cutoff in ((None, 0.0), (reference, 0.8)):
+        got = prepare.block_sums(vol, include, (3, 3, 2), ref, cutoff)
+        want = prepare.block_sums_reference(vol, include, (3, 3, 2), ref, cutoff)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("margin", [0.5, 1.0, 2.3])
+def test_erosion_matches_minimum_filter(margin):
+    mask = RNG.random((20, 17, 9)) > 0.15
+    mask = ndi.binary_closing(mask, iterations=2)
+    vox = (0.5, 0.9, 1.8)
+    np.testing.assert_array_equal(prepare.erode_mm(mask, vox, margin), prepare.erode_reference(mask, vox, margin))
 
 
 @pytest.mark.parametrize("radius", [0.5, 1.3, 2.5])
@@ -38,14 +58,24 @@ def test_vote_matches_reference(radius):
     np.testing.assert_allclose(magnitude, ref_m, rtol=1e-4, atol=1e-5)
 
 
-def test_accumulate_response_matches_numpy():
-    o = (RNG.random((8, 8, 8)) * 6 - 1).astype(np.float32)
-    m = RNG.random((8, 8, 8)).astype(np.float32)
-    start = RNG.random((8, 8, 8)).astype(np.float32) * 0.3
-    out = start.copy()
-    detect._accumulate_response(o, m, np.float32(4.0), np.float32(1.7), np.float32(2.0), out)
-    f = np.where(o > 0, m / 4.0 * np.minimum(o / 4.0, 1.0) ** 2 * 1.7, 0)
-    np.testing.assert_allclose(out, np.maximum(start, f), rtol=1e-5)
+def test_collect_response_matches_numpy_and_clears_votes():
+    shape = (10, 9, 8)
+    n = 300
+    points = (RNG.random((n, 3)) * np.array(shape)).astype(np.float32)
+    units = RNG.normal(size=(n, 3)).astype(np.float32)
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    mags = RNG.random(n).astype(np.float32)
+    vox = np.array([0.7, 0.7, 1.2], np.float32)
+    orientation = np.zeros(shape, np.float32)
+    magnitude = np.zeros(shape, np.float32)
+    detect._vote(points, units, mags, np.float32(1.5), vox, orientation, magnitude)
+    start = (RNG.random(shape) * 0.05).astype(np.float32)
+    want = detect.response_reference(orientation.astype(np.float64), magnitude, 3.0, 1.7, start)
+    corners = detect._vote_targets(points, units, np.float32(1.5), vox, shape)
+    got = start.copy()
+    detect._collect_response(corners, orientation, magnitude, np.float32(3.0), np.float32(1.7), got)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert not orientation.any() and not magnitude.any()
 
 
 def test_local_maxima_match_maximum_filter():
@@ -87,7 +117,7 @@ def test_region_growing_matches_connected_component(seed):
 
 
 def test_kernels_are_cached_float32():
-    for kernel in (detect._gradient, detect._vote, detect._accumulate_response, detect._local_maxima,
+    for kernel in (detect._count_strong, detect._fill_strong, prepare._block_sums, prepare._erode_last_axis, detect._vote, detect._local_maxima,
                    prepare._divide_by_upsampled, segment._grow):
         assert kernel._cache.__class__.__name__ != "NullCache", kernel
     sig = [str(s) for s in detect._vote.signatures]
