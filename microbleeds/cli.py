@@ -75,6 +75,8 @@ def _detect_parser(sub):
     p.add_argument("--echo", help="multi-echo magnitude: 'rss' (default), 'first', 'last' or a 0-based index")
     p.add_argument("--field-strength", type=float, dest="field_strength_t", help="B0 in tesla (recorded)")
     p.add_argument("--te", type=float, dest="echo_time_ms", help="echo time in ms (recorded)")
+    p.add_argument("--report", action="store_true",
+                   help="also write report.html per scan (review page) and cohort.html for the run")
     p.add_argument("--force", action="store_true", help="recompute scans whose results are up to date")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_detect)
@@ -127,6 +129,15 @@ def run_detect(args):
         except (MemoryError, RuntimeError, ValueError) as exc:
             failed.append((path, f"{path}: {type(exc).__name__}: {exc}"))
             tqdm.write(f"microbleeds: failed {path}: {exc}", file=sys.stderr)
+    if args.report and (done or skipped):
+        from .html_report import build_report, write_cohort
+
+        for _, folder, *_ in done + skipped:
+            try:
+                build_report(folder)
+            except InputError as exc:
+                failed.append((folder, f"report: {exc}"))
+        write_cohort(args.out)
     _print_detect_summary(done, skipped, failed, args.out)
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -166,12 +177,55 @@ def _evaluate_parser(sub):
     p.set_defaults(func=evaluate.main_args)
 
 
+def _report_parser(sub):
+    p = sub.add_parser("report", help="(re)build the HTML review pages of existing results")
+    p.add_argument("out", type=Path, help="a run's output folder (or one scan's result folder)")
+    p.add_argument("--neurological", action="store_true", help="show patient's right on the right")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args):
+    from .html_report import build_reports, write_cohort
+
+    if not args.out.is_dir():
+        print(f"microbleeds: error: {args.out}: no such results folder", file=sys.stderr)
+        return EXIT_USAGE
+    pages = build_reports(args.out, radiological=not args.neurological)
+    cohort = write_cohort(args.out)
+    print(f"{len(pages)} report(s) written; cohort page {cohort['html']}")
+    return EXIT_OK if pages else EXIT_FAILED
+
+
+def _review_parser(sub):
+    p = sub.add_parser("review", help="fold a reader's decisions into the results")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    apply = actions.add_parser("apply", help="apply decisions.tsv saved from report.html")
+    apply.add_argument("decisions", type=Path, help="decisions TSV saved from the report page")
+    apply.add_argument("out", type=Path, help="the scan's result folder, or the run's output folder")
+    apply.set_defaults(func=run_review_apply)
+
+
+def run_review_apply(args):
+    from .html_report import build_report, write_cohort
+    from .review import apply_review
+
+    paths = apply_review(args.decisions, args.out)
+    folder = Path(paths["lesions"]).parent
+    build_report(folder)
+    root = args.out if args.out != folder else folder.parent
+    write_cohort(root)
+    print(f"reviewed table {paths['lesions']}; summary {paths['summary']}")
+    return EXIT_OK
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="microbleeds", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"microbleeds {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _detect_parser(sub)
     _evaluate_parser(sub)
+    _report_parser(sub)
+    _review_parser(sub)
     _presets_parser(sub)
     return parser
 
