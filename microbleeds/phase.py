@@ -958,20 +958,25 @@ def source_susceptibility_sign(filtered_phase, magnitude, centre_vox, radius_mm,
     return score, sign
 
 
-def _hessian_world(image, vox, A, sigma_mm):
-    """Hessian components (world mm) of a Gaussian-smoothed image, as 6 full volumes."""
+def _hessian_world_at(image, idx, vox, A, sigma_mm):
+    """Hessian (world mm) of the Gaussian-smoothed image at voxels ``idx``, shape (N, 3, 3).
+
+    One derivative volume at a time is held in memory.
+    """
     sig = [sigma_mm / v for v in vox]
-    H = np.empty((3, 3) + image.shape, dtype=np.float32)
+    Hv = np.empty((idx[0].size, 3, 3), dtype=np.float64)
+    img = np.asarray(image, dtype=np.float32)
     for i in range(3):
         for j in range(i, 3):
             order = [0, 0, 0]
             order[i] += 1
             order[j] += 1
-            d = ndi.gaussian_filter(image, sig, order=order, mode="nearest", truncate=3.0)
-            H[i, j] = d
-            H[j, i] = d
+            d = ndi.gaussian_filter(img, sig, order=order, mode="nearest", truncate=3.0)[idx]
+            Hv[:, i, j] = d
+            Hv[:, j, i] = d
     Ainv = np.linalg.inv(A)
-    return H, Ainv
+    # world = A ijk + t  =>  H_world = A^-T H_vox A^-1
+    return np.einsum("ka,nkl,lb->nab", Ainv, Hv, Ainv)
 
 
 def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_world=(0, 0, 1),
@@ -1060,9 +1065,7 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
         ev["note"] = "too few dark voxels"
         return int(default), ev
 
-    H, Ainv = _hessian_world(mag, vox, A, sigma_mm)
-    Hv = np.moveaxis(H[:, :, idx[0], idx[1], idx[2]], 2, 0).astype(np.float64)  # (N,3,3)
-    Hw = np.einsum("ka,nkl,lb->nab", Ainv, Hv, Ainv)
+    Hw = _hessian_world_at(mag, idx, vox, A, sigma_mm)
     lam, vec = np.linalg.eigh(Hw)  # ascending
     order = np.argsort(np.abs(lam), axis=1)
     lam_s = np.take_along_axis(lam, order, axis=1)  # by |lambda|: small, mid, large
@@ -1214,11 +1217,27 @@ class SWIResult:
     mip: np.ndarray | None = None
     parameters: dict = field(default_factory=dict)
 
+    def summary(self, how=None):
+        """JSON-serialisable ``"phase"`` entry for ``summary.json``.
+
+        Parameters
+        ----------
+        how : str, optional
+            The scaling text from :func:`load_phase`.
+
+        Returns
+        -------
+        dict
+            ``{"scaling", "phase_sign", "sign_evidence", "parameters"}``.
+        """
+        return {"scaling": how, "phase_sign": int(self.phase_sign),
+                "sign_evidence": dict(self.sign_evidence), "parameters": dict(self.parameters)}
+
 
 def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
                 method="homodyne", window=32, window_mm=None, sigma_mm=4.0, mode="2d",
                 power=4, reference_te_ms=None, mask=None, mip_slab_mm=None,
-                b0_dir_world=(0, 0, 1)):
+                b0_dir_world=(0, 0, 1), mask_kind="paramagnetic"):
     """Run the phase branch: high-pass, echo combination, handedness, SWI (and mIP).
 
     Parameters
@@ -1244,6 +1263,8 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
         If given, also compute the sliding-window mIP with this slab (mm).
     b0_dir_world : sequence of 3 float
         B0 direction in world coordinates.
+    mask_kind : {"paramagnetic", "symmetric"}
+        Phase mask type (see :func:`phase_mask`).
 
     Returns
     -------
@@ -1288,7 +1309,7 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
             raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
         sign, ev = int(phase_sign), {"method": "forced", "confidence": "forced",
                                      "sign": int(phase_sign)}
-    out = swi(cmag, filt, sign, power)
+    out = swi(cmag, filt, sign, power, mask_kind)
     mip = None
     if mip_slab_mm is not None:
         mip = minimum_intensity_projection(out, affine, mip_slab_mm)
@@ -1299,5 +1320,5 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
               [float(t) for t in np.ravel(echo_times_ms)],
               "magnitude_combination": "t2star" if n_echo > 1 else None,
               "phase_combination": "weighted LS, |S|^2, temporal unwrap" if n_echo > 1 else None,
-              "phase_sign": sign, "mip_slab_mm": mip_slab_mm}
+              "phase_sign": sign, "mask_kind": mask_kind, "mip_slab_mm": mip_slab_mm}
     return SWIResult(out, cmag, filt, freq, sign, ev, mip, params)
