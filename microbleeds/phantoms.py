@@ -317,7 +317,7 @@ _BASE_ELLIPSOIDS = np.array([
 # scalar geometry parameters (mm at head_scale 1)
 _S_T0, _S_TX, _S_TY, _S_TY0, _S_TYFRONT, _S_FISSZ, _S_FISSY, _S_FISSHALF, _S_CSF, _S_SKULL, \
     _S_SCALP, _S_CORTEX, _S_CBCORTEX, _S_SULCDEPTH, _S_SULCHALF, _S_BSTOP, _S_SINUS_ON, \
-    _S_DEEPWM = range(18)
+    _S_DEEPWM, _S_NOTCHX, _S_NOTCHY, _S_NOTCHDROP = range(21)
 _BASE_SCALARS = np.array([
     -4.0,   # tentorium height at midline, y = TY0
     0.12,   # tentorium drop per mm |x|
@@ -337,6 +337,9 @@ _BASE_SCALARS = np.array([
     -4.0,   # brainstem top z
     1.0,    # sinus on
     14.0,   # deep WM: depth below the outer brain surface (mm)
+    22.0,   # tentorial notch half-width |x| (the diencephalon / midbrain passes here)
+    -32.0,  # tentorial notch back edge y
+    10.0,   # in the notch the cerebrum reaches this far below the tentorium plane
 ])
 
 
@@ -345,7 +348,8 @@ def _geometry(params: PhantomParams, rng: np.random.Generator):
     s = float(params.head_scale)
     ell = _BASE_ELLIPSOIDS.copy() * s
     sc = _BASE_SCALARS.copy()
-    for idx in (_S_T0, _S_TY0, _S_TYFRONT, _S_FISSZ, _S_FISSY, _S_BSTOP):
+    for idx in (_S_T0, _S_TY0, _S_TYFRONT, _S_FISSZ, _S_FISSY, _S_BSTOP, _S_NOTCHX, _S_NOTCHY,
+                _S_NOTCHDROP):
         sc[idx] *= s
     for idx in (_S_SULCDEPTH, _S_DEEPWM):
         sc[idx] *= s
@@ -408,6 +412,8 @@ def _classify(x, y, z, ell, sc, waves):
     d_cer = _ell_depth(x, y, z, ell, 0)
     if y < sc[4]:
         dt = z - ztent
+        if abs(x - cx) < sc[18] and y > sc[19]:
+            dt += sc[20]
         if dt < d_cer:
             d_cer = dt
     if z > sc[5] or abs(y - cy) > sc[6]:
@@ -1069,17 +1075,24 @@ def _atomic_text(text: str, path: Path):
         raise
 
 
-def _nifti(data, affine, dtype, descrip, scale_range=None):
+def _nifti(data, affine, dtype, descrip, kind=None):
+    """NIfTI image; ``dtype="int16"`` stores 12-bit scanner-like integers with scl_slope
+    (magnitude 0..4095, phase -2048..2047 with slope pi/2048 so it reads back in radians)."""
     import nibabel as nib
 
     data = np.asarray(data)
-    if dtype == "int16" and scale_range is not None:
-        lo, hi = scale_range
-        slope = (hi - lo) / 65534.0 if hi > lo else 1.0
-        inter = (hi + lo) / 2.0
-        raw = np.clip(np.rint((data - inter) / slope), -32767, 32767).astype(np.int16)
-        img = nib.Nifti1Image(raw, affine)
-        img.header.set_slope_inter(slope, inter)
+    if dtype == "int16" and kind is not None:
+        if kind == "phase":
+            slope = np.pi / 2048.0
+            raw = np.rint(data / slope)
+            raw[raw >= 2048] -= 4096
+            raw = np.clip(raw, -2048, 2047)
+        else:
+            top = float(np.max(data)) if data.size else 0.0
+            slope = top / 4095.0 if top > 0 else 1.0
+            raw = np.clip(np.rint(data / slope), 0, 4095)
+        img = nib.Nifti1Image(raw.astype(np.int16), affine)
+        img.header.set_slope_inter(slope, 0.0)
     else:
         img = nib.Nifti1Image(data.astype(dtype), affine)
     img.header.set_xyzt_units("mm", "sec")
@@ -1116,8 +1129,10 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
     name : str
         File stem.
     dtype : ``"float32"`` or ``"int16"``
-        Storage of magnitude / phase / SWI; int16 uses scl_slope / scl_inter (phase then reads
-        back in radians through nibabel's scaling) and makes files about half as big.
+        Storage of magnitude / phase / SWI. ``"int16"`` stores 12-bit integers as many
+        scanners do (magnitude 0..4095, phase -2048..2047) with ``scl_slope`` set so that
+        nibabel reads magnitude in the original units and phase in radians; files are about
+        3x smaller. Quantisation step: max/4095 (magnitude), pi/2048 rad (phase).
     include_swi : bool
         Also write ``<name>_swi.nii.gz``.
 
@@ -1140,15 +1155,13 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
     }
     if include_swi:
         paths["swi"] = out / f"{name}_swi.nii.gz"
-    mmax = float(np.max(phantom.magnitude)) if phantom.magnitude.size else 1.0
     _atomic_nifti(_nifti(phantom.magnitude, aff, dtype, "microbleeds phantom GRE magnitude",
-                         (-mmax, mmax)), paths["magnitude"])
+                         "magnitude"), paths["magnitude"])
     _atomic_nifti(_nifti(phantom.phase, aff, dtype, "microbleeds phantom GRE phase (rad)",
-                         (-np.pi, np.pi)), paths["phase"])
+                         "phase"), paths["phase"])
     if include_swi:
-        smax = float(np.max(phantom.swi)) if phantom.swi.size else 1.0
         _atomic_nifti(_nifti(phantom.swi, aff, dtype, "microbleeds phantom simple SWI",
-                             (-smax, smax)), paths["swi"])
+                             "magnitude"), paths["swi"])
     _atomic_nifti(_nifti(phantom.truth_labels, aff, "int16", "microbleeds phantom truth labels"),
                   paths["truth_labels"])
     _atomic_text(truth_tsv(phantom.truth), paths["truth_tsv"])
@@ -1255,19 +1268,24 @@ def insert_cmbs(magnitude, phase, affine, centres_mm, diameters_mm, chi_ppm, b0_
 
 # --------------------------------------------------------------------------------------------
 def sample_params(seed: int = 2026) -> PhantomParams:
-    """Parameters of the shipped sample: 3 T, TE 20 ms, 0.75 x 0.75 x 1.5 mm slab."""
+    """Parameters of the shipped sample: 3 T, TE 20 ms, 0.75 x 0.75 x 1.5 mm, a 39 mm slab
+    through the basal ganglia and the centrum semiovale of a slightly small head
+    (``head_scale`` 0.92), 8 CMBs of 1.5-5 mm (lobar and deep), 2 calcifications, 45 vein
+    trees, SNR 25."""
     return PhantomParams(
-        fov_mm=(144.0, 174.0, 45.0), voxel_size_mm=(0.75, 0.75, 1.5), centre_mm=(0.0, -4.0, 8.0),
+        fov_mm=(134.0, 162.0, 39.0), voxel_size_mm=(0.75, 0.75, 1.5), centre_mm=(0.0, -4.0, 10.0),
+        head_scale=0.92,
         b0_t=3.0, te_ms=20.0, snr=25.0, n_cmb=8, n_calcifications=2, n_veins=45,
         cmb_diameter_range_mm=(1.5, 5.0), region_weights={"lobar": 0.6, "deep": 0.4},
         bias_strength=0.2, seed=seed)
 
 
-def make_sample(out_dir, name: str = "sample", seed: int = 2026) -> dict:
+def make_sample(out_dir, name: str = "sample", seed: int = 2026, include_swi: bool = True) -> dict:
     """Write the small sample phantom (see :func:`sample_params`) into ``out_dir``.
 
-    Returns the dict of paths from :func:`write_phantom`. Files are stored as int16 with
-    scaling to stay small.
+    Images are stored as 12-bit integers with scaling (``dtype="int16"`` of
+    :func:`write_phantom`) so that magnitude + phase + SWI + truth stay below about 5 MB.
+    Returns the dict of paths from :func:`write_phantom`.
     """
     ph = simulate(sample_params(seed))
-    return write_phantom(ph, out_dir, name, dtype="int16", include_swi=True)
+    return write_phantom(ph, out_dir, name, dtype="int16", include_swi=include_swi)
