@@ -40,12 +40,16 @@ Euclidean distance transform restricted to a patch around the lesion:
 
 1. juxtacortical: distance from the nearest lesion voxel to the nearest cortex voxel
    <= ``juxtacortical_mm`` (default 3 mm: MARS calls juxtacortical the white matter at the grey-white
-   junction; the U-fibre layer under the cortex is about 1-3 mm thick) -> ``lobar`` with the lobe of
-   the nearest cortex voxel;
-2. periventricular: distance to the lateral ventricles <= ``periventricular_mm`` (default 10 mm, the
+   junction; the U-fibre layer under the cortex is about 1-3 mm thick), and the cortex is nearer
+   than the basal ganglia / thalamus -> ``lobar`` with the lobe of the nearest cortex voxel
+   (cortex: Desikan-Killiany / aseg cortex, hippocampus and amygdala);
+2. capsular: within ``juxtacortical_mm`` of the basal ganglia or thalamus (and not rule 1): internal
+   and external capsule, which MARS counts as deep (the external capsule lies a few mm from the
+   insular cortex) -> ``deep`` (subregion ``capsular_wm``);
+3. periventricular: distance to the lateral ventricles <= ``periventricular_mm`` (default 10 mm, the
    usual "10 mm rule" for periventricular white matter, e.g. DeCarli et al. 2005 Stroke 36:50)
    -> ``deep`` (subregion ``periventricular_wm``);
-3. otherwise -> ``deep`` (subregion ``deep_wm``).
+4. otherwise -> ``deep`` (subregion ``deep_wm``).
 
 Hemisphere: from the label where the label has a side (for juxtacortical white matter: the side of the
 nearest cortex voxel); for unsided labels (brainstem, corpus callosum, vermis, 'WM-hypointensities')
@@ -463,7 +467,7 @@ def _transform_to_ras_matrix(tx):
 
 
 def register(fixed, fixed_affine, moving, moving_affine, fixed_mask=None, moving_mask=None, kind="rigid",
-             seed=0, max_samples=60000):
+             seed=0, max_samples=60000, shrink=(4, 2, 1)):
     """Register ``moving`` to ``fixed`` (SimpleITK, Mattes mutual information, multi-resolution).
 
     Parameters
@@ -475,11 +479,13 @@ def register(fixed, fixed_affine, moving, moving_affine, fixed_mask=None, moving
     fixed_mask, moving_mask : numpy.ndarray or None
         Optional masks restricting the metric.
     kind : {'rigid', 'affine'}
-        ``rigid``: Euler 6 degrees of freedom; ``affine``: rigid then 12 degrees of freedom.
+        ``rigid``: Euler, 6 degrees of freedom; ``affine``: similarity (7) then affine (12).
     seed : int
         Seed of the metric's random sampling (results are reproducible).
     max_samples : int
         About this many random metric samples (at most 25% of the fixed voxels or mask).
+    shrink : tuple of int
+        Shrink factor of each resolution level (smoothing sigma: half the factor, in mm; 0 at 1).
 
     Returns
     -------
@@ -492,9 +498,9 @@ def register(fixed, fixed_affine, moving, moving_affine, fixed_mask=None, moving
 
     f = _to_sitk(fixed, fixed_affine)
     m = _to_sitk(moving, moving_affine)
-    init = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
-                                             sitk.CenteredTransformInitializerFilter.MOMENTS)
-    stages = [sitk.Euler3DTransform(init)]
+    first = sitk.Similarity3DTransform() if kind == "affine" else sitk.Euler3DTransform()
+    init = sitk.CenteredTransformInitializer(f, m, first, sitk.CenteredTransformInitializerFilter.MOMENTS)
+    stages = [type(first)(init)]
     if kind == "affine":
         stages.append(None)
     elif kind != "rigid":
@@ -520,11 +526,11 @@ def register(fixed, fixed_affine, moving, moving_affine, fixed_mask=None, moving
             reg.SetMetricMovingMask(sitk.Cast(_to_sitk(np.asarray(moving_mask) > 0, moving_affine), sitk.sitkUInt8))
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0 if stage == 0 else 0.5, minStep=1e-3,
-                                                     numberOfIterations=200, gradientMagnitudeTolerance=1e-6,
+                                                     numberOfIterations=100, gradientMagnitudeTolerance=1e-6,
                                                      relaxationFactor=0.5)
         reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel([4, 2, 1])
-        reg.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+        reg.SetShrinkFactorsPerLevel([int(v) for v in shrink])
+        reg.SetSmoothingSigmasPerLevel([0.0 if v == 1 else v / 2.0 for v in shrink])
         reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
         reg.SetInitialTransform(tx, inPlace=True)
         reg.Execute(f, m)
@@ -701,7 +707,7 @@ def load_atlas(magnitude, reference_affine, brain_mask=None, t1w=None):
     tpl = nib.load(str(files["template_t1"]))
     tdata = np.asarray(tpl.dataobj, np.float32)
     m, metric = register(img, np.asarray(reference_affine, float), tdata, np.asarray(tpl.affine, float),
-                         fixed_mask=brain_mask, moving_mask=tdata > 0, kind="affine")
+                         fixed_mask=brain_mask, kind="affine", shrink=(4, 2), max_samples=30000)
     lab, aff = composite_atlas(files)
     scale = np.cbrt(abs(np.linalg.det(m[:3, :3])))
     lv = LabelVolume(lab, aff, "atlas", scheme="aal3", scan_to_label_world=m, trust="low",
@@ -806,8 +812,10 @@ def assign_regions(centroids_world_mm, labels, lesion_map=None, lesion_ids=None,
         One per lesion, keys: ``region`` (see :data:`REGIONS`), ``lobe`` (see :data:`LOBES`, '' if not
         lobar or unknown), ``hemisphere`` (``left|right|midline|unknown``), ``region_source``,
         ``structure`` (label name), ``label_id`` (int, -1 outside the label map), ``subregion``
-        (e.g. ``cortex``, ``juxtacortical_wm``, ``periventricular_wm``, ``deep_wm``, ``deep_gm``),
-        ``distance_to_cortex_mm`` and ``distance_to_ventricle_mm`` (white matter only, NaN otherwise;
+        (``cortex``, ``juxtacortical_wm``, ``capsular_wm``, ``periventricular_wm``, ``deep_wm``,
+        ``deep_gm``, ``deep_wm_structure``, ``infratentorial``, or the kind of a CSF / background label),
+        ``distance_to_cortex_mm``, ``distance_to_ventricle_mm``, ``distance_to_deep_gm_mm`` (white
+        matter only, NaN otherwise;
         inf if farther than the patch), ``note`` ('' or why the region is unknown).
 
     Raises
@@ -840,10 +848,11 @@ def assign_regions(centroids_world_mm, labels, lesion_map=None, lesion_ids=None,
 
 
 def _row(region, source, lobe="", hemisphere="unknown", structure="", label_id=-1, subregion="", note="",
-         dc=float("nan"), dv=float("nan")):
+         dc=float("nan"), dv=float("nan"), dg=float("nan")):
     return {"region": region, "lobe": lobe, "hemisphere": hemisphere or "unknown", "region_source": source,
             "structure": structure, "label_id": int(label_id), "subregion": subregion,
-            "distance_to_cortex_mm": dc, "distance_to_ventricle_mm": dv, "note": note}
+            "distance_to_cortex_mm": dc, "distance_to_ventricle_mm": dv, "distance_to_deep_gm_mm": dg,
+            "note": note}
 
 
 def _assign_one(centroid, n, lv, lesion_map, boxes, ref_aff, jx_mm, pv_mm):
@@ -881,15 +890,16 @@ def _assign_one(centroid, n, lv, lesion_map, boxes, ref_aff, jx_mm, pv_mm):
     # white matter: geometric rules on the label grid
     vox = np.rint(fvox[inside]).astype(np.int64)
     margin = max(jx_mm, pv_mm) + float(lv.voxel_size_mm.max())
-    (dc, near_c), (dv, _) = _patch_distances(lv, vox, margin, [_mask_of(lv, {"cortex"}),
-                                                               _mask_of(lv, {"lateral_ventricle"})])
-    if dc <= jx_mm:
+    (dc, near_c), (dv, _), (dg, _) = _patch_distances(
+        lv, vox, margin, [_mask_of(lv, {"cortex"}), _mask_of(lv, {"lateral_ventricle"}), _mask_of(lv, {"deep_gm"})])
+    if dc <= jx_mm and dc < dg:
         cinfo = lv.lookup[int(lv.data[near_c])]
         return _row("lobar", src, lobe=cinfo.lobe or info.lobe, hemisphere=cinfo.hemisphere or hemi,
-                    structure=info.name, label_id=label, subregion="juxtacortical_wm", dc=dc, dv=dv,
+                    structure=info.name, label_id=label, subregion="juxtacortical_wm", dc=dc, dv=dv, dg=dg,
                     note="" if (cinfo.lobe or info.lobe) else "lobe unknown: no cortical parcellation")
-    sub = "periventricular_wm" if dv <= pv_mm else "deep_wm"
-    return _row("deep", src, hemisphere=hemi, structure=info.name, label_id=label, subregion=sub, dc=dc, dv=dv)
+    sub = "capsular_wm" if dg <= jx_mm else "periventricular_wm" if dv <= pv_mm else "deep_wm"
+    return _row("deep", src, hemisphere=hemi, structure=info.name, label_id=label, subregion=sub, dc=dc, dv=dv,
+                dg=dg)
 
 
 def _hemisphere_from_plane(lv, centroid):
