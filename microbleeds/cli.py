@@ -126,9 +126,9 @@ def run_detect(args):
         except InputError as exc:
             failed.append((path, str(exc)))
             tqdm.write(f"microbleeds: skipped {exc}", file=sys.stderr)
-        except (MemoryError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # one scan's failure, whatever it is, must not stop the batch
             failed.append((path, f"{path}: {type(exc).__name__}: {exc}"))
-            tqdm.write(f"microbleeds: failed {path}: {exc}", file=sys.stderr)
+            tqdm.write(f"microbleeds: failed {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
     if args.report and (done or skipped):
         from .html_report import build_report, write_cohort
 

@@ -13,8 +13,9 @@ from scipy import ndimage as ndi
 
 FEATURES = (
     "n_voxels", "volume_mm3", "diameter_mm", "max_inplane_diameter_mm", "depth", "contrast",
-    "background", "cnr", "circularity", "elongation", "n_slices", "centroid_shift_mm",
-    "vesselness", "edge_distance_mm", "reached_limit", "frst_response",
+    "background", "cnr", "circularity", "elongation", "inplane_elongation", "n_slices",
+    "through_plane_ratio", "centroid_shift_mm", "vesselness", "edge_distance_mm", "reached_limit",
+    "frst_response",
 )
 EDGE_CAP_MM = 5.0
 
@@ -83,6 +84,9 @@ def _size_shape(voxels, rel, vox):
             best_slice, best_area = pts, len(pts)
     area = best_area * vox[0] * vox[1]
     feret = _feret(best_slice, vox[:2])
+    cov2 = (np.cov(best_slice.T, bias=True) if len(best_slice) > 1 else np.zeros((2, 2))) \
+        + np.eye(2) * vox[:2].max() ** 2 / 12.0
+    eig2 = np.sort(np.linalg.eigvalsh(cov2))
     values = rel[tuple(voxels.T)]
     return {
         "n_voxels": n,
@@ -93,7 +97,9 @@ def _size_shape(voxels, rel, vox):
         "mean_rel": float(values.mean()),
         "circularity": float(min(1.0, area / (np.pi * (feret / 2.0) ** 2))),
         "elongation": float(np.sqrt(eig[2] / max(eig[0], 1e-9))),
+        "inplane_elongation": float(np.sqrt(eig2[1] / max(eig2[0], 1e-9))),
         "n_slices": int(len(slices)),
+        "through_plane_ratio": float((len(slices) - 1) * vox[2] / max(inplane, 1e-6)),
         "centroid_shift_mm": float(max(shifts) if shifts else 0.0),
     }
 
@@ -126,7 +132,7 @@ def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm):
     mean_rel = float(p_rel[own].mean())
     contrast = 1.0 - mean_rel / max(background, 1e-6)
     n = int(own.sum())
-    edge = _edge_distance(p_mask, own, lo, hi, rel.shape, vox)
+    edge = _edge_distance(p_mask, own, vox)
     return {
         "background": background,
         "contrast": float(contrast),
@@ -136,51 +142,40 @@ def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm):
     }
 
 
-def _edge_distance(p_mask, own, lo, hi, shape, vox):
+def _edge_distance(p_mask, own, vox):
     """Distance (mm) from the region's nearest voxel to the brain-mask edge, capped at 5 mm.
 
-    The patch border counts as brain unless it is the border of the image."""
-    pads = [(1, 1)] * 3
-    padded = np.pad(p_mask, pads, mode="constant", constant_values=True)
-    for axis in range(3):
-        if lo[axis] == 0:
-            index = [slice(None)] * 3
-            index[axis] = 0
-            padded[tuple(index)] = False
-        if hi[axis] == shape[axis]:
-            index = [slice(None)] * 3
-            index[axis] = -1
-            padded[tuple(index)] = False
+    Beyond the patch counts as brain, beyond the image too: a field of view that cuts the
+    brain is no brain edge."""
+    padded = np.pad(p_mask, 1, mode="constant", constant_values=True)
     dist = ndi.distance_transform_edt(padded, sampling=vox)[1:-1, 1:-1, 1:-1]
     return float(min(dist[own].min(), EDGE_CAP_MM))
 
 
 def _vesselness(p_rel, local_voxels, vox):
-    """Frangi-type tubularity (0..1) of the dark structure at the region's darkest voxel.
+    """In-plane line-likeness (0..1) of the dark structure at the region's darkest voxel.
 
-    Hessian of the patch smoothed at a scale of the region's own radius, in mm; a dark tube has
-    two large positive eigenvalues and one near zero (high), a dark ball three alike (low).
+    2D Hessian of the axial slice, smoothed at the region's in-plane radius (mm): a dark line
+    has one large positive curvature and one near zero (-> 1), a dark disk two alike (-> 0).
+    In-plane, because a focus's blooming follows the dipole field and stretches along B0
+    (superior-inferior); veins running through the slices are judged by ``through_plane_ratio``.
     """
-    n = len(local_voxels)
-    radius_mm = 0.5 * (6.0 * n * np.prod(vox) / np.pi) ** (1.0 / 3.0)
-    sigma_mm = max(radius_mm / np.sqrt(3.0), 0.6 * vox.min())
-    sigma = sigma_mm / vox
     values = p_rel[tuple(local_voxels.T)]
-    centre = tuple(local_voxels[int(np.argmin(values))])
-    hessian = np.empty((3, 3))
-    data = p_rel.astype(np.float64)
-    for a in range(3):
-        for b in range(a, 3):
-            order = [0, 0, 0]
+    centre = local_voxels[int(np.argmin(values))]
+    in_slice = local_voxels[local_voxels[:, 2] == centre[2]]
+    radius_mm = np.sqrt(len(in_slice) * vox[0] * vox[1] / np.pi)
+    sigma_mm = max(radius_mm / np.sqrt(2.0), 0.6 * vox[:2].min())
+    sigma = sigma_mm / vox[:2]
+    plane = p_rel[:, :, centre[2]].astype(np.float64)
+    hessian = np.empty((2, 2))
+    for a in range(2):
+        for b in range(a, 2):
+            order = [0, 0]
             order[a] += 1
             order[b] += 1
-            d = ndi.gaussian_filter(data, sigma, order=order, mode="nearest")[centre]
+            d = ndi.gaussian_filter(plane, sigma, order=order, mode="nearest")[centre[0], centre[1]]
             hessian[a, b] = hessian[b, a] = d / (vox[a] * vox[b]) * sigma_mm ** 2
-    eig = np.linalg.eigvalsh(hessian)
-    eig = eig[np.argsort(np.abs(eig))]
-    l1, l2, l3 = eig
-    if l2 <= 0 or l3 <= 0:
+    small, large = sorted(np.linalg.eigvalsh(hessian), key=abs)
+    if large <= 0:
         return 0.0
-    ra = abs(l2) / abs(l3)
-    rb = abs(l1) / np.sqrt(abs(l2 * l3))
-    return float((1.0 - np.exp(-ra ** 2 / 0.5)) * np.exp(-rb ** 2 / 0.5))
+    return float(np.clip(1.0 - small / large, 0.0, 1.0))

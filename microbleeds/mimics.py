@@ -6,8 +6,11 @@ rejection reason. Rules, in order:
 ``outside_brain``   the region's centre is outside the brain mask (or in CSF, once located)
 ``brain_edge``      within ``edge_margin_mm`` of the brain-mask edge: partial volume, air-tissue dropout
 ``too_large``       equivalent diameter above ``max_diameter_mm``, or growth never closed
-``tubular``         elongated (``max_elongation``) or vessel-like Hessian (``max_vesselness``), or
-                    a line drifting across slices (``max_centroid_shift_mm`` per slice): veins
+``tubular``         veins: elongated in the axial plane (``max_elongation``) or in 3D
+                    (``max_elongation_3d``), line-like in-plane Hessian (``max_vesselness``),
+                    continuing through more slices than its width allows
+                    (``max_through_plane_ratio``), or drifting across slices
+                    (``max_centroid_shift_mm`` per slice)
 ``too_small``       equivalent diameter below ``min_diameter_mm``
 ``faint``           contrast to its shell below ``min_contrast`` or CNR below ``min_cnr``: noise
 ``calcification``   diamagnetic phase pattern (needs phase)
@@ -35,8 +38,10 @@ def rule_margins(row, p):
     margins = {
         "brain_edge": (row["edge_distance_mm"] - p.edge_margin_mm, 0.5),
         "too_large": (p.max_diameter_mm - row["diameter_mm"], 0.5),
-        "tubular": (min(p.max_elongation - row["elongation"],
+        "tubular": (min(p.max_elongation - row["inplane_elongation"],
+                        p.max_elongation_3d - row["elongation"],
                         2.0 * (p.max_vesselness - row["vesselness"]),
+                        p.max_through_plane_ratio - row["through_plane_ratio"],
                         p.max_centroid_shift_mm - row["centroid_shift_mm"]), 0.25),
         "too_small": (row["diameter_mm"] - p.min_diameter_mm, 0.2),
         "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / 20.0), 0.05),
@@ -57,7 +62,7 @@ def classify(row, p):
     elif margins["brain_edge"][0] < 0:
         reason = "brain_edge"
     elif margins["too_large"][0] < 0 or row["reached_limit"]:
-        reason = "too_large" if row["elongation"] < p.max_elongation else "tubular"
+        reason = "tubular" if margins["tubular"][0] < 0 else "too_large"
     elif margins["tubular"][0] < 0:
         reason = "tubular"
     elif margins["too_small"][0] < 0:

@@ -157,6 +157,9 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     if bias_correction and coarse.size >= 1000:
         coarse = n4_correct(coarse)
     tissue = coarse > threshold_otsu(coarse)
+    # pad by replication: where the field of view cuts the head, the brain goes on beyond it
+    pad = int(np.ceil(max(opening_mm, 3.0) / coarse_mm.min())) + 1
+    tissue = np.pad(tissue, pad, mode="edge")
     opened = ndi.binary_opening(tissue, _ball(opening_mm / coarse_mm))
     if not opened.any():
         opened = tissue
@@ -166,9 +169,9 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     sizes = np.bincount(labels.ravel())[1:]
     brain = labels == (1 + int(np.argmax(sizes)))
     brain = ndi.binary_dilation(brain, _ball(opening_mm / coarse_mm)) & tissue | brain
-    brain = ndi.binary_closing(brain, _ball(3.0 / coarse_mm), border_value=0)
-    brain = fill_holes(brain)
-    return upsample_nearest(brain, factors, magnitude.shape)
+    brain = ndi.binary_closing(brain, _ball(3.0 / coarse_mm))
+    brain = fill_holes(brain)[pad:-pad, pad:-pad, pad:-pad]
+    return upsample_nearest(np.ascontiguousarray(brain), factors, magnitude.shape)
 
 
 def fill_holes(mask):
@@ -300,7 +303,10 @@ def noise_level(rel, mask, max_samples=2_000_000):
 
 
 def erode_mm(mask, voxel_size_mm, margin_mm):
-    """Erode a mask by a box of half-width ``margin_mm`` per axis (outside the image is empty)."""
+    """Erode a mask by a box of half-width ``margin_mm`` per axis.
+
+    Beyond the image counts as inside: where the field of view cuts the brain, that cut is not
+    a brain edge."""
     out = np.ascontiguousarray(mask, dtype=np.bool_)
     for axis, v in enumerate(voxel_size_mm):
         radius = int(round(margin_mm / v))
@@ -314,7 +320,7 @@ def erode_mm(mask, voxel_size_mm, margin_mm):
 
 @njit(cache=True, parallel=True)
 def _erode_last_axis(mask, radius, out):
-    """out[..., k] = all(mask[..., k - radius : k + radius + 1]), empty beyond the edges."""
+    """out[..., k] = all(mask[..., k - radius : k + radius + 1]), clipped to the image."""
     nx, ny, nz = mask.shape
     for i in prange(nx):
         for j in range(ny):
@@ -324,11 +330,12 @@ def _erode_last_axis(mask, radius, out):
                 run = run + 1 if mask[i, j, k] else 0
                 last_false[k] = run
             for k in range(nz):
-                hi = k + radius
-                out[i, j, k] = hi < nz and last_false[hi] >= 2 * radius + 1
+                lo = max(k - radius, 0)
+                hi = min(k + radius, nz - 1)
+                out[i, j, k] = last_false[hi] >= hi - lo + 1
 
 
 def erode_reference(mask, voxel_size_mm, margin_mm):
     """Plain scipy reference of :func:`erode_mm` (for tests)."""
     size = [2 * int(round(margin_mm / v)) + 1 for v in voxel_size_mm]
-    return ndi.minimum_filter(mask.astype(np.uint8), size=size, mode="constant", cval=0).astype(bool)
+    return ndi.minimum_filter(mask.astype(np.uint8), size=size, mode="constant", cval=1).astype(bool)

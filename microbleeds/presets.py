@@ -24,7 +24,8 @@ DEFAULT_PRESET = "swi-3t"
 class Parameters:
     """Every tunable of a run. Sizes in mm, intensities relative to local tissue (1 = tissue).
 
-    Raise ``max_diameter_mm`` to 10 to count the large CMBs MARS allows; lower ``min_contrast``
+    Diameters are apparent (as measured on the image, blooming included), as in MARS, which
+    counts foci up to 10 mm; set ``max_diameter_mm`` to 5 for the narrow definition. Lower ``min_contrast``
     or ``min_cnr`` to find fainter foci (more false positives); lower ``max_elongation`` to
     reject more vessel-like candidates.
     """
@@ -41,15 +42,17 @@ class Parameters:
     background_sigma_mm: float = 6.0
     # detection and segmentation
     min_diameter_mm: float = 1.0
-    max_diameter_mm: float = 5.0
-    radius_step_mm: float = 0.5
+    max_diameter_mm: float = 10.0
+    radius_step_ratio: float = 1.4
     depth_fraction: float = 0.5
     shell_mm: float = 1.5
     # mimic rules
     min_contrast: float = 0.25
     min_cnr: float = 6.0
     max_elongation: float = 2.0
-    max_vesselness: float = 0.6
+    max_elongation_3d: float = 3.0
+    max_vesselness: float = 0.7
+    max_through_plane_ratio: float = 2.0
     max_centroid_shift_mm: float = 1.5
     edge_margin_mm: float = 1.5
     definite_confidence: float = 0.8
@@ -60,14 +63,22 @@ class Parameters:
     extra: dict = field(default_factory=dict)
 
     def radii_mm(self):
-        """Radii (mm) the FRST scans: half the smallest to half the largest diameter."""
-        lo, hi, step = self.min_diameter_mm / 2, self.max_diameter_mm / 2, self.radius_step_mm
-        n = max(1, int(round((hi - lo) / step)) + 1)
-        return [round(lo + i * step, 4) for i in range(n) if lo + i * step <= hi + 1e-9]
+        """Radii (mm) the FRST scans: half the smallest to half the largest diameter, in
+        geometric steps of ``radius_step_ratio`` (the transform's votes spread over about a
+        voxel, so fine steps add little at large radii)."""
+        lo, hi = self.min_diameter_mm / 2, self.max_diameter_mm / 2
+        radii = [lo]
+        while radii[-1] * self.radius_step_ratio < hi - 1e-9:
+            radii.append(radii[-1] * self.radius_step_ratio)
+        if hi > radii[-1] + 1e-9:
+            radii.append(hi)
+        return [round(r, 4) for r in radii]
 
     def validate(self):
         """Raise ValueError naming the parameter that makes no sense."""
-        positive = ("max_diameter_mm", "radius_step_mm", "mask_opening_mm", "background_sigma_mm", "shell_mm")
+        if not self.radius_step_ratio > 1:
+            raise ValueError(f"radius_step_ratio must be > 1, got {self.radius_step_ratio}")
+        positive = ("max_diameter_mm", "mask_opening_mm", "background_sigma_mm", "shell_mm")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from scipy import ndimage as ndi
 
 
 
@@ -294,7 +295,8 @@ def _local_maxima(response, rel, mask, min_response, max_rel):
 
 
 def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
-    """Seed voxels of dark round foci, strongest response first.
+    """Seed voxels of dark round foci, darkest first (so a deep focus is segmented before a
+    fainter vein beside it can take its voxels).
 
     A seed is a local maximum of the FRST response with a response of at least half the
     minimum contrast, and a voxel at most ``1 - min_contrast / 2`` within one voxel of it.
@@ -309,8 +311,11 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     response = frst_response(rel, vox, radii_mm, threshold)
     found = _local_maxima(response, rel, mask, np.float32(0.5 * min_contrast), np.float32(1.0 - 0.5 * min_contrast))
     seeds = np.asarray(found, dtype=np.int64).reshape(-1, 3)
-    order = np.lexsort((seeds[:, 2], seeds[:, 1], seeds[:, 0], -response[tuple(seeds.T)])) if len(seeds) else []
-    return seeds[order], response
+    if len(seeds):
+        darkest = ndi.minimum_filter(rel, size=3)[tuple(seeds.T)]
+        order = np.lexsort((seeds[:, 2], seeds[:, 1], seeds[:, 0], -response[tuple(seeds.T)], darkest))
+        seeds = seeds[order]
+    return seeds, response
 
 
 def gradient_threshold(noise_sigma, voxel_size_mm, k=2.0):

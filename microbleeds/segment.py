@@ -73,6 +73,7 @@ def _grow(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, l
     used = 0
     contacts = [(np.int32(0), np.int32(0))]
     contacts.pop()
+    thresholds = np.zeros(n_seeds + 1, np.float32)
     for s in range(n_seeds):
         si, sj, sk = seeds[s, 0], seeds[s, 1], seeds[s, 2]
         if labels[si, sj, sk] != 0:
@@ -95,6 +96,7 @@ def _grow(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, l
             voxels = bigger
         threshold = 1.0 - depth_fraction * depth
         label = n_regions + 1
+        thresholds[label] = threshold
         labels[ci, cj, ck] = label
         queue[0, 0], queue[0, 1], queue[0, 2] = ci, cj, ck
         head, tail = 0, 1
@@ -110,7 +112,8 @@ def _grow(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, l
                 if not mask[a, b, c] or rel[a, b, c] >= threshold:
                     continue
                 if other != 0:
-                    if other != label:
+                    # touching another region: merge only if each would grow into the other
+                    if other != label and rel[qi, qj, qk] < thresholds[other]:
                         contacts.append((label, other))
                     continue
                 d = ((a - ci) / radius_vox[0]) ** 2 + ((b - cj) / radius_vox[1]) ** 2 \
@@ -169,7 +172,10 @@ def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=
 
 
 def merge_touching(regions, contacts):
-    """Merge regions that touch below their thresholds (segments of one vein, say).
+    """Merge regions that touch where each is below the other's threshold (segments of one vein).
+
+    A deep focus beside a fainter vein is not merged: the vein's voxels are above the focus's
+    threshold.
 
     The merged region keeps the deepest seed; it reached the limit if any part did.
     """
