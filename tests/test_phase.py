@@ -454,6 +454,20 @@ def test_dipole_sign_undecided_without_field():
     assert undecided == 6
 
 
+def test_dipole_sign_undecided_on_random_phase():
+    rng = np.random.default_rng(13)
+    decided = 0
+    for _ in range(24):
+        shape = (40, 40, 20)
+        A = random_affine(rng, (0.5, 0.5, 1.0))
+        ph = rng.uniform(-np.pi, np.pi, shape)
+        mag = rng.uniform(0.2, 1.0, shape)
+        centre = rng.uniform(5, 35, 3) * np.array([1, 1, 0.5])
+        decided += P.source_susceptibility_sign(ph, mag, centre, rng.uniform(0.5, 3.0),
+                                                (0.5, 0.5, 1.0), A)[1] != 0
+    assert decided <= 1
+
+
 # --------------------------------------------------------------------------------------------
 # 5. handedness from veins; both conventions give the same classification
 # --------------------------------------------------------------------------------------------
