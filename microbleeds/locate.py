@@ -416,7 +416,11 @@ def load_labels(path, reference_shape, reference_affine, t1w=None, magnitude=Non
         mag = _squeeze3d(magnitude, "<magnitude>", "magnitude")
         if tuple(mag.shape) != tuple(reference_shape[:3]):
             raise InputError("<magnitude>", f"magnitude shape {mag.shape} differs from the scan {tuple(reference_shape)}")
-        m, metric = register(mag, ref_affine, tdata, taff, fixed_mask=brain_mask, kind="rigid")
+        try:
+            m, metric = register(mag, ref_affine, tdata, taff, fixed_mask=brain_mask, kind="rigid")
+        except RuntimeError as exc:  # SimpleITK: e.g. all samples map outside the moving image
+            first = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(tpath, f"rigid registration of the T1w to the magnitude failed ({first})") from None
         lv.scan_to_label_world = m
         lv.source = "labels_registered"
         rot = np.degrees(np.arccos(np.clip((np.trace(m[:3, :3]) - 1) / 2, -1, 1)))
@@ -706,8 +710,11 @@ def load_atlas(magnitude, reference_affine, brain_mask=None, t1w=None):
         img = np.where(np.asarray(brain_mask) > 0, img, 0).astype(np.float32)
     tpl = nib.load(str(files["template_t1"]))
     tdata = np.asarray(tpl.dataobj, np.float32)
-    m, metric = register(img, np.asarray(reference_affine, float), tdata, np.asarray(tpl.affine, float),
-                         fixed_mask=brain_mask, kind="affine", shrink=(4, 2), max_samples=30000)
+    try:
+        m, metric = register(img, np.asarray(reference_affine, float), tdata, np.asarray(tpl.affine, float),
+                             fixed_mask=brain_mask, kind="affine", shrink=(4, 2), max_samples=30000)
+    except RuntimeError as exc:
+        return no_labels(f"atlas registration failed ({str(exc).strip()[-160:]}): regions are 'unknown'")
     lab, aff = composite_atlas(files)
     scale = np.cbrt(abs(np.linalg.det(m[:3, :3])))
     lv = LabelVolume(lab, aff, "atlas", scheme="aal3", scan_to_label_world=m, trust="low",
@@ -969,7 +976,67 @@ def region_columns(row):
     return {k: row[k] for k in ("region", "lobe", "hemisphere", "region_source")}
 
 
+
+
+def locate(centroids_world_mm, reference_shape, reference_affine, magnitude=None, brain_mask=None,
+           lesion_map=None, lesion_ids=None, labels_path=None, labels_t1w=None, use_atlas=True,
+           juxtacortical_mm=DEFAULT_JUXTACORTICAL_MM, periventricular_mm=DEFAULT_PERIVENTRICULAR_MM):
+    """One call for the pipeline: pick the label source, then assign and count regions.
+
+    Order: ``labels_path`` (with ``labels_t1w``: registered) > atlas (if ``use_atlas`` and the
+    optional packages are installed) > none.
+
+    Parameters
+    ----------
+    centroids_world_mm : array-like, shape (N, 3)
+        Lesion centroids, scan world (RAS+ mm).
+    reference_shape, reference_affine
+        The scan grid: shape and 4x4 voxel-to-world affine (mm).
+    magnitude : numpy.ndarray or None
+        Scan magnitude on the grid (needed for ``labels_t1w`` and the atlas).
+    brain_mask : numpy.ndarray or None
+        Brain mask on the grid (restricts registration metrics).
+    lesion_map : numpy.ndarray or None
+        Lesion id map on the grid (0 = none); improves the look-up (all lesion voxels).
+    lesion_ids : sequence of int or None
+        Lesion id of each centroid (default 1..N).
+    labels_path : str, path-like or None
+        Segmentation (CLI ``--labels``).
+    labels_t1w : str, path-like or None
+        T1w the segmentation was made from, to register to the magnitude (CLI ``--labels-t1w``).
+    use_atlas : bool
+        Fall back to the atlas when no segmentation is given.
+    juxtacortical_mm, periventricular_mm : float
+        White-matter rule thresholds (mm), see :func:`assign_regions`.
+
+    Returns
+    -------
+    rows : list of dict
+        From :func:`assign_regions`.
+    labels : LabelVolume
+        The label source used (``source``, ``notes`` for summary.json).
+
+    Raises
+    ------
+    InputError
+        For unusable label / T1w files (see :func:`load_labels`).
+    """
+    if labels_path is not None:
+        lv = load_labels(labels_path, reference_shape, reference_affine, t1w=labels_t1w, magnitude=magnitude,
+                         brain_mask=brain_mask)
+    elif labels_t1w is not None:
+        raise InputError(labels_t1w, "a T1w for registering labels was given without a label map")
+    elif use_atlas and magnitude is not None:
+        lv = load_atlas(magnitude, reference_affine, brain_mask=brain_mask)
+    else:
+        lv = no_labels()
+    rows = assign_regions(centroids_world_mm, lv, lesion_map=lesion_map, lesion_ids=lesion_ids,
+                          reference_affine=reference_affine if lesion_map is not None else None,
+                          juxtacortical_mm=juxtacortical_mm, periventricular_mm=periventricular_mm)
+    return rows, lv
+
+
 __all__ = ["LabelInfo", "LabelVolume", "REGIONS", "LOBES", "REGION_SOURCES", "DEFAULT_JUXTACORTICAL_MM",
            "DEFAULT_PERIVENTRICULAR_MM", "read_lookup", "load_labels", "load_atlas", "atlas_files",
            "composite_atlas", "no_labels", "register", "assign_regions", "count_by_region", "region_columns",
-           "same_grid"]
+           "same_grid", "locate"]

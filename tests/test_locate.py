@@ -388,3 +388,19 @@ def test_atlas_fallback_registers_template():
                        ("infratentorial", "", "left"), ("lobar", "frontal", "left"), ("deep", "", "left")]
     assert rows[6]["region"] == "unknown" and "atlas" in rows[6]["note"]  # ventricle: never rejected
     assert all(r["region_source"] == "atlas" for r in rows)
+
+
+def test_locate_one_call(tmp_path):
+    shape, aff = GRID_B
+    path = tmp_path / "sub-01_desc-aparcaseg_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(sample(shape, aff).astype(np.int16), aff), path)
+    scan_shape, scan_aff = grid((0.9, 0.9, 2.5), (150, 190, 50), (-67, -85, -62))
+    rows, lv = L.locate(POINTS, scan_shape, scan_aff, labels_path=path)
+    assert lv.source == "labels_resampled"
+    check(rows)
+    rows, lv = L.locate(POINTS[:1], scan_shape, scan_aff, use_atlas=False)
+    assert lv.source == "none" and rows[0]["region"] == "unknown"
+    with pytest.raises(InputError, match="without a label map"):
+        L.locate(POINTS[:1], scan_shape, scan_aff, labels_t1w=path)
+    cols = L.region_columns(rows[0])
+    assert list(cols) == ["region", "lobe", "hemisphere", "region_source"]
