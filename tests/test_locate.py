@@ -327,8 +327,11 @@ def test_registration_recovers_rigid_transform(tmp_path):
     # the same look-up through the true transform bounds what any registration can reach here
     ideal = L.LabelVolume(t1_lab, t1_aff, "labels", scan_to_label_world=truth).on_grid(scan_shape, scan_aff)
     ideal_agree = float((ideal[brain] == scan_truth[brain]).mean())
-    vs_ideal = float((got[brain] == ideal[brain]).mean())
-    assert vs_ideal >= 0.98, (vs_ideal, agree, ideal_agree, lv.notes)
+    # away from label boundaries (3x3x3 neighbourhood of one label) nearest-neighbour rounding cannot
+    # flip a voxel: there the registered labels must agree with the truth
+    interior = brain & (ndi.minimum_filter(scan_truth, 3) == ndi.maximum_filter(scan_truth, 3))
+    agree_interior = float((got[interior] == scan_truth[interior]).mean())
+    assert agree_interior >= 0.99, (agree_interior, agree, ideal_agree, lv.notes)
     assert agree >= min(0.95, ideal_agree - 0.01), (agree, ideal_agree, lv.notes)
     err = np.abs(lv.scan_to_label_world - truth)
     assert err[:3, :3].max() < 0.02 and err[:3, 3].max() < 1.5, lv.scan_to_label_world
