@@ -122,8 +122,11 @@ def phase_to_radians(data, path=None, scl_slope=None, scl_inter=None):
     2. Values in a known range: radians in [-pi, pi] or [0, 2 pi], degrees, Siemens 12-bit
        -4096..4095, 12-bit 0..4095, milliradians +-1000 pi (Philips/GE export), 16-bit.
        The data must span at least half the range (wrapped phase of a head spans all of it).
-    3. Otherwise the values are rescaled linearly from their min..max to [-pi, pi] (the
-       convention of MRI phase readers for unknown units); the returned text says so.
+    3. Values within [-pi, pi] spanning at least 0.25 rad but less than pi: radians that do
+       not wrap (kept; the text says so).
+    4. Otherwise the values are rescaled linearly from their min..max to [-pi, pi] (the
+       convention of MRI phase readers for unknown units, e.g. +-0.0037 when a reader applied
+       a scale factor it did not report); the returned text says so.
 
     Parameters
     ----------
@@ -180,6 +183,12 @@ def phase_to_radians(data, path=None, scl_slope=None, scl_inter=None):
         how = desc + ("" if factor == 1.0 else f"; multiplied by {factor:.6g}")
         return out.astype(np.float32), how
 
+    tol = 0.01 * 2 * _PI
+    if lo >= -_PI - tol and hi <= _PI + tol and hi - lo >= 0.25:
+        # radians that do not wrap (filtered phase, a small crop): keep them
+        how = (f"radians in [-pi, pi] (spans only {hi - lo:.3g} rad: filtered or unwrapped "
+               "phase, or a small field of view?)")
+        return _wrap(x).astype(np.float32), how
     out = (x - lo) / (hi - lo) * (2 * _PI) - _PI
     out = np.clip(out, -_PI, _PI)
     how = (f"unknown units ({lo:.4g}..{hi:.4g}); rescaled min..max to [-pi, pi] "

@@ -176,6 +176,17 @@ def test_unknown_units_rescaled_min_max(wrapped):
     np.testing.assert_allclose(out, (wrapped - lo) / (hi - lo) * 2 * np.pi - np.pi, atol=1e-4)
 
 
+def test_small_range_radians_kept_and_tiny_range_rescaled(wrapped):
+    out, how = P.phase_to_radians(wrapped * 0.3)
+    assert "spans only" in how
+    np.testing.assert_allclose(out, wrapped * 0.3, atol=1e-6)
+    # the +-0.0037 case without the header's scale factor: rescaled min..max
+    out, how = P.phase_to_radians(wrapped * 0.00117)
+    assert "rescaled min..max" in how
+    assert out.min() == pytest.approx(-np.pi, abs=1e-5)
+    assert out.max() == pytest.approx(np.pi, abs=1e-5)
+
+
 def test_scaling_bad_values():
     with pytest.raises(InputError, match="x.nii: phase is constant"):
         P.phase_to_radians(np.full((4, 4, 4), 2.0), "x.nii")
