@@ -29,7 +29,12 @@ Physics used (Lorentz-sphere corrected, ``dchi`` = susceptibility difference to 
 
 Haacke's "right-handed" systems (classic negative phase mask, veins with negative phase) are
 ``phase_sign = -1`` here. Which vendor / software version stores which sign is not reliable,
-so :func:`estimate_phase_sign` determines it from the veins in the data.
+so :func:`estimate_phase_sign` determines it from the veins in the data. On the real 7 T
+Siemens crop in ``shared/data/real/romeo-small-gre`` it finds ``+1`` (146 vein segments, 88 %
+agreement, every echo alone agrees), which matches the default of CLEAR-SWI (attenuates
+positive phase) on the same data. Note that veins perpendicular to B0 have a *negative*
+field inside, so a one-sided (paramagnetic) mask does not darken them; ``kind="symmetric"``
+in :func:`phase_mask` darkens both.
 
 Units: phase in radians, echo times in ms, frequencies in Hz, susceptibility in ppm,
 lengths in mm, sizes of windows in voxels (k-space samples) unless named ``*_mm``.
@@ -1031,12 +1036,22 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
     2. Hessian of the magnitude (Gaussian scale ``sigma_mm``, world mm via the affine): dark
        tubes have two large positive eigenvalues and one small one; its eigenvector is the
        vein direction. Dark voxels that are tube-like are grouped into connected segments.
-    3. Each segment votes with the sign of ``sum v * phase * g`` (``v`` = tube strength); the
-       result is the sign of the weighted mean over all tube voxels, with a binomial sign test
-       over segments for confidence.
-    4. Compact blob-like dark foci (all three eigenvalues large) vote with their dipole sign
-       (:func:`source_susceptibility_sign`, assuming they are paramagnetic). They decide only
-       when the vein evidence is weak.
+    3. The estimate is the sign of ``sum v * phase * g`` over tube voxels (``v`` = tube
+       strength). Segments (connected tube voxels, >= 3) are the independent units: the
+       p-value is a sign-flip randomisation test of the segment sums (4000 flips, so
+       p >= 0.00025), ``vessel_agreement`` the weighted fraction of segments agreeing.
+       Confidence ``high``: p < 0.002, >= 8 segments, agreement >= 0.7; ``moderate``:
+       p < 0.02, agreement >= 0.6; ``low``: p < 0.1.
+    4. Compact dark foci (connected voxels with magnitude < ``focus_rel`` of the local mean,
+       at most ``max_focus_mm3``, not elongated: largest/smallest spatial SD <= 3) vote with
+       their dipole sign (:func:`source_susceptibility_sign`, assuming they are paramagnetic
+       microbleeds or vessel cross-sections). >= 5 foci with >= 80 % agreement give
+       ``moderate``, >= 3 with >= 75 % ``low``. They decide when the vein evidence is weak,
+       lower the confidence when they contradict it, and raise two agreeing weak lines of
+       evidence to ``moderate``.
+
+    Estimate on 3D-filtered phase (the cylinder physics is 3D; 2D in-plane filtering distorts
+    the field of in-plane veins). Multi-echo: the combined phase, or any single echo.
 
     Parameters
     ----------
@@ -1058,6 +1073,10 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
         Sign returned when the evidence is insufficient.
     max_foci : int
         At most this many compact foci are tested.
+    max_focus_mm3 : float
+        Largest volume (mm^3) of a compact focus.
+    focus_rel : float
+        Magnitude relative to the local mean below which voxels can form a focus.
 
     Returns
     -------
