@@ -354,11 +354,6 @@ def same_grid(shape_a, affine_a, shape_b, affine_b, tol_mm=AFFINE_TOLERANCE_MM):
         np.asarray(affine_a, float), np.asarray(affine_b, float), atol=tol_mm, rtol=0)
 
 
-def _world_corners(shape, affine):
-    c = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
-    return nib_apply(affine, c)
-
-
 def _overlap_fraction(labels, ref_shape, ref_affine):
     """Fraction of a coarse sample of the scan grid that falls inside the label map's field of view."""
     n = 8
