@@ -17,6 +17,7 @@ from nibabel.affines import apply_affine
 from . import __version__
 from .describe import describe_regions
 from .seeds import find_seeds
+from .errors import InputError
 from .load import Scan, from_canonical, load_mask, load_scan
 from .mimics import classify
 from .prepare import brain_mask, erode_mm, noise_level, relative_intensity
@@ -63,16 +64,19 @@ class DetectionResult:
     mask: np.ndarray
     summary: dict
     scan: Scan
-    images: dict = field(default_factory=dict)
+    phase_images: dict = field(default_factory=dict)
 
-    def write(self, out_dir, name=None):
-        """Write the result set into ``out_dir/<name>/`` atomically; returns that folder."""
+    def write(self, out_dir, name=None, write_images=False):
+        """Write the result set into ``out_dir/<name>/`` atomically; returns that folder.
+
+        ``write_images`` adds the SWI and filtered phase (when phase was given)."""
         from .report import write_result
 
-        return write_result(self, out_dir, name)
+        return write_result(self, out_dir, name, write_images)
 
 
-def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, **overrides) -> DetectionResult:
+def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, echo_times_ms=None,
+           **overrides) -> DetectionResult:
     """Find cerebral microbleeds on one SWI or GRE-T2* magnitude scan.
 
     Parameters
@@ -85,6 +89,12 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, **overrides)
         Preset name (see ``microbleeds.presets.preset_names()``) or path to a TOML preset.
     affine : ndarray (4, 4), optional
         Voxel-to-world affine (mm) for an array ``source``.
+    phase : str, Path, list of paths, nibabel image or ndarray, optional
+        Phase on the magnitude's grid (radians, scanner units or scaled: detected and rescaled);
+        4D or one file per echo for multi-echo data. With phase, diamagnetic foci are rejected
+        as calcifications and the SWI is computed.
+    echo_times_ms : sequence of float, optional
+        Echo times (ms) of a multi-echo acquisition; read from BIDS sidecars when omitted.
     **overrides
         Any :class:`~microbleeds.presets.Parameters` field, e.g. ``max_diameter_mm=10``.
 
@@ -110,17 +120,72 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, **overrides)
     regions = grow_regions(rel, brain, seeds, vox, params.max_diameter_mm, params.depth_fraction,
                            min_depth=0.5 * params.min_contrast)
     rows = describe_regions(regions, rel, brain, response, box_affine, vox, sigma, params.shell_mm)
+    offset = np.array([b.start for b in box])
     for row in rows:
+        row["centroid_canonical"] = row["centroid_vox"] + offset
         centre = tuple(np.clip(np.round(row["centroid_vox"]).astype(int), 0, np.array(brain.shape) - 1))
         row["inside_brain"] = bool(brain[centre])
         row.setdefault("region", "unknown")
+    swi_result = None
+    if phase is not None:
+        swi_result, phase_how = phase_branch(scan, phase, full_brain, params, echo_times_ms)
+        add_phase_features(rows, swi_result, scan)
+    for row in rows:
         classify(row, params)
     candidates, lesions, lesion_of_region = _tabulate(rows, scan)
     labels = np.zeros(full_brain.shape, np.int32)
     labels[box] = lesion_of_region[regions.labels]
     summary = build_summary(scan, params, lesions, candidates, sigma, full_brain)
-    return DetectionResult(lesions, candidates, from_canonical(labels, scan.ornt),
-                           from_canonical(full_brain, scan.ornt), summary, scan)
+    images = {}
+    if swi_result is not None:
+        summary["phase"] = swi_result.summary(phase_how)
+        summary["notes"] = [f"Phase given: diamagnetic foci rejected as calcifications "
+                            f"(phase sign {swi_result.phase_sign:+d}, {swi_result.sign_evidence.get('method', '')})."]
+        images = {"swi.nii.gz": (from_canonical(swi_result.swi, scan.ornt), np.float32),
+                  "phase_filtered.nii.gz": (from_canonical(swi_result.filtered_phase, scan.ornt), np.float32)}
+    result = DetectionResult(lesions, candidates, from_canonical(labels, scan.ornt),
+                             from_canonical(full_brain, scan.ornt), summary, scan)
+    result.phase_images = images
+    return result
+
+
+def phase_branch(scan, phase, brain, params, echo_times_ms=None):
+    """Load the phase, high-pass filter it, settle its sign and compute the SWI (canonical).
+
+    Returns
+    -------
+    swi_result : phase.SWIResult
+    how : str
+        How the phase values were scaled to radians.
+    """
+    from . import phase as phase_module
+    from .load import to_canonical
+
+    magnitude = scan.echoes if scan.echoes is not None else scan.magnitude
+    native_shape = tuple(scan.native_shape) + ((scan.n_echoes,) if scan.n_echoes > 1 else ())
+    radians, how = phase_module.load_phase(phase, native_shape, scan.native_affine)
+    radians = to_canonical(radians, scan.native_affine)[0]
+    if scan.n_echoes > 1 and echo_times_ms is None:
+        echo_times_ms = phase_module.read_echo_times([scan.path]) if scan.path else None
+        if echo_times_ms is None:
+            raise InputError(scan.path, "multi-echo phase needs echo times (BIDS sidecar EchoTime or --echo-times)")
+    result = phase_module.compute_swi(magnitude, radians, scan.affine, echo_times_ms=echo_times_ms,
+                                      phase_sign=params.phase_sign, window=params.highpass_window_vox,
+                                      mask=brain)
+    return result, how
+
+
+def add_phase_features(rows, swi_result, scan):
+    """Sign (+1 paramagnetic, -1 diamagnetic, 0 undecided) and strength of each candidate's
+    dipole pattern in the filtered phase."""
+    from .phase import source_susceptibility_sign
+
+    for row in rows:
+        score, sign = source_susceptibility_sign(
+            swi_result.filtered_phase, swi_result.magnitude, row["centroid_canonical"],
+            row["diameter_mm"] / 2.0, scan.voxel_size_mm, scan.affine, phase_sign=swi_result.phase_sign)
+        row["phase_score"] = None if np.isnan(score) else float(score)
+        row["phase_sign"] = int(sign)
 
 
 def brain_box(mask, affine, margin=2):

@@ -45,6 +45,28 @@ def find_scans(paths, out_dir=None):
     return found
 
 
+def find_phase(path):
+    """The phase file paired with a magnitude file, or None.
+
+    BIDS ``..._part-mag_...`` pairs with ``..._part-phase_...``; ``X_mag.nii.gz`` /
+    ``X_magnitude.nii.gz`` with ``X_phase.nii.gz``.
+    """
+    path = Path(path)
+    name = path.name
+    candidates = []
+    if "part-mag" in name:
+        candidates.append(name.replace("part-mag", "part-phase"))
+    for mag in ("_magnitude", "_mag"):
+        stem = nifti_stem(path)
+        if stem.endswith(mag):
+            suffix = name[len(stem):]
+            candidates.append(stem[: -len(mag)] + "_phase" + suffix)
+    for candidate in candidates:
+        if (path.parent / candidate).is_file():
+            return [path.parent / candidate]
+    return None
+
+
 def _looks_like_scan(path):
     name = path.name.lower()
     return not any(part in name for part in SKIP_NAME_PARTS)
@@ -68,7 +90,14 @@ def _detect_parser(sub):
     p.add_argument("-o", "--out", type=Path, default=Path("microbleeds_results"), help="output folder")
     p.add_argument("--pipeline", default=None, help="preset name or TOML path (see 'microbleeds presets')")
     p.add_argument("--mask", type=Path, help="brain mask on the scan's grid (single scan only)")
-    p.add_argument("--phase", type=Path, help="phase image on the scan's grid (single scan only)")
+    p.add_argument("--phase", type=Path, nargs="+",
+                   help="phase on the scan's grid (one 4D file or one file per echo; single scan only). "
+                        "In folders, phase files are paired automatically (BIDS part-phase, *_phase)")
+    p.add_argument("--phase-sign", type=int, choices=(1, -1), dest="phase_sign",
+                   help="force the phase convention (+1: paramagnetic = positive frequency); default: from veins")
+    p.add_argument("--echo-times", type=float, nargs="+", dest="echo_times_ms",
+                   help="echo times in ms (multi-echo phase; default: BIDS sidecars)")
+    p.add_argument("--write-swi", action="store_true", help="write swi.nii.gz and phase_filtered.nii.gz (needs phase)")
     p.add_argument("--min-diameter", type=float, dest="min_diameter_mm", help="smallest CMB diameter, mm")
     p.add_argument("--max-diameter", type=float, dest="max_diameter_mm",
                    help="largest CMB diameter, mm (5 by default; MARS allows 10)")
@@ -93,7 +122,7 @@ def run_detect(args):
 
     paths = args.paths or [SAMPLE_DATA]
     overrides = {k: getattr(args, k) for k in ("min_diameter_mm", "max_diameter_mm", "echo",
-                                                 "field_strength_t", "echo_time_ms")}
+                                                 "field_strength_t", "echo_time_ms", "phase_sign")}
     try:
         params = load_parameters(args.pipeline or DEFAULT_PRESET, **overrides)
     except ValueError as exc:
@@ -118,10 +147,10 @@ def run_detect(args):
                 if is_complete(folder, file_sha256(path), params.to_dict()):
                     skipped.append((path, folder))
                     continue
-            extra = {"phase": args.phase} if args.phase else {}
-            result = detect(path, mask=args.mask, pipeline=args.pipeline or DEFAULT_PRESET,
-                            **extra, **overrides)
-            write_result(result, folder.parent, folder.name)
+            phase = args.phase or find_phase(path)
+            result = detect(path, mask=args.mask, pipeline=args.pipeline or DEFAULT_PRESET, phase=phase,
+                            echo_times_ms=args.echo_times_ms, **overrides)
+            write_result(result, folder.parent, folder.name, write_images=args.write_swi or args.report)
             done.append((path, folder, result.summary))
         except InputError as exc:
             failed.append((path, str(exc)))

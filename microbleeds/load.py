@@ -47,6 +47,8 @@ class Scan:
         Orientation transform from the file's axes to canonical axes (nibabel ``ornt``).
     echo : str
         How echoes were used (``"single"``, ``"rss of 3"``, ``"echo 2 of 3"``).
+    echoes : ndarray float32 (x, y, z, echo) or None
+        The separate echoes of a multi-echo magnitude (canonical order), for the phase branch.
     sidecar : dict
         BIDS JSON sidecar beside the file, if any.
     """
@@ -62,6 +64,7 @@ class Scan:
     echo: str = "single"
     n_echoes: int = 1
     sidecar: dict = field(default_factory=dict)
+    echoes: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -278,7 +281,9 @@ def load_scan(source, echo="rss", affine=None) -> Scan:
     check_values(data, label, "magnitude")
     n_echoes = data.shape[3] if data.ndim == 4 else 1
     how = "single echo"
+    echoes = None
     if data.ndim == 4:
+        echoes = to_canonical(data, native_affine)[0] if n_echoes > 1 else None
         data, how = combine_echoes(data, echo)
     if float(data.min()) < 0:
         raise InputError(label, f"magnitude has negative values (min {float(data.min()):g}); is this a phase image?")
@@ -296,6 +301,7 @@ def load_scan(source, echo="rss", affine=None) -> Scan:
         echo=how,
         n_echoes=n_echoes,
         sidecar=read_sidecar(path),
+        echoes=echoes,
     )
 
 

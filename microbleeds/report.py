@@ -87,17 +87,20 @@ def result_files(result):
     }
 
 
-def write_result(result, out_dir, name=None) -> Path:
+def write_result(result, out_dir, name=None, write_images=False) -> Path:
     """Write a :class:`~microbleeds.api.DetectionResult` to ``out_dir/<name>/`` atomically.
 
-    An existing folder of that name is replaced only once the new one is complete.
+    An existing folder of that name is replaced only once the new one is complete. With
+    ``write_images``, the SWI and filtered phase (when phase was given) are written too, as
+    ``swi.nii.gz`` and ``phase_filtered.nii.gz`` on the input's grid.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / (name or result.scan.name)
     files = result_files(result)
-    for extra_name, (array, dtype) in result.images.items():
-        files[extra_name] = nifti_bytes(array, result.scan.native_affine, dtype)
+    if write_images:
+        for extra_name, (array, dtype) in result.phase_images.items():
+            files[extra_name] = nifti_bytes(array, result.scan.native_affine, dtype)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=out_dir))
     try:
         for file_name, data in files.items():
