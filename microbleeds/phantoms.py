@@ -67,7 +67,8 @@ Peters et al., MRI 2007 25:748-753 (T2* at 1.5/3/7 T); Greenberg et al., Lancet 
 73:1759-1766 (MARS: lobar / deep / infratentorial); Salomir et al. 2003 and Marques & Bowtell
 2005 (k-space field calculation).
 
-Limitations: the head is a smooth analytic model (the MNI option is not implemented yet); the
+Limitations: the default head is a smooth analytic model (``anatomy="mni"`` uses the ICBM152
+2009 GM/WM maps from nilearn, with rule-based deep nuclei / brainstem / cerebellum); the
 skull and the head-air boundary carry no susceptibility (their field is smooth in the brain and
 would be removed by background-field filtering); no flow, chemical shift, T1 weighting or
 multi-echo; CMB/calcification factors are applied multiplicatively after averaging the
@@ -165,7 +166,12 @@ class PhantomParams:
         Explicitly placed sources, added to the random ones; each dict has ``type``
         (``cmb``/``calcification``), ``x_mm, y_mm, z_mm`` (world), ``diameter_mm``, ``chi_ppm``.
     anatomy : str
-        ``"analytic"`` (only one implemented; ``"mni"`` raises NotImplementedError).
+        ``"analytic"`` (default, no extra package) or ``"mni"``: grey / white matter from the
+        ICBM152 2009 symmetric tissue maps that nilearn ships inside its wheel (optional
+        extra ``microbleeds[anatomy]``; nothing is downloaded), 1 mm nearest-neighbour, with
+        ventricles (holes of the brain mask), CSF / skull / scalp layers from a smooth hull,
+        and deep nuclei, brainstem and cerebellum from MNI-coordinate rules. World = MNI mm
+        times ``head_scale``; centre the field of view near (0, -18, 8).
     head_scale : float
         Scales the whole analytic head about the world origin (1 = adult-size small head,
         brain about 112 x 140 x 100 mm).
@@ -591,6 +597,269 @@ def _signal_decimate(lab, frac, fld, m0_lut, r2_lut, m0_vein, r2_vein, te_s, ppp
     return out, vfrac
 
 
+@njit(cache=True, parallel=True)
+def _lookup_grid(vol, vinv, vtrans, mat, trans, shape):
+    """Nearest-neighbour lookup of a label volume at the voxel centres of another grid."""
+    out = np.zeros((shape[0], shape[1], shape[2]), dtype=np.uint8)
+    n0, n1, n2 = vol.shape
+    for i in prange(shape[0]):
+        for j in range(shape[1]):
+            for k in range(shape[2]):
+                x = mat[0, 0] * i + mat[0, 1] * j + mat[0, 2] * k + trans[0] - vtrans[0]
+                y = mat[1, 0] * i + mat[1, 1] * j + mat[1, 2] * k + trans[1] - vtrans[1]
+                z = mat[2, 0] * i + mat[2, 1] * j + mat[2, 2] * k + trans[2] - vtrans[2]
+                a = int(math.floor(vinv[0, 0] * x + vinv[0, 1] * y + vinv[0, 2] * z + 0.5))
+                b = int(math.floor(vinv[1, 0] * x + vinv[1, 1] * y + vinv[1, 2] * z + 0.5))
+                c = int(math.floor(vinv[2, 0] * x + vinv[2, 1] * y + vinv[2, 2] * z + 0.5))
+                if 0 <= a < n0 and 0 <= b < n1 and 0 <= c < n2:
+                    out[i, j, k] = vol[a, b, c]
+    return out
+
+
+class _AnalyticHead:
+    """The analytic head (see the module docstring)."""
+
+    name = "analytic"
+
+    def __init__(self, params, rng):
+        self.ell, self.sc, self.waves = _geometry(params, rng)
+        s = float(params.head_scale)
+        self.boxes = {
+            "infratentorial": (0.5 * (self.ell[_E_CEREBELLUM, :3] + self.ell[_E_BRAINSTEM, :3]),
+                               np.array([46.0, 34.0, 36.0]) * s),
+            "deep": (np.array([0.0, -2.0, 10.0]) * s, np.array([34.0, 34.0, 22.0]) * s),
+            "lobar": (self.ell[_E_CEREBRUM, :3], self.ell[_E_CEREBRUM, 3:]),
+        }
+        self.lobar_max_depth = 10.0 * s
+
+    def grid(self, mat, trans, shape):
+        return _tissue_grid(np.ascontiguousarray(mat), np.ascontiguousarray(trans),
+                            np.asarray(shape, dtype=np.int64), self.ell, self.sc, self.waves)
+
+    def points(self, pts):
+        return _classify_points(np.ascontiguousarray(pts, dtype=np.float64), self.ell, self.sc,
+                                self.waves)
+
+
+# MNI-space ellipsoids (same rows as _BASE_ELLIPSOIDS): approximate positions in the ICBM152
+# 2009 template; the cerebrum row is only used for lobes and vein directions.
+_MNI_ELLIPSOIDS = np.array([
+    [0.0, -18.0, 12.0, 68.0, 86.0, 62.0],     # cerebrum (bounding)
+    [0.0, -62.0, -36.0, 50.0, 30.0, 24.0],    # cerebellum
+    [0.0, -28.0, -28.0, 14.0, 14.0, 30.0],    # brainstem
+    [0.0, 0.0, 0.0, 12.0, 9.0, 7.0],          # sinus pocket (placed below)
+    [-12.0, -10.0, 16.0, 7.0, 26.0, 9.0],     # lateral ventricles (vein targets only)
+    [12.0, -10.0, 16.0, 7.0, 26.0, 9.0],
+    [0.0, -14.0, 2.0, 2.0, 10.0, 8.0],
+    [-13.0, 12.0, 10.0, 4.5, 9.0, 7.0],       # caudate head
+    [13.0, 12.0, 10.0, 4.5, 9.0, 7.0],
+    [-25.0, 2.0, 1.0, 5.0, 14.0, 9.0],        # putamen
+    [25.0, 2.0, 1.0, 5.0, 14.0, 9.0],
+    [-19.0, -3.0, -1.0, 3.5, 7.0, 5.0],       # globus pallidus
+    [19.0, -3.0, -1.0, 3.5, 7.0, 5.0],
+    [-11.0, -18.0, 7.0, 7.0, 12.0, 7.0],      # thalamus
+    [11.0, -18.0, 7.0, 7.0, 12.0, 7.0],
+    [-6.0, -19.0, -10.0, 3.0, 5.0, 3.0],      # red nucleus / substantia nigra
+    [6.0, -19.0, -10.0, 3.0, 5.0, 3.0],
+    [-14.0, -57.0, -35.0, 6.0, 8.0, 5.0],     # dentate
+    [14.0, -57.0, -35.0, 6.0, 8.0, 5.0],
+])
+
+_MNI_CACHE = {}
+
+
+def _mni_files():
+    try:
+        import nilearn  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise ImportError("anatomy='mni' needs nilearn (pip install 'microbleeds[anatomy]'); "
+                          "nothing is downloaded: the ICBM152 2009 maps ship inside nilearn") \
+            from exc
+    import nilearn as _nl
+
+    d = Path(_nl.__file__).parent / "datasets" / "data"
+    files = {t: d / f"mni_icbm152_{t}_tal_nlin_sym_09a_converted.nii.gz" for t in ("gm", "wm")}
+    for f in files.values():
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: not found in the installed nilearn")
+    return files
+
+
+def _mni_volume():
+    """Tissue labels and depth (mm) on the 1 mm ICBM152 2009 grid, built from nilearn's GM/WM
+    maps (cached in memory)."""
+    if "vol" in _MNI_CACHE:
+        return _MNI_CACHE["vol"]
+    import nibabel as nib
+    from scipy import ndimage as ndi
+
+    files = _mni_files()
+    gi = nib.load(str(files["gm"]))
+    gm = np.asarray(gi.dataobj, dtype=np.float32)
+    wm = np.asarray(nib.load(str(files["wm"])).dataobj, dtype=np.float32)
+    top = max(float(gm.max()), float(wm.max()), 1e-6)
+    gm /= top
+    wm /= top
+    aff = np.asarray(gi.affine, dtype=np.float64)
+    vs = np.sqrt(np.sum(aff[:3, :3] ** 2, axis=0))
+    brain = (gm + wm) > 0.5
+    lab_cc, n = ndi.label(brain)
+    if n > 1:
+        sizes = ndi.sum(brain, lab_cc, index=np.arange(1, n + 1))
+        brain = lab_cc == (1 + int(np.argmax(sizes)))
+    filled = ndi.binary_fill_holes(brain)
+    # smooth hull (closing with a 6 mm ball) and distances, on a 2 mm grid for speed, then
+    # linearly interpolated back to 1 mm
+    f2 = filled[::2, ::2, ::2]
+    vs2 = vs * 2.0
+    r = 6.0
+    dil = ndi.distance_transform_edt(~f2, sampling=vs2) <= r
+    hull2 = (ndi.distance_transform_edt(dil, sampling=vs2) > r) | f2
+    d_out2 = ndi.distance_transform_edt(~hull2, sampling=vs2) - ndi.distance_transform_edt(
+        hull2, sampling=vs2)
+
+    def up(a):
+        z = [n / m for n, m in zip(gm.shape, a.shape)]
+        out = ndi.zoom(a.astype(np.float32), z, order=1, mode="nearest", grid_mode=True)
+        return out[: gm.shape[0], : gm.shape[1], : gm.shape[2]]
+
+    sd = up(d_out2)  # signed distance to the hull, > 0 outside
+    hull = (sd <= 0) | filled
+    d_out = np.maximum(sd, 0.0)
+    depth = np.maximum(-sd, 0.0)
+    lab = np.full(gm.shape, AIR, dtype=np.uint8)
+    lab[d_out <= 13.5] = SCALP
+    lab[d_out <= 8.5] = SKULL
+    lab[d_out <= 2.5] = CSF
+    lab[hull & ~brain] = CSF
+    lab[filled & ~brain] = VENTRICLE
+    lab[brain & (gm >= wm)] = GM
+    lab[brain & (gm < wm)] = WM
+    ii, jj, kk = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in gm.shape), indexing="ij",
+                             sparse=True)
+    x = aff[0, 0] * ii + aff[0, 3]
+    y = aff[1, 1] * jj + aff[1, 3]
+    z = aff[2, 2] * kk + aff[2, 3]
+    ztent = -10.0 - 0.12 * np.abs(x) + 0.1 * (y + 60.0)
+    stem = brain & (np.abs(x) < 15.0) & (y > -44.0) & (y < -12.0) & (z < -8.0)
+    cereb = brain & ~stem & (y < -38.0) & (z < ztent)
+    lab[cereb & (gm >= wm)] = CB_GM
+    lab[cereb & (gm < wm)] = CB_WM
+    lab[stem] = BRAINSTEM
+    ell = _MNI_ELLIPSOIDS
+
+    def inside(e):
+        return (((x - ell[e, 0]) / ell[e, 3]) ** 2 + ((y - ell[e, 1]) / ell[e, 4]) ** 2
+                + ((z - ell[e, 2]) / ell[e, 5]) ** 2) <= 1.0
+
+    for rows, cls, where in ((_E_CAUDATE, CAUDATE, brain & ~cereb & ~stem),
+                             (_E_PUTAMEN, PUTAMEN, brain & ~cereb & ~stem),
+                             (_E_PALLIDUM, PALLIDUM, brain & ~cereb & ~stem),
+                             (_E_THALAMUS, THALAMUS, brain & ~cereb & ~stem),
+                             (_E_MIDBRAIN, MIDBRAIN, stem),
+                             (_E_DENTATE, DENTATE, cereb)):
+        for e in rows:
+            lab[inside(e) & where] = cls
+    vol = (lab, depth, aff)
+    _MNI_CACHE["vol"] = vol
+    return vol
+
+
+@njit(cache=True)
+def _lookup_points(vol, dep, vinv, vtrans, pts):
+    n = pts.shape[0]
+    lab = np.zeros(n, dtype=np.int64)
+    d = np.full(n, -100.0)
+    for p in range(n):
+        x = pts[p, 0] - vtrans[0]
+        y = pts[p, 1] - vtrans[1]
+        z = pts[p, 2] - vtrans[2]
+        a = int(math.floor(vinv[0, 0] * x + vinv[0, 1] * y + vinv[0, 2] * z + 0.5))
+        b = int(math.floor(vinv[1, 0] * x + vinv[1, 1] * y + vinv[1, 2] * z + 0.5))
+        c = int(math.floor(vinv[2, 0] * x + vinv[2, 1] * y + vinv[2, 2] * z + 0.5))
+        if 0 <= a < vol.shape[0] and 0 <= b < vol.shape[1] and 0 <= c < vol.shape[2]:
+            lab[p] = vol[a, b, c]
+            d[p] = dep[a, b, c]
+    return lab, d
+
+
+class _MNIHead:
+    """Tissue from the ICBM152 2009 GM/WM maps shipped inside nilearn (1 mm, nearest
+    neighbour), deep nuclei / brainstem / cerebellum from MNI-coordinate rules."""
+
+    name = "mni"
+
+    def __init__(self, params, rng):
+        lab, depth, aff = _mni_volume()
+        s = float(params.head_scale)
+        self.s = s
+        self.lab = lab
+        self.dep = (depth * s).astype(np.float32)
+        waff = aff.copy()
+        waff[:3, :] *= s  # world = s * MNI
+        self.vinv = np.linalg.inv(waff[:3, :3])
+        self.vtrans = waff[:3, 3].copy()
+        self.ell = _MNI_ELLIPSOIDS.copy() * s
+        self.sc = _BASE_SCALARS.copy()
+        self.sc[_S_DEEPWM] = 20.0 * s  # depth below the smooth hull of the brain
+        self.lobar_max_depth = 16.0 * s
+        # sinus pocket: in front of / below the orbitofrontal cortex, >= 3 mm outside the brain
+        pocket = np.array([0.0, 58.0, -24.0]) * s
+        radii = np.array([12.0, 9.0, 7.0]) * s
+        step = np.array([0.0, 0.6, -0.8])
+        for _ in range(40):
+            u = rng.normal(size=(400, 3))
+            u /= np.linalg.norm(u, axis=1, keepdims=True)
+            shell = pocket + u * (radii + 3.0)
+            lb, _ = self.points(shell)
+            if not np.any(np.isin(lb, _BRAIN + (VENTRICLE,))):
+                break
+            pocket = pocket + step
+        self.ell[_E_SINUS, :3] = pocket
+        self.ell[_E_SINUS, 3:] = radii
+        self.with_air = bool(params.with_air_interface)
+        self.boxes = {
+            "infratentorial": (np.array([0.0, -52.0, -34.0]) * s, np.array([52.0, 40.0, 34.0]) * s),
+            "deep": (np.array([0.0, -6.0, 8.0]) * s, np.array([36.0, 40.0, 26.0]) * s),
+            "lobar": (self.ell[_E_CEREBRUM, :3], self.ell[_E_CEREBRUM, 3:]),
+        }
+
+    def grid(self, mat, trans, shape):
+        lab = _lookup_grid(self.lab, self.vinv, self.vtrans, np.ascontiguousarray(mat),
+                           np.ascontiguousarray(trans), np.asarray(shape, dtype=np.int64))
+        if self.with_air:
+            _paint_ellipsoid(lab, np.ascontiguousarray(mat), np.ascontiguousarray(trans),
+                             self.ell[_E_SINUS], SINUS)
+        return lab
+
+    def points(self, pts):
+        lab, dep = _lookup_points(self.lab, self.dep, self.vinv, self.vtrans,
+                                  np.ascontiguousarray(pts, dtype=np.float64))
+        return lab, dep
+
+
+@njit(cache=True, parallel=True)
+def _paint_ellipsoid(lab, mat, trans, e, value):
+    for i in prange(lab.shape[0]):
+        for j in range(lab.shape[1]):
+            for k in range(lab.shape[2]):
+                x = mat[0, 0] * i + mat[0, 1] * j + mat[0, 2] * k + trans[0]
+                y = mat[1, 0] * i + mat[1, 1] * j + mat[1, 2] * k + trans[1]
+                z = mat[2, 0] * i + mat[2, 1] * j + mat[2, 2] * k + trans[2]
+                q = (((x - e[0]) / e[3]) ** 2 + ((y - e[1]) / e[4]) ** 2
+                     + ((z - e[2]) / e[5]) ** 2)
+                if q <= 1.0:
+                    lab[i, j, k] = value
+
+
+def _make_anatomy(params, rng):
+    if params.anatomy == "analytic":
+        return _AnalyticHead(params, rng)
+    if params.anatomy == "mni":
+        return _MNIHead(params, rng)
+    raise ValueError(f"anatomy must be 'analytic' or 'mni', got {params.anatomy!r}")
+
+
 # --------------------------------------------------------------------------------------------
 # grids
 def _rotation(deg) -> np.ndarray:
@@ -628,9 +897,10 @@ def _oversampling(params: PhantomParams):
 
 # --------------------------------------------------------------------------------------------
 # veins
-def _make_veins(params, rng, ell, sc, waves, rot, fov_lo, fov_hi):
+def _make_veins(params, rng, anat, rot, fov_lo, fov_hi):
     """Centre-line points (N, 3) and radii (N,) of branching curved vein trees."""
     s = float(params.head_scale)
+    ell = anat.ell
     c0 = ell[_E_CEREBRUM, :3]
     slice_normal = rot[:, 2]
     vent_c = 0.5 * (ell[_E_VENT[0], :3] + ell[_E_VENT[1], :3])
@@ -638,7 +908,7 @@ def _make_veins(params, rng, ell, sc, waves, rot, fov_lo, fov_hi):
     step = 0.3
 
     def inside_brain(p):
-        lab, dep = _classify_points(p[None, :], ell, sc, waves)
+        lab, dep = anat.points(p[None, :])
         return int(lab[0]), float(dep[0])
 
     def walk(p, d, r0, length, kind, level):
@@ -737,10 +1007,11 @@ def _location(p, lab, dep, ell, sc):
     return "lobar", lobe, hemi
 
 
-def _place_sources(params, rng, ell, sc, waves, fov_lo, fov_hi, vein_pts, vein_rad, inset):
+def _place_sources(params, rng, anat, fov_lo, fov_hi, vein_pts, vein_rad, inset):
     """Randomly place CMBs and calcifications; returns a list of dict rows (without ids)."""
     rows = []
     s = float(params.head_scale)
+    ell, sc = anat.ell, anat.sc
 
     def ok_spacing(p, a):
         for r in rows:
@@ -757,18 +1028,11 @@ def _place_sources(params, rng, ell, sc, waves, fov_lo, fov_hi, vein_pts, vein_r
                     dtype=np.float64)
 
     def ring_ok(p, a, allowed):
-        labs, _ = _classify_points(p + (a + 0.5) * offs, ell, sc, waves)
+        labs, _ = anat.points(p + (a + 0.5) * offs)
         return all(int(lb) in allowed for lb in labs)
 
     def sample_box(region):
-        if region == "infratentorial":
-            c = 0.5 * (ell[_E_CEREBELLUM, :3] + ell[_E_BRAINSTEM, :3])
-            h = np.array([46.0, 34.0, 36.0]) * s
-        elif region == "deep":
-            c = np.array([0.0, -2.0, 10.0]) * s
-            h = np.array([34.0, 34.0, 22.0]) * s
-        else:
-            c, h = ell[_E_CEREBRUM, :3], ell[_E_CEREBRUM, 3:]
+        c, h = anat.boxes[region]
         lo = np.maximum(c - h, fov_lo + inset)
         hi = np.minimum(c + h, fov_hi - inset)
         if np.any(hi <= lo):
@@ -781,7 +1045,7 @@ def _place_sources(params, rng, ell, sc, waves, fov_lo, fov_hi, vein_pts, vein_r
             return None
         lo, hi = box
         cand = rng.uniform(lo, hi, size=(max_tries, 3))
-        labs, deps = _classify_points(cand, ell, sc, waves)
+        labs, deps = anat.points(cand)
         min_depth = max(3.0, a + 2.0)
         for p, lab, dep in zip(cand, labs, deps):
             lab = int(lab)
@@ -797,7 +1061,7 @@ def _place_sources(params, rng, ell, sc, waves, fov_lo, fov_hi, vein_pts, vein_r
             else:
                 if reg != region:
                     continue
-                if region == "lobar" and dep > 10.0 * s:
+                if region == "lobar" and dep > anat.lobar_max_depth:
                     continue
                 allowed = _BRAIN
             if not ring_ok(p, a, allowed):
@@ -905,15 +1169,12 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
         params = PhantomParams()
     if overrides:
         params = dataclasses.replace(params, **overrides)
-    if params.anatomy != "analytic":
-        raise NotImplementedError(
-            f"anatomy={params.anatomy!r} is not implemented; use 'analytic'")
     if params.b0_t <= 0 or params.te_ms <= 0:
         raise ValueError("b0_t and te_ms must be positive")
     t0 = time.perf_counter()
     timings = {}
     rng = np.random.default_rng(int(params.seed))
-    ell, sc, waves = _geometry(params, rng)
+    anat = _make_anatomy(params, rng)
     shape, aff, rot = _acq_grid(params)
     vs = np.asarray(params.voxel_size_mm, dtype=np.float64)
     os_ = _oversampling(params)
@@ -939,11 +1200,11 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
     fov_lo, fov_hi = wc.min(axis=0), wc.max(axis=0)
 
     # veins (random numbers are drawn in a fixed order: geometry, veins, sources, bias, noise)
-    vpts, vrad = _make_veins(params, rng, ell, sc, waves, rot, fov_lo, fov_hi)
+    vpts, vrad = _make_veins(params, rng, anat, rot, fov_lo, fov_hi)
     timings["veins_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    lab = _tissue_grid(fmat, ftrans, fshape, ell, sc, waves)
+    lab = anat.grid(fmat, ftrans, fshape)
     frac = np.zeros(tuple(int(n) for n in fshape), dtype=np.float32)
     if vpts.shape[0]:
         h = float(np.exp(np.mean(np.log(vs / os_))))
@@ -970,17 +1231,17 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
     crop = tuple(slice(int(a), int(a + n)) for a, n in zip(m, shape))
     signal = np.ascontiguousarray(sig_e[crop])
     vein_fraction = np.ascontiguousarray(vfrac_e[crop])
-    tissue = _tissue_grid(mat, aff[:3, 3], np.asarray(shape, dtype=np.int64), ell, sc, waves)
+    tissue = anat.grid(mat, aff[:3, 3], shape)
     timings["signal_s"] = time.perf_counter() - t1
 
     # sources
     t1 = time.perf_counter()
     inset = vs.max()
-    rows = _place_sources(params, rng, ell, sc, waves, fov_lo, fov_hi, vpts, vrad, inset)
+    rows = _place_sources(params, rng, anat, fov_lo, fov_hi, vpts, vrad, inset)
     for src in params.sources:
         p = np.array([src["x_mm"], src["y_mm"], src["z_mm"]], dtype=np.float64)
-        lb, dp = _classify_points(p[None, :], ell, sc, waves)
-        reg, lobe, hemi = _location(p, int(lb[0]), float(dp[0]), ell, sc)
+        lb, dp = anat.points(p[None, :])
+        reg, lobe, hemi = _location(p, int(lb[0]), float(dp[0]), anat.ell, anat.sc)
         rows.append(dict(type=str(src.get("type", "cmb")), x_mm=float(p[0]), y_mm=float(p[1]),
                          z_mm=float(p[2]), diameter_mm=float(src["diameter_mm"]),
                          chi_ppm=float(src["chi_ppm"]), region=reg, lobe=lobe, hemisphere=hemi))

@@ -321,12 +321,33 @@ def test_write_phantom_files(tiny, tmp_path):
 
 
 def test_bad_parameters():
-    with pytest.raises(NotImplementedError):
-        P.simulate(P.PhantomParams(anatomy="mni", **TINY))
+    with pytest.raises(ValueError):
+        P.simulate(P.PhantomParams(anatomy="atlas-that-does-not-exist", **TINY))
     with pytest.raises(ValueError):
         P.simulate(P.PhantomParams(te_ms=0.0, **TINY))
     with pytest.raises(ValueError):
         P.simulate(P.PhantomParams(oversampling=(0, 1, 1), **TINY))
+
+
+def test_mni_anatomy_from_nilearn():
+    pytest.importorskip("nilearn")
+    kw = dict(fov_mm=(150.0, 186.0, 100.0), voxel_size_mm=(2.0, 2.0, 2.5),
+              centre_mm=(0.0, -18.0, 0.0), n_veins=15, n_cmb=6, n_calcifications=1,
+              cmb_diameter_range_mm=(2.0, 4.0), calc_diameter_range_mm=(2.5, 4.0), seed=3,
+              anatomy="mni")
+    ph = P.simulate(P.PhantomParams(**kw))
+    assert ph.info["n_cmb_placed"] == 6
+    # MNI landmarks: putamen, thalamus, lateral ventricle, cerebellum, outside the head
+    inv = np.linalg.inv(ph.affine)
+    for xyz, allowed in (((-25, 2, 1), {P.PUTAMEN}), ((11, -18, 7), {P.THALAMUS}),
+                         ((-20, -60, -35), {P.CB_GM, P.CB_WM}),
+                         ((0, -18, 48), {P.CSF, P.GM, P.WM}), ((-80, 60, 45), {P.AIR})):
+        ijk = tuple(np.rint(inv[:3, :3] @ np.asarray(xyz, float) + inv[:3, 3]).astype(int))
+        assert ph.tissue[ijk] in allowed, (xyz, P.TISSUE_LABELS[int(ph.tissue[ijk])])
+    assert np.any(ph.tissue == P.VENTRICLE) and np.any(ph.tissue == P.SINUS)
+    _check_dark_and_placed(ph)
+    again = P.simulate(P.PhantomParams(**kw))
+    assert np.array_equal(again.magnitude, ph.magnitude)
 
 
 # ------------------------------------------------------------------------------------------
