@@ -19,6 +19,7 @@ from .describe import describe_regions
 from .seeds import find_seeds
 from .errors import InputError
 from .load import Scan, from_canonical, load_mask, load_scan
+from .locate import count_by_region, locate, region_columns
 from .mimics import classify
 from .prepare import brain_mask, erode_mm, noise_level, relative_intensity
 from .presets import DEFAULT_PRESET, Parameters, load_parameters
@@ -76,7 +77,7 @@ class DetectionResult:
 
 
 def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, echo_times_ms=None,
-           **overrides) -> DetectionResult:
+           labels=None, labels_t1w=None, **overrides) -> DetectionResult:
     """Find cerebral microbleeds on one SWI or GRE-T2* magnitude scan.
 
     Parameters
@@ -95,6 +96,11 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
         as calcifications and the SWI is computed.
     echo_times_ms : sequence of float, optional
         Echo times (ms) of a multi-echo acquisition; read from BIDS sidecars when omitted.
+    labels : str or Path, optional
+        Segmentation (FreeSurfer aparc+aseg, SynthSeg, BIDS ``*_dseg``) on the scan's grid or in
+        the same scanner space; each lesion gets its MARS region, lobe and hemisphere.
+    labels_t1w : str or Path, optional
+        The T1w the segmentation was made from, when it must be registered to this scan.
     **overrides
         Any :class:`~microbleeds.presets.Parameters` field, e.g. ``max_diameter_mm=10``.
 
@@ -125,7 +131,14 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
         row["centroid_canonical"] = row["centroid_vox"] + offset
         centre = tuple(np.clip(np.round(row["centroid_vox"]).astype(int), 0, np.array(brain.shape) - 1))
         row["inside_brain"] = bool(brain[centre])
-        row.setdefault("region", "unknown")
+    region_rows, label_volume = locate(
+        np.array([row["world_mm"] for row in rows]).reshape(-1, 3), brain.shape, box_affine,
+        magnitude=np.ascontiguousarray(scan.magnitude[box]), brain_mask=brain, lesion_map=regions.labels,
+        lesion_ids=list(range(1, len(rows) + 1)), labels_path=labels, labels_t1w=labels_t1w,
+        use_atlas=params.use_atlas, juxtacortical_mm=params.juxtacortical_mm,
+        periventricular_mm=params.periventricular_mm)
+    for row, region in zip(rows, region_rows):
+        row.update(region_columns(region))
     swi_result = None
     if phase is not None:
         swi_result, phase_how = phase_branch(scan, phase, full_brain, params, echo_times_ms)
@@ -136,10 +149,15 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     labels = np.zeros(full_brain.shape, np.int32)
     labels[box] = lesion_of_region[regions.labels]
     summary = build_summary(scan, params, lesions, candidates, sigma, full_brain)
+    regions_count = count_by_region(lesions)
+    summary["counts"]["by_region"] = {k: regions_count[k] for k in ("lobar", "deep", "infratentorial", "unknown")}
+    for key in ("by_lobe", "by_hemisphere", "by_region_hemisphere", "unknown_label_ids", "pattern"):
+        summary["counts"][key] = regions_count[key]
+    summary["regions"] = {"source": label_volume.source, "notes": list(label_volume.notes)}
     images = {}
     if swi_result is not None:
         summary["phase"] = swi_result.summary(phase_how)
-        summary["notes"] = [f"Phase given: diamagnetic foci rejected as calcifications "
+        summary["notes"] = summary["notes"][1:] + [f"Phase given: diamagnetic foci rejected as calcifications "
                             f"(phase sign {swi_result.phase_sign:+d}, {swi_result.sign_evidence.get('method', '')})."]
         images = {"swi.nii.gz": (from_canonical(swi_result.swi, scan.ornt), np.float32),
                   "phase_filtered.nii.gz": (from_canonical(swi_result.filtered_phase, scan.ornt), np.float32)}
@@ -237,7 +255,6 @@ def _tabulate(rows, scan):
         for column in CANDIDATE_COLUMNS:
             if column not in out:
                 out[column] = row.get(column, "")
-        out["region"] = row.get("region", "unknown")
         candidates.append(out)
         if lesion_id:
             lesions.append({column: out.get(column, "") for column in LESION_COLUMNS})
@@ -256,9 +273,6 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
         for lo, hi, label in SIZE_BINS_MM:
             if lo <= lesion["diameter_mm"] < hi:
                 by_size[label] += 1
-    by_region = {}
-    for lesion in lesions:
-        by_region[lesion["region"]] = by_region.get(lesion["region"], 0) + 1
     reasons = {}
     for c in candidates:
         if c["reason"]:
@@ -282,7 +296,6 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
             "definite": definite,
             "possible": len(lesions) - definite,
             "by_size": by_size,
-            "by_region": by_region,
         },
         "burden_category": burden_category(len(lesions)),
         "candidates": len(candidates),

@@ -98,6 +98,11 @@ def _detect_parser(sub):
     p.add_argument("--echo-times", type=float, nargs="+", dest="echo_times_ms",
                    help="echo times in ms (multi-echo phase; default: BIDS sidecars)")
     p.add_argument("--write-swi", action="store_true", help="write swi.nii.gz and phase_filtered.nii.gz (needs phase)")
+    p.add_argument("--labels", type=Path, help="segmentation (aparc+aseg, SynthSeg, *_dseg) for MARS regions (single scan)")
+    p.add_argument("--labels-t1w", type=Path, dest="labels_t1w",
+                   help="T1w the segmentation belongs to, registered to the scan (rigid, mutual information)")
+    p.add_argument("--no-atlas", action="store_false", dest="use_atlas", default=None,
+                   help="without --labels, leave regions unknown instead of registering the atlas")
     p.add_argument("--min-diameter", type=float, dest="min_diameter_mm", help="smallest CMB diameter, mm")
     p.add_argument("--max-diameter", type=float, dest="max_diameter_mm",
                    help="largest CMB diameter, mm (5 by default; MARS allows 10)")
@@ -122,7 +127,7 @@ def run_detect(args):
 
     paths = args.paths or [SAMPLE_DATA]
     overrides = {k: getattr(args, k) for k in ("min_diameter_mm", "max_diameter_mm", "echo",
-                                                 "field_strength_t", "echo_time_ms", "phase_sign")}
+                                                 "field_strength_t", "echo_time_ms", "phase_sign", "use_atlas")}
     try:
         params = load_parameters(args.pipeline or DEFAULT_PRESET, **overrides)
     except ValueError as exc:
@@ -132,8 +137,8 @@ def run_detect(args):
     if not scans:
         print(f"microbleeds: error: no NIfTI scan found in {', '.join(map(str, paths))}", file=sys.stderr)
         return EXIT_USAGE
-    if (args.mask or args.phase) and len(scans) > 1:
-        print("microbleeds: error: --mask and --phase need a single scan", file=sys.stderr)
+    if (args.mask or args.phase or args.labels or args.labels_t1w) and len(scans) > 1:
+        print("microbleeds: error: --mask, --phase and --labels need a single scan", file=sys.stderr)
         return EXIT_USAGE
     done, failed, skipped = [], [], []
     bar = tqdm(scans, unit="scan", disable=args.quiet or None, file=sys.stderr)
@@ -149,7 +154,8 @@ def run_detect(args):
                     continue
             phase = args.phase or find_phase(path)
             result = detect(path, mask=args.mask, pipeline=args.pipeline or DEFAULT_PRESET, phase=phase,
-                            echo_times_ms=args.echo_times_ms, **overrides)
+                            echo_times_ms=args.echo_times_ms, labels=args.labels,
+                            labels_t1w=args.labels_t1w, **overrides)
             write_result(result, folder.parent, folder.name, write_images=args.write_swi or args.report)
             done.append((path, folder, result.summary))
         except InputError as exc:

@@ -57,6 +57,10 @@ class Parameters:
     edge_margin_mm: float = 1.5
     definite_confidence: float = 0.8
     reject_calcifications: bool = True
+    # anatomical location (MARS)
+    use_atlas: bool = True
+    juxtacortical_mm: float = 3.0
+    periventricular_mm: float = 10.0
     # phase
     phase_sign: int | None = None
     highpass_window_vox: int = 48
