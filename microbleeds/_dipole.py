@@ -43,7 +43,8 @@ def phase_per_ppm(b0_t: float, te_ms: float, sign: float = -1.0) -> float:
         -1 (default, this package's convention: ``phase = -gamma dB TE``, paramagnetic sources
         give negative phase along B0) or +1.
     """
-    return float(sign) * 2.0 * math.pi * GAMMA_BAR_HZ_PER_T * float(b0_t) * float(te_ms) * 1e-3 * 1e-6
+    te_s = float(te_ms) * 1e-3
+    return float(sign) * 2.0 * math.pi * GAMMA_BAR_HZ_PER_T * float(b0_t) * te_s * 1e-6
 
 
 def dipole_kernel_rfft(shape, voxel_size_mm, b0_dir, method: str = "spatial") -> np.ndarray:

@@ -100,6 +100,9 @@ __all__ = [
     "insert_cmbs",
     "load_real_gre",
     "make_sample",
+    "sample_params",
+    "simple_swi",
+    "truth_tsv",
     "TISSUE_LABELS",
     "TRUTH_COLUMNS",
 ]
@@ -186,7 +189,8 @@ class PhantomParams:
     with_air_interface : bool
         Add an air-filled sinus pocket (chi +9.4 ppm) frontal-basal, outside the brain.
     oversampling : tuple of 3 int or None
-        Fine-grid factor per axis; None chooses ``round(voxel / fine_target_mm)`` (>= 1).
+        Fine-grid factor per axis; None chooses ``round(voxel / fine_target_mm)`` clipped to
+        1..4 (e.g. 2 x 2 x 3 for 1 x 1 x 2 mm voxels, 2 x 2 x 4 for 0.9 x 0.9 x 3 mm).
     fine_target_mm : float
         Target fine-grid spacing when ``oversampling`` is None.
     margin_mm : float
@@ -208,7 +212,7 @@ class PhantomParams:
     snr: float | None = 30.0
     n_cmb: int = 10
     n_calcifications: int = 2
-    n_veins: int = 40
+    n_veins: int = 70
     cmb_diameter_range_mm: tuple = (0.8, 5.0)
     cmb_chi_range_ppm: tuple = (0.5, 1.5)
     calc_diameter_range_mm: tuple = (1.0, 4.0)
@@ -889,7 +893,7 @@ def _oversampling(params: PhantomParams):
         os_ = np.asarray(params.oversampling, dtype=np.int64)
     else:
         vs = np.asarray(params.voxel_size_mm, dtype=np.float64)
-        os_ = np.maximum(np.round(vs / float(params.fine_target_mm)).astype(np.int64), 1)
+        os_ = np.clip(np.round(vs / float(params.fine_target_mm)).astype(np.int64), 1, 4)
     if os_.shape != (3,) or np.any(os_ < 1):
         raise ValueError(f"oversampling must be 3 integers >= 1, got {params.oversampling!r}")
     return os_
@@ -1531,12 +1535,12 @@ def insert_cmbs(magnitude, phase, affine, centres_mm, diameters_mm, chi_ppm, b0_
 def sample_params(seed: int = 2026) -> PhantomParams:
     """Parameters of the shipped sample: 3 T, TE 20 ms, 0.75 x 0.75 x 1.5 mm, a 39 mm slab
     through the basal ganglia and the centrum semiovale of a slightly small head
-    (``head_scale`` 0.92), 8 CMBs of 1.5-5 mm (lobar and deep), 2 calcifications, 45 vein
+    (``head_scale`` 0.92), 8 CMBs of 1.5-5 mm (lobar and deep), 2 calcifications, 60 vein
     trees, SNR 25."""
     return PhantomParams(
         fov_mm=(134.0, 162.0, 39.0), voxel_size_mm=(0.75, 0.75, 1.5), centre_mm=(0.0, -4.0, 10.0),
         head_scale=0.92,
-        b0_t=3.0, te_ms=20.0, snr=25.0, n_cmb=8, n_calcifications=2, n_veins=45,
+        b0_t=3.0, te_ms=20.0, snr=25.0, n_cmb=8, n_calcifications=2, n_veins=60,
         cmb_diameter_range_mm=(1.5, 5.0), region_weights={"lobar": 0.6, "deep": 0.4},
         bias_strength=0.2, seed=seed)
 

@@ -284,14 +284,12 @@ def test_air_interface_darkens_frontobasal_brain():
     ratio = with_air.magnitude[brain] / np.maximum(without.magnitude[brain], 1e-6)
     # a dropout somewhere at the brain edge near the sinus, nothing far away
     assert np.sum(ratio < 0.5) > 5
-    far = brain.copy()
-    far[:, : far.shape[1] // 2, :] &= True
-    inv = np.linalg.inv(with_air.affine)
     sinus_ijk = np.argwhere(with_air.tissue == P.SINUS).mean(axis=0)
     ijk = np.argwhere(brain)
     dist = np.linalg.norm((ijk - sinus_ijk) * np.asarray(TINY["voxel_size_mm"]), axis=1)
     assert np.all(ratio[dist > 60] > 0.9)
-    assert inv is not None
+    # and the dropout is close to the sinus
+    assert np.median(dist[ratio < 0.5]) < 30
 
 
 def test_write_phantom_files(tiny, tmp_path):
@@ -358,7 +356,6 @@ def test_insert_cmb_into_real_romeo_crop():
     assert mag.ndim == 3 and phase.shape == mag.shape
     assert phase.min() >= -np.pi - 1e-3 and phase.max() <= np.pi + 1e-3
     assert phase.max() - phase.min() > 5.0  # really rescaled to radians
-    ijk = np.array([25, 25, 20])
     # pick the brightest voxel near the middle (tissue, not background)
     box = mag[20:31, 20:31, 18:23]
     ijk = np.array(np.unravel_index(np.argmax(box), box.shape)) + [20, 20, 18]
