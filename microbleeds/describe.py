@@ -68,17 +68,19 @@ def _size_shape(voxels, rel, vox):
     cov = np.cov(points.T, bias=True) if n > 1 else np.zeros((3, 3))
     cov = cov + np.eye(3) * vox.max() ** 2 / 12.0  # a voxel's shape within it is unknown: isotropic
     eig = np.sort(np.linalg.eigvalsh(cov))
-    slices = np.unique(voxels[:, 2])
+    slices, areas = np.unique(voxels[:, 2], return_counts=True)
     shifts = []
     inplane = 0.0
     best_slice, best_area = None, -1
     previous = None
-    for z in slices:
+    for z, area_vox in zip(slices, areas):
         pts = points[voxels[:, 2] == z][:, :2]
         centre = pts.mean(axis=0)
-        if previous is not None:
+        # drift between consecutive substantial slices (the tips of a focus are a few voxels)
+        substantial = area_vox * 3 >= areas.max()
+        if previous is not None and substantial:
             shifts.append(float(np.linalg.norm(centre - previous)))
-        previous = centre
+        previous = centre if substantial else None
         inplane = max(inplane, _feret(pts, vox[:2]))
         if len(pts) > best_area:
             best_slice, best_area = pts, len(pts)
