@@ -97,6 +97,7 @@ __all__ = [
     "Phantom",
     "simulate",
     "write_phantom",
+    "generate_phantom",
     "insert_cmbs",
     "load_real_gre",
     "make_sample",
@@ -236,8 +237,26 @@ class PhantomParams:
     seed: int = 0
 
     def to_dict(self) -> dict:
+        """Plain JSON-able dict of all fields (what the sidecar stores under ``parameters``)."""
         d = dataclasses.asdict(self)
         return json.loads(json.dumps(d, default=_json_default))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PhantomParams":
+        """Inverse of :meth:`to_dict` (e.g. from a sidecar's ``parameters``); lists become
+        tuples; unknown keys raise ValueError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown phantom parameter(s): {', '.join(unknown)}")
+        kw = {}
+        for k, v in d.items():
+            if k == "sources":
+                v = tuple(dict(x) for x in (v or ()))
+            elif isinstance(v, list):
+                v = tuple(v)
+            kw[k] = v
+        return cls(**kw)
 
 
 @dataclass
@@ -1445,6 +1464,35 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
     }
     _atomic_text(json.dumps(side, indent=2, default=_json_default) + "\n", paths["sidecar"])
     return {k: str(v) for k, v in paths.items()}
+
+
+def generate_phantom(out_dir, name: str = "phantom", dtype: str = "float32",
+                     include_swi: bool = True, params: PhantomParams | None = None,
+                     **overrides) -> dict:
+    """Simulate and write one phantom (:func:`simulate` + :func:`write_phantom`).
+
+    Parameters
+    ----------
+    out_dir : path
+        Output folder (created if missing).
+    name : str
+        File stem: ``<name>_mag.nii.gz``, ``<name>_phase.nii.gz``, ``<name>_swi.nii.gz``,
+        ``<name>_truth.tsv``, ``<name>_truth.nii.gz``, ``<name>.json``.
+    dtype, include_swi
+        See :func:`write_phantom`.
+    params : PhantomParams, optional
+        Base parameters (default: ``PhantomParams()``).
+    **overrides
+        Any :class:`PhantomParams` field, e.g. ``seed=3, b0_t=1.5, te_ms=40,
+        voxel_size_mm=(0.9, 0.9, 3), oblique_deg=(0, 15, 0), snr=20, n_cmb=12``.
+
+    Returns
+    -------
+    dict
+        Paths of the written files (see :func:`write_phantom`).
+    """
+    ph = simulate(params, **overrides)
+    return write_phantom(ph, out_dir, name, dtype=dtype, include_swi=include_swi)
 
 
 # --------------------------------------------------------------------------------------------
