@@ -181,6 +181,10 @@ def phase_branch(scan, phase, brain, params, echo_times_ms=None):
 
     magnitude = scan.echoes if scan.echoes is not None else scan.magnitude
     native_shape = tuple(scan.native_shape) + ((scan.n_echoes,) if scan.n_echoes > 1 else ())
+    if isinstance(phase, np.ndarray):  # an array on the magnitude's own (native) grid
+        import nibabel as nib
+
+        phase = nib.Nifti1Image(np.asarray(phase, np.float32), scan.native_affine)
     radians, how = phase_module.load_phase(phase, native_shape, scan.native_affine)
     radians = to_canonical(radians, scan.native_affine)[0]
     if scan.n_echoes > 1 and echo_times_ms is None:
