@@ -34,6 +34,18 @@ uses a *negative*-phase mask (Haacke et al. 2004). Phases are wrapped to [-pi, p
 Susceptibilities are in ppm (SI) relative to water / CSF; CMB and calcification ``chi`` are
 relative to the tissue around them.
 
+Ground truth
+------------
+``<name>_truth.tsv`` (columns :data:`TRUTH_COLUMNS`, see docs/contract.md): one row per CMB
+and calcification with the world (RAS+ mm) centre, the *true* diameter (mm, not the blooming
+size) and chi (ppm). ``region`` is the MARS class (``lobar | deep | infratentorial``);
+``lobe`` is the lobe for lobar sources (``frontal | parietal | temporal | occipital``) and
+the structure otherwise (``basal_ganglia | thalamus | deep_white_matter | brainstem |
+cerebellum``); ``hemisphere`` is ``left | right | midline`` (|x| < 2 mm). Sources are at least
+max(3 mm, radius + 2 mm) inside the brain surface, do not overlap (centre distance >= sum of
+radii + 3 mm) and keep radius + 1.5 mm from every vein wall. ``<name>_truth.nii.gz`` labels the
+acquisition voxels at least half inside each source plus the voxel holding its centre.
+
 Tissue parameters (3 T values; R2* is scaled linearly with B0)
 --------------------------------------------------------------
 ===================  =====  ===========  =========
@@ -148,8 +160,9 @@ class PhantomParams:
 
     Attributes
     ----------
-    fov_mm : tuple of 3 float
-        Field of view along the acquisition axes i, j, k (mm).
+    fov_mm : tuple of 3 float or None
+        Field of view along the acquisition axes i, j, k (mm); None = the whole head of the
+        chosen anatomy ((150, 180, 128) analytic at ``head_scale`` 1, (172, 212, 150) MNI).
     voxel_size_mm : tuple of 3 float
         Acquisition voxel size (mm), e.g. (1, 1, 2) or (0.9, 0.9, 3).
     b0_t : float
@@ -181,8 +194,9 @@ class PhantomParams:
         brain about 112 x 140 x 100 mm).
     oblique_deg : tuple of 3 float
         Rotation of the acquisition grid relative to the head/world, about x, y, then z (deg).
-    centre_mm : tuple of 3 float
-        World position of the centre of the field of view (mm).
+    centre_mm : tuple of 3 float or None
+        World position of the centre of the field of view (mm); None = the head's centre
+        ((0, 0, 0) analytic, (0, -17, 4) MNI, times ``head_scale``).
     b0_direction : tuple of 3 float
         B0 direction in world coordinates (default +z, superior).
     bias_strength : float
@@ -206,7 +220,7 @@ class PhantomParams:
         Random seed; the output is deterministic (bit for bit) for a given seed and parameters.
     """
 
-    fov_mm: tuple = (150.0, 180.0, 128.0)
+    fov_mm: tuple | None = None
     voxel_size_mm: tuple = (1.0, 1.0, 2.0)
     b0_t: float = 3.0
     te_ms: float = 20.0
@@ -224,7 +238,7 @@ class PhantomParams:
     anatomy: str = "analytic"
     head_scale: float = 1.0
     oblique_deg: tuple = (0.0, 0.0, 0.0)
-    centre_mm: tuple = (0.0, 0.0, 0.0)
+    centre_mm: tuple | None = None
     b0_direction: tuple = (0.0, 0.0, 1.0)
     bias_strength: float = 0.2
     with_air_interface: bool = True
@@ -281,6 +295,7 @@ class Phantom:
     truth : list of dict
         One row per CMB / calcification, keys :data:`TRUTH_COLUMNS`.
     params : PhantomParams
+        The parameters used, with ``fov_mm`` and ``centre_mm`` resolved.
     info : dict
         Derived values (oversampling, noise sigma, sign convention, tissue table, timings ...).
     """
@@ -643,6 +658,8 @@ class _AnalyticHead:
     """The analytic head (see the module docstring)."""
 
     name = "analytic"
+    default_fov = (150.0, 180.0, 128.0)
+    default_centre = (0.0, 0.0, 0.0)
 
     def __init__(self, params, rng):
         self.ell, self.sc, self.waves = _geometry(params, rng)
@@ -811,6 +828,8 @@ class _MNIHead:
     neighbour), deep nuclei / brainstem / cerebellum from MNI-coordinate rules."""
 
     name = "mni"
+    default_fov = (172.0, 212.0, 150.0)
+    default_centre = (0.0, -17.0, 4.0)
 
     def __init__(self, params, rng):
         lab, depth, aff = _mni_volume()
@@ -1078,8 +1097,6 @@ def _place_sources(params, rng, anat, fov_lo, fov_hi, vein_pts, vein_rad, inset)
             if kind == "calcification":
                 if region == "deep" and lab not in (PALLIDUM, PUTAMEN):
                     continue
-                if region == "choroid_plexus":
-                    pass
                 allowed = (PALLIDUM, PUTAMEN, CAUDATE, WM, THALAMUS)
             else:
                 if reg != region:
@@ -1198,6 +1215,13 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
     timings = {}
     rng = np.random.default_rng(int(params.seed))
     anat = _make_anatomy(params, rng)
+    hs = float(params.head_scale)
+    params = dataclasses.replace(
+        params,
+        fov_mm=tuple(float(v) for v in (params.fov_mm if params.fov_mm is not None
+                                        else np.asarray(anat.default_fov) * hs)),
+        centre_mm=tuple(float(v) for v in (params.centre_mm if params.centre_mm is not None
+                                           else np.asarray(anat.default_centre) * hs)))
     shape, aff, rot = _acq_grid(params)
     vs = np.asarray(params.voxel_size_mm, dtype=np.float64)
     os_ = _oversampling(params)
