@@ -414,8 +414,6 @@ def test_mni_anatomy_from_nilearn():
         assert ph.tissue[ijk] in allowed, (xyz, P.TISSUE_LABELS[int(ph.tissue[ijk])])
     assert np.any(ph.tissue == P.VENTRICLE) and np.any(ph.tissue == P.SINUS)
     _check_dark_and_placed(ph)
-    again = P.simulate(P.PhantomParams(**kw))
-    assert np.array_equal(again.magnitude, ph.magnitude)
 
 
 # ------------------------------------------------------------------------------------------
