@@ -522,14 +522,17 @@ def test_handedness_from_veins_both_conventions():
         assert classes[+1] == classes[-1] == [chi for _, chi in lesions]
 
 
-def test_handedness_without_susceptibility_is_not_confident():
-    rng = np.random.default_rng(5)
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_handedness_without_susceptibility_is_not_confident(seed):
+    rng = np.random.default_rng(seed)
     vox, A, src, _ = _vein_phantom(rng, +1, veins_chi=False)
     src = [s for s in src if s[0] == "cyl"]  # dark veins without any field
     mag, ph = make_volume(rng, (48, 48, 24), A, src, ss=2)
     hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
     sign, ev = P.estimate_phase_sign(hp, mag, A, default=-1)
     assert ev["confidence"] in ("none", "low")
+    if ev["confidence"] == "none":
+        assert sign == -1 and "default sign -1" in ev["note"]
 
 
 # --------------------------------------------------------------------------------------------
