@@ -95,6 +95,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1049,10 +1050,10 @@ def _location(p, lab, dep, ell, sc):
     return "lobar", lobe, hemi
 
 
-def _place_sources(params, rng, anat, fov_lo, fov_hi, vein_pts, vein_rad, inset):
-    """Randomly place CMBs and calcifications; returns a list of dict rows (without ids)."""
-    rows = []
-    s = float(params.head_scale)
+def _place_sources(params, rng, anat, fov_lo, fov_hi, vein_pts, vein_rad, inset, explicit=()):
+    """Randomly place CMBs and calcifications around the explicit ones; returns all rows
+    (explicit first, without ids)."""
+    rows = list(explicit)
     ell, sc = anat.ell, anat.sc
 
     def ok_spacing(p, a):
@@ -1211,6 +1212,11 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
         params = dataclasses.replace(params, **overrides)
     if params.b0_t <= 0 or params.te_ms <= 0:
         raise ValueError("b0_t and te_ms must be positive")
+    bad = sorted(set(params.region_weights) - {"lobar", "deep", "infratentorial"})
+    if bad or not params.region_weights or min(params.region_weights.values()) < 0 or sum(
+            params.region_weights.values()) <= 0:
+        raise ValueError("region_weights must map lobar / deep / infratentorial to weights >= 0 "
+                         f"with a positive sum, got {params.region_weights!r}")
     t0 = time.perf_counter()
     timings = {}
     rng = np.random.default_rng(int(params.seed))
@@ -1284,14 +1290,26 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
     # sources
     t1 = time.perf_counter()
     inset = vs.max()
-    rows = _place_sources(params, rng, anat, fov_lo, fov_hi, vpts, vrad, inset)
+    explicit = []
     for src in params.sources:
         p = np.array([src["x_mm"], src["y_mm"], src["z_mm"]], dtype=np.float64)
+        kind = str(src.get("type", "cmb"))
+        if kind not in ("cmb", "calcification"):
+            raise ValueError(f"source type must be 'cmb' or 'calcification', got {kind!r}")
         lb, dp = anat.points(p[None, :])
         reg, lobe, hemi = _location(p, int(lb[0]), float(dp[0]), anat.ell, anat.sc)
-        rows.append(dict(type=str(src.get("type", "cmb")), x_mm=float(p[0]), y_mm=float(p[1]),
-                         z_mm=float(p[2]), diameter_mm=float(src["diameter_mm"]),
-                         chi_ppm=float(src["chi_ppm"]), region=reg, lobe=lobe, hemisphere=hemi))
+        explicit.append(dict(type=kind, x_mm=float(p[0]), y_mm=float(p[1]), z_mm=float(p[2]),
+                             diameter_mm=float(src["diameter_mm"]),
+                             chi_ppm=float(src["chi_ppm"]), region=reg, lobe=lobe,
+                             hemisphere=hemi))
+    rows = _place_sources(params, rng, anat, fov_lo, fov_hi, vpts, vrad, inset, explicit)
+    n_cmb_random = sum(r["type"] == "cmb" for r in rows) - sum(
+        r["type"] == "cmb" for r in explicit)
+    n_calc_random = len(rows) - len(explicit) - n_cmb_random
+    if n_cmb_random < params.n_cmb or n_calc_random < params.n_calcifications:
+        warnings.warn(f"placed {n_cmb_random} of {params.n_cmb} CMBs and {n_calc_random} of "
+                      f"{params.n_calcifications} calcifications (no room left in the field of "
+                      "view / requested regions)", RuntimeWarning, stacklevel=2)
     truth_labels = np.zeros(shape, dtype=np.int16)
     _apply_sources(signal, aff, rows, ppp, b0w, float(params.cmb_inside_signal), truth_labels)
     truth = [dict(truth_id=n + 1, **r) for n, r in enumerate(rows)]

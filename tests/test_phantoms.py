@@ -395,6 +395,18 @@ def test_bad_parameters():
         P.simulate(P.PhantomParams(te_ms=0.0, **TINY))
     with pytest.raises(ValueError):
         P.simulate(P.PhantomParams(oversampling=(0, 1, 1), **TINY))
+    with pytest.raises(ValueError):
+        P.simulate(P.PhantomParams(region_weights={"cortex": 1.0}, **TINY))
+    with pytest.raises(ValueError):
+        P.simulate(P.PhantomParams(sources=({"type": "vein", "x_mm": 0, "y_mm": 0, "z_mm": 0,
+                                             "diameter_mm": 1, "chi_ppm": 1},), **TINY))
+
+
+def test_warns_when_sources_do_not_fit():
+    kw = dict(TINY, fov_mm=(112.0, 132.0, 4.0), centre_mm=(0.0, 0.0, 60.0), n_cmb=3)
+    with pytest.warns(RuntimeWarning, match="placed"):
+        ph = P.simulate(P.PhantomParams(seed=1, **kw))
+    assert len(ph.truth) < 3
 
 
 def test_mni_anatomy_from_nilearn():
