@@ -131,6 +131,7 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
         row["centroid_canonical"] = row["centroid_vox"] + offset
         centre = tuple(np.clip(np.round(row["centroid_vox"]).astype(int), 0, np.array(brain.shape) - 1))
         row["inside_brain"] = bool(brain[centre])
+        row["inplane_voxel_mm"] = float(np.mean(vox[:2]))
     region_rows, label_volume = locate(
         np.array([row["world_mm"] for row in rows]).reshape(-1, 3), brain.shape, box_affine,
         magnitude=np.ascontiguousarray(scan.magnitude[box]), brain_mask=brain, lesion_map=regions.labels,

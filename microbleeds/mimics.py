@@ -12,7 +12,9 @@ rejection reason. Rules, in order:
                     (``max_through_plane_ratio``), or drifting across slices
                     (``max_centroid_shift_mm`` per slice)
 ``too_small``       equivalent diameter below ``min_diameter_mm``
-``faint``           contrast to its shell below ``min_contrast`` or CNR below ``min_cnr``: noise
+``faint``           contrast to its shell below ``min_contrast``, CNR below ``min_cnr``, or a
+                    focus resolved over >= 3 voxels without a dark core (``min_core_depth``):
+                    noise, iron-rich nuclei
 ``calcification``   diamagnetic phase pattern (needs phase)
 
 Confidence is the smallest of per-rule soft margins (logistic, 0.5 at each rule's threshold),
@@ -44,11 +46,21 @@ def rule_margins(row, p):
                         p.max_through_plane_ratio - row["through_plane_ratio"],
                         p.max_centroid_shift_mm - row["centroid_shift_mm"]), 0.25),
         "too_small": (row["diameter_mm"] - p.min_diameter_mm, 0.2),
-        "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / 20.0), 0.05),
+        "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / 20.0,
+                      _core_margin(row, p)), 0.05),
     }
-    if row.get("phase_score") is not None and row.get("phase_sign") is not None:
+    if row.get("phase_score") is not None and row.get("phase_sign"):
         margins["calcification"] = (row["phase_score"], 1.0)
     return margins
+
+
+def _core_margin(row, p):
+    """A focus resolved over >= 3 voxels in-plane must have a dark core (>= ``min_core_depth``):
+    hemosiderin dephases its centre completely, while iron-rich nuclei or partial volume only
+    darken a region moderately. Smaller foci pass (their core is partial-volumed)."""
+    if row["max_inplane_diameter_mm"] < 3.0 * row.get("inplane_voxel_mm", 1.0):
+        return 1.0
+    return row["depth"] - p.min_core_depth
 
 
 def classify(row, p):
