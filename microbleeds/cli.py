@@ -204,7 +204,11 @@ def _phantom_parser(sub):
     p.add_argument("--snr", type=float, default=20.0, help="white-matter signal / noise sigma (0: no noise)")
     p.add_argument("--n-cmb", type=int, default=10, help="number of microbleeds")
     p.add_argument("--n-calcifications", type=int, default=2, help="number of calcifications")
-    p.add_argument("--n-veins", type=int, default=40, help="number of vein trees")
+    p.add_argument("--n-veins", type=int, default=None, help="number of vein trees (default 70)")
+    p.add_argument("--anatomy", choices=("analytic", "mni"), default="analytic",
+                   help="analytic head, or the ICBM152 2009 tissue maps shipped with nilearn (extra 'anatomy')")
+    p.add_argument("--int16", action="store_true", help="store 12-bit integers with a scale factor (smaller files)")
+    p.add_argument("--sample", action="store_true", help="write the small sample scan shipped in sample_data/")
     p.add_argument("--oblique", type=float, nargs=3, default=(0.0, 0.0, 0.0), dest="oblique_deg",
                    metavar=("RX", "RY", "RZ"), help="rotation of the acquisition grid, degrees")
     p.add_argument("--no-air", action="store_false", dest="with_air_interface", help="no air-tissue interface")
@@ -215,8 +219,16 @@ def _phantom_parser(sub):
 def run_phantom(args):
     from .phantoms import PhantomParams, simulate, write_phantom
 
-    values = {k: getattr(args, k) for k in ("b0_t", "te_ms", "snr", "n_cmb", "n_calcifications", "n_veins",
-                                             "oblique_deg", "with_air_interface", "seed")}
+    from .phantoms import make_sample
+
+    if args.sample:
+        for path in make_sample(args.out, name=args.name if args.name != "phantom" else "sample").values():
+            print(path)
+        return EXIT_OK
+    values = {k: getattr(args, k) for k in ("b0_t", "te_ms", "snr", "n_cmb", "n_calcifications",
+                                             "oblique_deg", "with_air_interface", "seed", "anatomy")}
+    if args.n_veins is not None:
+        values["n_veins"] = args.n_veins
     values["voxel_size_mm"] = tuple(args.voxel_size_mm)
     values["snr"] = args.snr or None
     if args.fov_mm:
@@ -224,11 +236,11 @@ def run_phantom(args):
     try:
         params = PhantomParams(**values)
         phantom = simulate(params)
-    except ValueError as exc:
+    except (ValueError, ImportError, NotImplementedError) as exc:
         print(f"microbleeds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = write_phantom(phantom, args.out, args.name)
+    paths = write_phantom(phantom, args.out, args.name, dtype="int16" if args.int16 else "float32")
     n_cmb = sum(1 for t in phantom.truth if t["type"] == "cmb")
     print(f"{args.name}: {n_cmb} CMBs, {len(phantom.truth) - n_cmb} calcifications -> {args.out}")
     for kind, path in paths.items():
