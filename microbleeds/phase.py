@@ -435,14 +435,19 @@ def combine_magnitudes(magnitude, echo_times_ms=None, method="auto"):
     if method == "auto":
         method = "t2star" if echo_times_ms is not None else "rss"
     if method == "rss":
-        return np.sqrt(np.sum(m.astype(np.float64) ** 2, axis=3)).astype(np.float32)
+        acc = np.zeros(m.shape[:3], np.float32)
+        for e in range(m.shape[3]):
+            acc += m[..., e] * m[..., e]
+        return np.sqrt(acc)
     if method == "t2star":
         te = _te_array(echo_times_ms, m.shape[3])
-        mm = np.abs(m.astype(np.float64))
-        num = np.tensordot(mm**2, te, axes=([3], [0]))
-        den = np.tensordot(mm, te, axes=([3], [0]))
-        out = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-        return out.astype(np.float32)
+        num = np.zeros(m.shape[:3], np.float32)
+        den = np.zeros(m.shape[:3], np.float32)
+        for e in range(m.shape[3]):
+            me = np.abs(m[..., e])
+            num += np.float32(te[e]) * me * me
+            den += np.float32(te[e]) * me
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     raise ValueError(f"unknown magnitude combination {method!r}")
 
 
@@ -481,36 +486,40 @@ def combine_phases(phase, magnitude, echo_times_ms, reference_te_ms=None, output
     numpy.ndarray of float32
         3D combined phase (radians) or frequency (Hz).
     """
-    p = np.asarray(phase, dtype=np.float64)
+    omega, te = _omega(phase, magnitude, echo_times_ms, temporal_unwrap)
+    if output == "radians":
+        ref = float(te.max()) if reference_te_ms is None else float(reference_te_ms)
+        return (omega * np.float32(ref)).astype(np.float32)
+    if output == "hz":
+        return (omega * np.float32(1000.0 / (2 * _PI))).astype(np.float32)
+    raise ValueError(f"unknown output {output!r}")
+
+
+def _omega(phase, magnitude, echo_times_ms, temporal_unwrap=True):
+    """Weighted LS frequency (radians / ms, float32) and the echo times (see combine_phases)."""
+    p = np.asarray(phase, dtype=np.float32)
     if p.ndim == 3:
         p = p[..., None]
-    m = np.asarray(magnitude, dtype=np.float64)
+    m = np.asarray(magnitude, dtype=np.float32)
     if m.ndim == 3:
         m = m[..., None]
     if m.shape != p.shape:
         raise ValueError(f"magnitude {m.shape} and phase {p.shape} differ")
     te = _te_array(echo_times_ms, p.shape[3])
     order = np.argsort(te)
-    w = m**2
-    if temporal_unwrap and p.shape[3] > 1:
-        p = p.copy()
-        num = w[..., order[0]] * te[order[0]] * p[..., order[0]]
-        den = w[..., order[0]] * te[order[0]] ** 2
-        for e in order[1:]:
+    num = np.zeros(p.shape[:3], np.float32)
+    den = np.zeros(p.shape[:3], np.float32)
+    for k, e in enumerate(order):
+        w = m[..., e] ** 2
+        pe = p[..., e]
+        if temporal_unwrap and k > 0:
             omega = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-            pred = omega * te[e]
-            p[..., e] = pred + _wrap(p[..., e] - pred)
-            num += w[..., e] * te[e] * p[..., e]
-            den += w[..., e] * te[e] ** 2
-    num = np.tensordot(w * p, te, axes=([3], [0]))
-    den = np.tensordot(w, te**2, axes=([3], [0]))
+            pred = omega * np.float32(te[e])
+            pe = pred + _wrap(pe - pred)
+        num += w * np.float32(te[e]) * pe
+        den += w * np.float32(te[e] ** 2)
     omega = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-    if output == "radians":
-        ref = float(te.max()) if reference_te_ms is None else float(reference_te_ms)
-        return (omega * ref).astype(np.float32)
-    if output == "hz":
-        return (omega * 1000.0 / (2 * _PI)).astype(np.float32)
-    raise ValueError(f"unknown output {output!r}")
+    return omega, te
 
 
 def frequency_to_ppm(frequency_hz, b0_t):
@@ -1003,7 +1012,7 @@ def _hessian_world_at(image, idx, vox, A, sigma_mm):
     One derivative volume at a time is held in memory.
     """
     sig = [sigma_mm / v for v in vox]
-    Hv = np.empty((idx[0].size, 3, 3), dtype=np.float64)
+    Hv = np.empty((idx[0].size, 3, 3), dtype=np.float32)
     img = np.asarray(image, dtype=np.float32)
     for i in range(3):
         for j in range(i, 3):
@@ -1013,7 +1022,7 @@ def _hessian_world_at(image, idx, vox, A, sigma_mm):
             d = ndi.gaussian_filter(img, sig, order=order, mode="nearest", truncate=3.0)[idx]
             Hv[:, i, j] = d
             Hv[:, j, i] = d
-    Ainv = np.linalg.inv(A)
+    Ainv = np.linalg.inv(A).astype(np.float32)
     # world = A ijk + t  =>  H_world = A^-T H_vox A^-1
     return np.einsum("ka,nkl,lb->nab", Ainv, Hv, Ainv)
 
@@ -1125,11 +1134,17 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
         return int(default), ev
 
     Hw = _hessian_world_at(mag, idx, vox, A, sigma_mm)
-    lam, vec = np.linalg.eigh(Hw)  # ascending
-    order = np.argsort(np.abs(lam), axis=1)
-    lam_s = np.take_along_axis(lam, order, axis=1)  # by |lambda|: small, mid, large
-    small, midl, large = lam_s[:, 0], lam_s[:, 1], lam_s[:, 2]
-    axis_vec = np.take_along_axis(vec, order[:, None, :1], axis=2)[:, :, 0]  # (N,3)
+    n_dark = Hw.shape[0]
+    lam_s = np.empty((n_dark, 3), np.float32)
+    axis_vec = np.empty((n_dark, 3), np.float32)
+    for start in range(0, n_dark, 500_000):  # chunks bound eigh's temporaries
+        lam, vec = np.linalg.eigh(Hw[start:start + 500_000])
+        order = np.argsort(np.abs(lam), axis=1)
+        lam_s[start:start + 500_000] = np.take_along_axis(lam, order, axis=1)
+        axis_vec[start:start + 500_000] = np.take_along_axis(vec, order[:, None, :1],
+                                                              axis=2)[:, :, 0]
+    del Hw
+    small, midl, large = lam_s[:, 0], lam_s[:, 1], lam_s[:, 2]  # by |lambda|
     scale = np.percentile(np.abs(large), 90) + 1e-12
     tube = (midl > 0) & (large > 0) & (np.abs(small) < 0.5 * midl) & (midl > 0.1 * scale)
 
@@ -1352,8 +1367,10 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
     if n_echo > 1:
         te = _te_array(echo_times_ms, n_echo)
         ref = float(te.max()) if reference_te_ms is None else float(reference_te_ms)
-        filt = combine_phases(hp, mag, te, ref, "radians")
-        freq = combine_phases(hp, mag, te, output="hz")
+        omega, _ = _omega(hp, mag, te)
+        filt = (omega * np.float32(ref)).astype(np.float32)
+        freq = (omega * np.float32(1000.0 / (2 * _PI))).astype(np.float32)
+        del omega
         cmag = combine_magnitudes(mag, te, "t2star")
     else:
         mag3 = mag[..., 0] if mag.ndim == 4 else mag

@@ -412,7 +412,7 @@ def _sphere_trial(rng, truth, conv):
 def test_dipole_sign_classification_rate():
     rng = np.random.default_rng(2024)
     n, correct, wrong_sign = 0, 0, 0
-    for trial in range(96):
+    for trial in range(64):
         truth = 1 if trial % 2 else -1  # +1 microbleed (paramagnetic), -1 calcification
         conv = 1 if (trial // 2) % 2 else -1  # both vendor conventions, sign forced
         hp, mag, c, r, vox, A = _sphere_trial(rng, truth, conv)
