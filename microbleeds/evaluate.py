@@ -73,10 +73,8 @@ import argparse
 import csv
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +83,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from .errors import InputError
+from .files import atomic_write_text
 
 __all__ = [
     "DEFAULT_MAX_DISTANCE_MM",
@@ -1027,21 +1026,6 @@ def _scan_rows(result):
     return header, rows
 
 
-def _atomic_write(path, text):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _tsv_text(header, rows):
     import io
     buf = io.StringIO()
@@ -1083,12 +1067,12 @@ def write_evaluation(result, out_dir):
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / JSON_FILE, "scans": out / SCANS_FILE,
              "matches": out / MATCHES_FILE, "text": out / TEXT_FILE}
-    _atomic_write(paths["json"], json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(paths["json"], json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
     header, rows = _scan_rows(result)
-    _atomic_write(paths["scans"], _tsv_text(header, rows))
+    atomic_write_text(paths["scans"], _tsv_text(header, rows))
     mrows = [[_cell(r.get(c)) for c in _MATCH_COLUMNS] for r in result.matches]
-    _atomic_write(paths["matches"], _tsv_text(_MATCH_COLUMNS, mrows))
-    _atomic_write(paths["text"], format_table(result) + "\n")
+    atomic_write_text(paths["matches"], _tsv_text(_MATCH_COLUMNS, mrows))
+    atomic_write_text(paths["text"], format_table(result) + "\n")
     return paths
 
 

@@ -92,8 +92,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -104,6 +102,7 @@ from numba import njit, prange
 
 from . import __version__
 from ._dipole import field_from_chi, phase_per_ppm, source_factor
+from .files import atomic_save_nifti, atomic_write_text
 
 __all__ = [
     "PhantomParams",
@@ -1372,35 +1371,6 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
 
 # --------------------------------------------------------------------------------------------
 # writing
-def _atomic_nifti(img, path: Path):
-    import nibabel as nib
-
-    path = Path(path)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_text(text: str, path: Path):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _nifti(data, affine, dtype, descrip, kind=None):
     """NIfTI image; ``dtype="int16"`` stores 12-bit scanner-like integers with scl_slope
     (magnitude 0..4095, phase -2048..2047 with slope pi/2048 so it reads back in radians)."""
@@ -1481,16 +1451,16 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
     }
     if include_swi:
         paths["swi"] = out / f"{name}_swi.nii.gz"
-    _atomic_nifti(_nifti(phantom.magnitude, aff, dtype, "microbleeds phantom GRE magnitude",
+    atomic_save_nifti(_nifti(phantom.magnitude, aff, dtype, "microbleeds phantom GRE magnitude",
                          "magnitude"), paths["magnitude"])
-    _atomic_nifti(_nifti(phantom.phase, aff, dtype, "microbleeds phantom GRE phase (rad)",
+    atomic_save_nifti(_nifti(phantom.phase, aff, dtype, "microbleeds phantom GRE phase (rad)",
                          "phase"), paths["phase"])
     if include_swi:
-        _atomic_nifti(_nifti(phantom.swi, aff, dtype, "microbleeds phantom simple SWI",
+        atomic_save_nifti(_nifti(phantom.swi, aff, dtype, "microbleeds phantom simple SWI",
                              "magnitude"), paths["swi"])
-    _atomic_nifti(_nifti(phantom.truth_labels, aff, "int16", "microbleeds phantom truth labels"),
+    atomic_save_nifti(_nifti(phantom.truth_labels, aff, "int16", "microbleeds phantom truth labels"),
                   paths["truth_labels"])
-    _atomic_text(truth_tsv(phantom.truth), paths["truth_tsv"])
+    atomic_write_text(paths["truth_tsv"], truth_tsv(phantom.truth))
     p = phantom.params
     side = {
         "name": name,
@@ -1504,7 +1474,7 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
         "n_truth": len(phantom.truth),
         **{k: v for k, v in phantom.info.items() if k != "timings_s"},
     }
-    _atomic_text(json.dumps(side, indent=2, default=_json_default) + "\n", paths["sidecar"])
+    atomic_write_text(paths["sidecar"], json.dumps(side, indent=2, default=_json_default) + "\n")
     return {k: str(v) for k, v in paths.items()}
 
 

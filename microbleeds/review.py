@@ -32,10 +32,10 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import InputError
+from .files import atomic_write_text
 
 DECISION_COLUMNS = [
     "sha256", "candidate_id", "lesion_id", "decision", "mimic_type", "reviewer", "time",
@@ -161,21 +161,7 @@ def burden_category(n: int) -> str:
 
 
 # --------------------------------------------------------------------------- atomic writes
-def atomic_write_text(path, text: str) -> Path:
-    """Write text to ``path`` through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+
 
 
 def tsv_text(columns, rows) -> str:
