@@ -46,7 +46,6 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy import fft as sfft
@@ -1019,7 +1018,7 @@ def _hessian_world_at(image, idx, vox, A, sigma_mm):
             order = [0, 0, 0]
             order[i] += 1
             order[j] += 1
-            d = ndi.gaussian_filter(img, sig, order=order, mode="nearest", truncate=3.0)[idx]
+            d = ndi.gaussian_filter(img, sig, order=order, mode="nearest", truncate=4.0)[idx]
             Hv[:, i, j] = d
             Hv[:, j, i] = d
     Ainv = np.linalg.inv(A).astype(np.float32)
@@ -1077,7 +1076,8 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
     b0_dir_world : sequence of 3 float
         B0 direction in world coordinates.
     sigma_mm : float, optional
-        Hessian scale in mm; default 1.5 x the smallest voxel size.
+        Hessian scale in mm; default ``max(0.7, smallest voxel size)`` (small veins; larger
+        scales pick up tissue boundaries as "tubes").
     dark_percentile : float
         Percentile of the relative magnitude below which voxels are vein candidates.
     default : {+1, -1}
@@ -1111,7 +1111,7 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
     vox = np.linalg.norm(A, axis=0)
     b0 = _unit(b0_dir_world)
     if sigma_mm is None:
-        sigma_mm = 1.5 * float(vox.min())
+        sigma_mm = max(0.7, float(vox.min()))
     if mask is None:
         mask = ndi.binary_fill_holes(mag > 0.1 * np.percentile(mag, 99))
     mask = np.asarray(mask, bool)
