@@ -37,6 +37,7 @@ CANDIDATE_COLUMNS = (
     "edge_distance_mm", "reached_limit", "frst_response", "phase_score", "phase_sign",
     "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
 )
+TRUSTED_SIGN = ("forced", "high", "moderate")  # phase-sign confidence that lets the calcification rule act
 SIZE_BINS_MM = ((0.0, 2.0, "<2mm"), (2.0, 5.0, "2-5mm"), (5.0, 10.0, "5-10mm"), (10.0, np.inf, ">=10mm"))
 
 
@@ -131,7 +132,7 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
         row["centroid_canonical"] = row["centroid_vox"] + offset
         centre = tuple(np.clip(np.round(row["centroid_vox"]).astype(int), 0, np.array(brain.shape) - 1))
         row["inside_brain"] = bool(brain[centre])
-        row["inplane_voxel_mm"] = float(np.mean(vox[:2]))
+        row["max_voxel_mm"] = float(np.max(vox))
     region_rows, label_volume = locate(
         np.array([row["world_mm"] for row in rows]).reshape(-1, 3), brain.shape, box_affine,
         magnitude=np.ascontiguousarray(scan.magnitude[box]), brain_mask=brain, lesion_map=regions.labels,
@@ -158,8 +159,14 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     images = {}
     if swi_result is not None:
         summary["phase"] = swi_result.summary(phase_how)
-        summary["notes"] = summary["notes"][1:] + [f"Phase given: diamagnetic foci rejected as calcifications "
-                            f"(phase sign {swi_result.phase_sign:+d}, {swi_result.sign_evidence.get('method', '')})."]
+        evidence = swi_result.sign_evidence
+        if evidence.get("confidence") in TRUSTED_SIGN:
+            note = (f"Phase given: diamagnetic foci rejected as calcifications (phase sign "
+                    f"{swi_result.phase_sign:+d}, {evidence.get('method', '')}, confidence {evidence.get('confidence')}).")
+        else:
+            note = (f"Phase given, but its sign convention could not be settled (confidence "
+                    f"{evidence.get('confidence')}): calcifications are NOT excluded; rerun with --phase-sign +1 or -1.")
+        summary["notes"] = summary["notes"][1:] + [note]
         images = {"swi.nii.gz": (from_canonical(swi_result.swi, scan.ornt), np.float32),
                   "phase_filtered.nii.gz": (from_canonical(swi_result.filtered_phase, scan.ornt), np.float32)}
     result = DetectionResult(lesions, candidates, from_canonical(labels, scan.ornt),
@@ -203,7 +210,9 @@ def add_phase_features(rows, swi_result, scan):
     dipole pattern in the filtered phase."""
     from .phase import source_susceptibility_sign
 
+    trusted = swi_result.sign_evidence.get("confidence") in TRUSTED_SIGN
     for row in rows:
+        row["phase_trusted"] = trusted
         score, sign = source_susceptibility_sign(
             swi_result.filtered_phase, swi_result.magnitude, row["centroid_canonical"],
             row["diameter_mm"] / 2.0, scan.voxel_size_mm, scan.affine, phase_sign=swi_result.phase_sign)

@@ -287,8 +287,9 @@ def load_scan(source, echo="rss", affine=None) -> Scan:
         data, how = combine_echoes(data, echo)
     if float(data.min()) < 0:
         raise InputError(label, f"magnitude has negative values (min {float(data.min()):g}); is this a phase image?")
-    check_values(data, label, "magnitude")
-    canon, canon_affine, ornt = to_canonical(data.astype(np.float32), native_affine)
+    if n_echoes > 1:
+        check_values(data, label, "combined magnitude")
+    canon, canon_affine, ornt = to_canonical(data.astype(np.float32, copy=False), native_affine)
     return Scan(
         magnitude=canon,
         affine=canon_affine,

@@ -836,11 +836,15 @@ def assign_regions(centroids_world_mm, labels, lesion_map=None, lesion_ids=None,
         raise InputError(None, "a lesion map needs the scan's affine (reference_affine)")
     ids = list(lesion_ids) if lesion_ids is not None else list(range(1, len(cents) + 1))
     boxes = []
+    if lesion_map is not None and labels.data is None:
+        lesion_map = None  # nothing to look up: skip the lesion map
     if lesion_map is not None:
         from scipy import ndimage as ndi
 
         lesion_map = np.asarray(lesion_map)
-        boxes = ndi.find_objects(lesion_map.astype(np.int64, copy=False))
+        if lesion_map.dtype.kind != "i":
+            lesion_map = lesion_map.astype(np.int32)
+        boxes = ndi.find_objects(lesion_map)
         reference_affine = np.asarray(reference_affine, float)
     rows = []
     for c, n in zip(cents, ids):

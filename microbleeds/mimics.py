@@ -13,9 +13,10 @@ rejection reason. Rules, in order:
                     (``max_centroid_shift_mm`` per slice)
 ``too_small``       equivalent diameter below ``min_diameter_mm``
 ``faint``           contrast to its shell below ``min_contrast``, CNR below ``min_cnr``, or a
-                    focus resolved over >= 3 voxels without a dark core (``min_core_depth``):
+                    focus resolved in-plane without a dark core (``min_core_depth``):
                     noise, iron-rich nuclei
-``calcification``   diamagnetic phase pattern (needs phase)
+``calcification``   diamagnetic dipole in the filtered phase (needs phase, and a phase convention
+                    that was forced or estimated with high or moderate confidence)
 
 Confidence is the smallest of per-rule soft margins (logistic, 0.5 at each rule's threshold),
 so every accepted candidate has confidence > 0.5 and the weakest feature decides. MARS
@@ -49,16 +50,17 @@ def rule_margins(row, p):
         "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / 20.0,
                       _core_margin(row, p)), 0.05),
     }
-    if row.get("phase_score") is not None and row.get("phase_sign"):
+    if row.get("phase_score") is not None and row.get("phase_sign") and row.get("phase_trusted"):
         margins["calcification"] = (row["phase_score"], 1.0)
     return margins
 
 
 def _core_margin(row, p):
-    """A focus resolved over >= 3 voxels in-plane must have a dark core (>= ``min_core_depth``):
+    """A resolved focus (>= 3 mm and >= 3 voxels across in every direction) must have a dark core
+    (``min_core_depth``):
     hemosiderin dephases its centre completely, while iron-rich nuclei or partial volume only
     darken a region moderately. Smaller foci pass (their core is partial-volumed)."""
-    if row["max_inplane_diameter_mm"] < 3.0 * row.get("inplane_voxel_mm", 1.0):
+    if row["diameter_mm"] < max(3.0, 3.0 * row.get("max_voxel_mm", 1.0)):
         return 1.0
     return row["depth"] - p.min_core_depth
 
@@ -81,7 +83,7 @@ def classify(row, p):
         reason = "too_small"
     elif margins["faint"][0] < 0:
         reason = "faint"
-    elif row.get("phase_sign") == -1 and p.reject_calcifications:
+    elif row.get("phase_sign") == -1 and row.get("phase_trusted") and p.reject_calcifications:
         reason = "calcification"
     confidence = min(_soft(m, w) for m, w in margins.values())
     if reason and confidence > 0.5:

@@ -1244,7 +1244,8 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
             ev["confidence"] = "moderate" if vessel_conf == "high" else "low"
         elif foci_conf != "none" and foci_sign == vessel_sign:
             ev["method"] = "vein orientation and dipole of compact foci"
-    elif foci_conf != "none" and vessel_sign in (0, foci_sign):
+    elif foci_conf != "none" and (vessel_conf == "none" or vessel_sign in (0, foci_sign)):
+        # veins without significant evidence (p >= 0.1) do not veto the compact foci
         sign, ev["method"] = foci_sign, "dipole of compact foci"
         ev["confidence"] = foci_conf
         if vessel_conf == "low":  # two weak, independent, agreeing lines of evidence

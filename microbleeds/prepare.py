@@ -311,28 +311,35 @@ def erode_mm(mask, voxel_size_mm, margin_mm):
     for axis, v in enumerate(voxel_size_mm):
         radius = int(round(margin_mm / v))
         if radius > 0:
-            moved = np.ascontiguousarray(np.moveaxis(out, axis, 2))
-            eroded = np.empty_like(moved)
-            _erode_last_axis(moved, radius, eroded)
-            out = np.ascontiguousarray(np.moveaxis(eroded, 2, axis))
+            eroded = np.empty_like(out)
+            _erode_axis(out, radius, axis, eroded)
+            out = eroded
     return out
 
 
 @njit(cache=True, parallel=True)
-def _erode_last_axis(mask, radius, out):
-    """out[..., k] = all(mask[..., k - radius : k + radius + 1]), clipped to the image."""
-    nx, ny, nz = mask.shape
-    for i in prange(nx):
-        for j in range(ny):
-            run = 0  # length of the run of True ending at k
-            last_false = np.empty(nz, np.int64)
-            for k in range(nz):
-                run = run + 1 if mask[i, j, k] else 0
-                last_false[k] = run
-            for k in range(nz):
-                lo = max(k - radius, 0)
-                hi = min(k + radius, nz - 1)
-                out[i, j, k] = last_false[hi] >= hi - lo + 1
+def _erode_axis(mask, radius, axis, out):
+    """out = all(mask within +-radius along ``axis``), clipped to the image (run-length counts)."""
+    n = mask.shape[axis]
+    first = 1 if axis == 0 else 0
+    second = 1 if axis == 2 else 2
+    n1, n2 = mask.shape[first], mask.shape[second]
+    for u in prange(n1):
+        run = np.empty(n, np.int64)
+        index = np.zeros(3, np.int64)
+        for v in range(n2):
+            index[first] = u
+            index[second] = v
+            count = 0
+            for t in range(n):
+                index[axis] = t
+                count = count + 1 if mask[index[0], index[1], index[2]] else 0
+                run[t] = count
+            for t in range(n):
+                lo = max(t - radius, 0)
+                hi = min(t + radius, n - 1)
+                index[axis] = t
+                out[index[0], index[1], index[2]] = run[hi] >= hi - lo + 1
 
 
 def erode_reference(mask, voxel_size_mm, margin_mm):

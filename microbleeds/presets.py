@@ -49,7 +49,7 @@ class Parameters:
     # mimic rules
     min_contrast: float = 0.25
     min_cnr: float = 6.0
-    min_core_depth: float = 0.6
+    min_core_depth: float = 0.5
     max_elongation: float = 2.0
     max_elongation_3d: float = 3.0
     max_vesselness: float = 0.7

@@ -13,9 +13,10 @@ same radius on the same grid, so a focus of contrast ``c`` scores about ``c``.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numba import njit, prange
-from scipy import ndimage as ndi
 
 
 
@@ -91,42 +92,87 @@ def strong_gradients_reference(rel, voxel_size_mm, threshold):
     return np.stack(idx, axis=1).astype(np.float32), units, norm[idx]
 
 
-@njit(cache=True)
-def _vote(points, units, mags, radius_mm, vox, orientation, magnitude):
-    """Each gradient voxel votes at (point - radius * unit), split trilinearly (float32)."""
-    nx, ny, nz = orientation.shape
-    for p in range(points.shape[0]):
-        tx = points[p, 0] - units[p, 0] * radius_mm / vox[0]
-        ty = points[p, 1] - units[p, 1] * radius_mm / vox[1]
-        tz = points[p, 2] - units[p, 2] * radius_mm / vox[2]
-        x0 = int(np.floor(tx))
-        y0 = int(np.floor(ty))
-        z0 = int(np.floor(tz))
-        fx = tx - x0
-        fy = ty - y0
-        fz = tz - z0
-        for dx in range(2):
-            wx = fx if dx else 1 - fx
-            xi = x0 + dx
-            if xi < 0 or xi >= nx:
-                continue
-            for dy in range(2):
-                wy = fy if dy else 1 - fy
-                yi = y0 + dy
-                if yi < 0 or yi >= ny:
+SLAB_PLANES = 8  # x-planes per work unit of the transform: small enough to stay in cache
+
+
+@njit(cache=True, parallel=True)
+def _frst_slabs(points, units, mags, plane_start, radii, k_norms, scales, vox, slab, response):
+    """Fast radial symmetry transform, dark foci, max over radii (float32).
+
+    Each gradient voxel votes at ``point - radius * unit`` (split trilinearly over 8 voxels):
+    ``O`` counts votes, ``M`` sums gradient magnitudes. Per radius, the response is
+    ``F = (M / k) * min(O / k, 1)^2 * scale`` (Loy & Zelinsky 2003 with alpha = 2) and
+    ``response = max(response, F)``. Work is split into slabs of ``slab`` x-planes, each owned by
+    one thread with its own small vote buffers, so the result does not depend on threading.
+    ``points`` must be sorted by x-plane; ``plane_start[i]`` is the first point of plane i.
+    """
+    nx, ny, nz = response.shape
+    n_slabs = (nx + slab - 1) // slab
+    for s in prange(n_slabs):
+        x0 = s * slab
+        x1 = min(x0 + slab, nx)
+        orientation = np.zeros((x1 - x0, ny, nz), np.float32)
+        magnitude = np.zeros((x1 - x0, ny, nz), np.float32)
+        for r in range(radii.shape[0]):
+            radius = radii[r]
+            reach = int(np.ceil(radius / vox[0])) + 2
+            first = plane_start[max(x0 - reach, 0)]
+            last = plane_start[min(x1 + reach, nx)]
+            for p in range(first, last):
+                tx = points[p, 0] - units[p, 0] * radius / vox[0]
+                ty = points[p, 1] - units[p, 1] * radius / vox[1]
+                tz = points[p, 2] - units[p, 2] * radius / vox[2]
+                xa = int(np.floor(tx))
+                if xa + 1 < x0 or xa >= x1:
                     continue
-                for dz in range(2):
-                    wz = fz if dz else 1 - fz
-                    zi = z0 + dz
-                    if zi < 0 or zi >= nz:
+                ya = int(np.floor(ty))
+                za = int(np.floor(tz))
+                fx = tx - xa
+                fy = ty - ya
+                fz = tz - za
+                for dx in range(2):
+                    xi = xa + dx
+                    if xi < x0 or xi >= x1:
                         continue
-                    w = wx * wy * wz
-                    orientation[xi, yi, zi] += w
-                    magnitude[xi, yi, zi] += w * mags[p]
+                    wx = fx if dx else 1 - fx
+                    for dy in range(2):
+                        yi = ya + dy
+                        if yi < 0 or yi >= ny:
+                            continue
+                        wy = fy if dy else 1 - fy
+                        for dz in range(2):
+                            zi = za + dz
+                            if zi < 0 or zi >= nz:
+                                continue
+                            w = wx * wy * (fz if dz else 1 - fz)
+                            orientation[xi - x0, yi, zi] += w
+                            magnitude[xi - x0, yi, zi] += w * mags[p]
+            k = k_norms[r]
+            for a in range(x1 - x0):
+                for b in range(ny):
+                    for c in range(nz):
+                        o = orientation[a, b, c]
+                        if o > 0:
+                            ratio = min(o / k, np.float32(1.0))
+                            f = magnitude[a, b, c] / k * ratio * ratio * scales[r]
+                            if f > response[x0 + a, b, c]:
+                                response[x0 + a, b, c] = f
+                            orientation[a, b, c] = 0
+                            magnitude[a, b, c] = 0
+
+
+def _transform(points, units, mags, shape, radii_mm, k_norms, scales, vox):
+    """Run :func:`_frst_slabs` on gradient voxels (sorted by plane); returns the response."""
+    response = np.zeros(shape, np.float32)
+    plane_start = np.searchsorted(points[:, 0], np.arange(shape[0] + 1), side="left").astype(np.int64)
+    _frst_slabs(points, units, mags, plane_start, np.asarray(radii_mm, np.float32),
+                np.asarray(k_norms, np.float32), np.asarray(scales, np.float32),
+                np.asarray(vox, np.float32), SLAB_PLANES, response)
+    return response
 
 
 def vote_reference(points, units, mags, radius_mm, vox, shape):
-    """Plain numpy reference of :func:`_vote` (for tests)."""
+    """Plain numpy votes of one radius: orientation and magnitude projection images."""
     orientation = np.zeros(shape, np.float64)
     magnitude = np.zeros(shape, np.float64)
     target = points - units * radius_mm / np.asarray(vox)
@@ -142,53 +188,14 @@ def vote_reference(points, units, mags, radius_mm, vox, shape):
     return orientation, magnitude
 
 
-@njit(cache=True)
-def _vote_targets(points, units, radius_mm, vox, shape):
-    """Lower corner of each point's vote target (-1 where it falls outside)."""
-    n = points.shape[0]
-    corners = np.empty((n, 3), np.int64)
-    for p in range(n):
-        for a in range(3):
-            corners[p, a] = int(np.floor(points[p, a] - units[p, a] * radius_mm / vox[a]))
-    return corners
-
-
-@njit(cache=True)
-def _collect_response(corners, orientation, magnitude, k_norm, scale, response):
-    """At every voxel that received votes: response = max(response, scale * F_n), then clear
-    the votes; F_n = (M / k) * min(O / k, 1)^2 (Loy & Zelinsky with alpha = 2), float32."""
-    nx, ny, nz = orientation.shape
-    for clear in range(2):
-        for p in range(corners.shape[0]):
-            for dx in range(2):
-                xi = corners[p, 0] + dx
-                if xi < 0 or xi >= nx:
-                    continue
-                for dy in range(2):
-                    yi = corners[p, 1] + dy
-                    if yi < 0 or yi >= ny:
-                        continue
-                    for dz in range(2):
-                        zi = corners[p, 2] + dz
-                        if zi < 0 or zi >= nz:
-                            continue
-                        if clear:
-                            orientation[xi, yi, zi] = 0
-                            magnitude[xi, yi, zi] = 0
-                            continue
-                        o = orientation[xi, yi, zi]
-                        if o <= 0:
-                            continue
-                        ratio = min(o / k_norm, np.float32(1.0))
-                        f = magnitude[xi, yi, zi] / k_norm * ratio * ratio * scale
-                        if f > response[xi, yi, zi]:
-                            response[xi, yi, zi] = f
-
-
-def response_reference(orientation, magnitude, k_norm, scale, response):
-    """Plain numpy reference of :func:`_collect_response` (for tests)."""
-    f = np.where(orientation > 0, magnitude / k_norm * np.minimum(orientation / k_norm, 1.0) ** 2 * scale, 0)
-    return np.maximum(response, f)
+def frst_reference(points, units, mags, shape, radii_mm, k_norms, scales, vox):
+    """Plain numpy reference of :func:`_transform` (for tests)."""
+    response = np.zeros(shape)
+    for radius, k, scale in zip(radii_mm, k_norms, scales):
+        o, m = vote_reference(points, units, mags, radius, vox, shape)
+        f = np.where(o > 0, m / k * np.minimum(o / k, 1.0) ** 2 * scale, 0)
+        response = np.maximum(response, f)
+    return response
 
 
 def ideal_ball(radius_mm, voxel_size_mm, contrast=1.0, supersample=5):
@@ -208,8 +215,11 @@ def ideal_ball(radius_mm, voxel_size_mm, contrast=1.0, supersample=5):
     return (1.0 - contrast * inside).astype(np.float32), tuple(half)
 
 
+@lru_cache(maxsize=64)
 def calibrate(radius_mm, voxel_size_mm, threshold):
     """Normalisers of the FRST at ``radius_mm`` from an ideal unit-contrast ball on this grid.
+
+    Parameters are hashable (``voxel_size_mm`` a tuple) so that results are cached per grid.
 
     Returns
     -------
@@ -219,13 +229,10 @@ def calibrate(radius_mm, voxel_size_mm, threshold):
         1 / (F_n at the centre), so that the ideal ball scores 1.
     """
     ball, centre = ideal_ball(radius_mm, voxel_size_mm)
-    vox = np.asarray(voxel_size_mm, dtype=np.float32)
-    points, units, mags = strong_gradients(ball, vox, threshold)
-    orientation = np.zeros(ball.shape, np.float32)
-    magnitude = np.zeros(ball.shape, np.float32)
-    _vote(points, units, mags, np.float32(radius_mm), vox, orientation, magnitude)
-    k_norm = max(float(orientation[centre]), 1.0)
-    f_centre = float(magnitude[centre]) / k_norm
+    points, units, mags = strong_gradients(ball, voxel_size_mm, threshold)
+    o, m = vote_reference(points, units, mags, radius_mm, voxel_size_mm, ball.shape)
+    k_norm = max(float(o[centre]), 1.0)
+    f_centre = float(m[centre]) / k_norm
     return k_norm, 1.0 / max(f_centre, 1e-6)
 
 
@@ -246,17 +253,11 @@ def frst_response(rel, voxel_size_mm, radii_mm, gradient_threshold):
     -------
     response : ndarray float32, same shape as ``rel``
     """
-    vox = np.asarray(voxel_size_mm, dtype=np.float32)
+    vox = tuple(float(v) for v in voxel_size_mm)
     points, units, mags = strong_gradients(rel, vox, gradient_threshold)
-    response = np.zeros(rel.shape, np.float32)
-    orientation = np.zeros(rel.shape, np.float32)
-    magnitude = np.zeros(rel.shape, np.float32)
-    for radius in radii_mm:
-        k_norm, scale = calibrate(radius, vox, gradient_threshold)
-        _vote(points, units, mags, np.float32(radius), vox, orientation, magnitude)
-        corners = _vote_targets(points, units, np.float32(radius), vox, rel.shape)
-        _collect_response(corners, orientation, magnitude, np.float32(k_norm), np.float32(scale), response)
-    return response
+    norms = [calibrate(float(r), vox, round(float(gradient_threshold), 9)) for r in radii_mm]
+    return _transform(points, units, mags, rel.shape, radii_mm, [n[0] for n in norms],
+                      [n[1] for n in norms], vox)
 
 
 @njit(cache=True)
@@ -312,7 +313,9 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     found = _local_maxima(response, rel, mask, np.float32(0.5 * min_contrast), np.float32(1.0 - 0.5 * min_contrast))
     seeds = np.asarray(found, dtype=np.int64).reshape(-1, 3)
     if len(seeds):
-        darkest = ndi.minimum_filter(rel, size=3)[tuple(seeds.T)]
+        offsets = np.array(list(np.ndindex(3, 3, 3))) - 1
+        around = np.clip(seeds[:, None, :] + offsets[None], 0, np.array(rel.shape) - 1)
+        darkest = rel[tuple(np.moveaxis(around, 2, 0))].min(axis=1)
         order = np.lexsort((seeds[:, 2], seeds[:, 1], seeds[:, 0], -response[tuple(seeds.T)], darkest))
         seeds = seeds[order]
     return seeds, response

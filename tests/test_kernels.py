@@ -41,41 +41,29 @@ def test_erosion_matches_minimum_filter(margin):
     np.testing.assert_array_equal(prepare.erode_mm(mask, vox, margin), prepare.erode_reference(mask, vox, margin))
 
 
-@pytest.mark.parametrize("radius", [0.5, 1.3, 2.5])
-def test_vote_matches_reference(radius):
-    shape = (12, 13, 9)
-    n = 400
+@pytest.mark.parametrize("shape", [(12, 13, 9), (29, 7, 6)])
+def test_transform_matches_reference(shape):
+    n = 600
     points = (RNG.random((n, 3)) * np.array(shape)).astype(np.float32)
+    points = points[np.argsort(points[:, 0], kind="stable")]
+    points[:, 0] = np.floor(points[:, 0])  # gradient voxels sit on planes
     units = RNG.normal(size=(n, 3)).astype(np.float32)
     units /= np.linalg.norm(units, axis=1, keepdims=True)
     mags = RNG.random(n).astype(np.float32)
-    vox = np.array([0.6, 0.8, 1.5], np.float32)
-    orientation = np.zeros(shape, np.float32)
-    magnitude = np.zeros(shape, np.float32)
-    detect._vote(points, units, mags, np.float32(radius), vox, orientation, magnitude)
-    ref_o, ref_m = detect.vote_reference(points, units, mags, radius, vox, shape)
-    np.testing.assert_allclose(orientation, ref_o, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(magnitude, ref_m, rtol=1e-4, atol=1e-5)
+    vox = (0.6, 0.8, 1.5)
+    radii, k_norms, scales = [0.5, 1.3, 2.5], [2.0, 3.5, 6.0], [1.0, 0.7, 1.3]
+    got = detect._transform(points, units, mags, shape, radii, k_norms, scales, vox)
+    want = detect.frst_reference(points, units, mags, shape, radii, k_norms, scales, vox)
+    assert got.dtype == np.float32 and want.max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_collect_response_matches_numpy_and_clears_votes():
-    shape = (10, 9, 8)
-    n = 300
-    points = (RNG.random((n, 3)) * np.array(shape)).astype(np.float32)
-    units = RNG.normal(size=(n, 3)).astype(np.float32)
-    units /= np.linalg.norm(units, axis=1, keepdims=True)
-    mags = RNG.random(n).astype(np.float32)
-    vox = np.array([0.7, 0.7, 1.2], np.float32)
-    orientation = np.zeros(shape, np.float32)
-    magnitude = np.zeros(shape, np.float32)
-    detect._vote(points, units, mags, np.float32(1.5), vox, orientation, magnitude)
-    start = (RNG.random(shape) * 0.05).astype(np.float32)
-    want = detect.response_reference(orientation.astype(np.float64), magnitude, 3.0, 1.7, start)
-    corners = detect._vote_targets(points, units, np.float32(1.5), vox, shape)
-    got = start.copy()
-    detect._collect_response(corners, orientation, magnitude, np.float32(3.0), np.float32(1.7), got)
-    np.testing.assert_allclose(got, want, rtol=1e-5)
-    assert not orientation.any() and not magnitude.any()
+def test_ideal_ball_scores_its_contrast():
+    vox = (0.5, 0.5, 1.0)
+    ball, centre = detect.ideal_ball(1.5, vox, contrast=0.6)
+    response = detect.frst_response(ball, vox, [1.0, 1.5, 2.0], 0.05)
+    assert abs(response[centre] - 0.6) < 0.1
+    assert np.unravel_index(np.argmax(response), response.shape) == centre
 
 
 def test_local_maxima_match_maximum_filter():
@@ -117,8 +105,8 @@ def test_region_growing_matches_connected_component(seed):
 
 
 def test_kernels_are_cached_float32():
-    for kernel in (detect._count_strong, detect._fill_strong, prepare._block_sums, prepare._erode_last_axis, detect._vote, detect._local_maxima,
+    for kernel in (detect._count_strong, detect._fill_strong, prepare._block_sums, prepare._erode_axis, detect._frst_slabs, detect._local_maxima,
                    prepare._divide_by_upsampled, segment._grow):
         assert kernel._cache.__class__.__name__ != "NullCache", kernel
-    sig = [str(s) for s in detect._vote.signatures]
+    sig = [str(s) for s in detect._frst_slabs.signatures]
     assert any("float32" in s for s in sig)
