@@ -5,6 +5,8 @@ rejection reason. Rules, in order:
 
 ``outside_brain``   the region's centre is outside the brain mask (or in CSF, once located)
 ``brain_edge``      within ``edge_margin_mm`` of the brain-mask edge: partial volume, air-tissue dropout
+``calcification``   diamagnetic dipole in the filtered phase (needs phase, and a phase convention
+                    that was forced or estimated with high or moderate confidence)
 ``too_large``       equivalent diameter above ``max_diameter_mm``, or growth never closed
 ``tubular``         veins: elongated in the axial plane (``max_elongation``) or in 3D
                     (``max_elongation_3d``), line-like in-plane Hessian (``max_vesselness``),
@@ -15,8 +17,6 @@ rejection reason. Rules, in order:
 ``faint``           contrast to its shell below ``min_contrast``, CNR below ``min_cnr``, or a
                     focus resolved in-plane without a dark core (``min_core_depth``):
                     noise, iron-rich nuclei
-``calcification``   diamagnetic dipole in the filtered phase (needs phase, and a phase convention
-                    that was forced or estimated with high or moderate confidence)
 
 Confidence is the smallest of per-rule soft margins (logistic, 0.5 at each rule's threshold),
 so every accepted candidate has confidence > 0.5 and the weakest feature decides. MARS
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-RULES = ("outside_brain", "brain_edge", "too_large", "tubular", "too_small", "faint", "calcification")
+RULES = ("outside_brain", "brain_edge", "calcification", "too_large", "tubular", "too_small", "faint")
 
 
 def _soft(margin, width):
@@ -75,6 +75,8 @@ def classify(row, p):
         reason = "outside_brain"
     elif margins["brain_edge"][0] < 0:
         reason = "brain_edge"
+    elif row.get("phase_sign") == -1 and row.get("phase_trusted") and p.reject_calcifications:
+        reason = "calcification"  # the phase is the most specific evidence: it decides first
     elif margins["too_large"][0] < 0 or row["reached_limit"]:
         reason = "tubular" if margins["tubular"][0] < 0 else "too_large"
     elif margins["tubular"][0] < 0:
@@ -83,8 +85,6 @@ def classify(row, p):
         reason = "too_small"
     elif margins["faint"][0] < 0:
         reason = "faint"
-    elif row.get("phase_sign") == -1 and row.get("phase_trusted") and p.reject_calcifications:
-        reason = "calcification"
     confidence = min(_soft(m, w) for m, w in margins.values())
     if reason and confidence > 0.5:
         confidence = 0.5 * confidence  # a rejected candidate never looks surer than an accepted one
