@@ -152,7 +152,9 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
         classify(row, params)
     candidates, lesions, lesion_of_region = _tabulate(rows, scan)
     labels = np.zeros(full_brain.shape, np.int32)
-    labels[box] = lesion_of_region[regions.labels]
+    offset_voxels = regions.voxels + offset
+    region_of_voxel = np.repeat(np.arange(len(regions)), np.diff(regions.starts))
+    labels[tuple(offset_voxels.T)] = lesion_of_region[region_of_voxel + 1]
     summary = build_summary(scan, params, lesions, candidates, sigma, full_brain)
     regions_count = count_by_region(lesions)
     summary["counts"]["by_region"] = {k: regions_count[k] for k in ("lobar", "deep", "infratentorial", "unknown")}

@@ -215,7 +215,8 @@ def merge_touching(regions, contacts):
         if regions.depth[r] > depth[t]:
             depth[t] = regions.depth[r]
             seeds[t] = regions.seeds[r]
-    labels = new_label.astype(np.int32)[regions.labels]
+    labels = regions.labels
+    labels[tuple(regions.voxels.T)] = new_label[region_of_voxel + 1]  # relabel only region voxels
     return Regions(labels, regions.voxels[order], starts, seeds, depth, limit)
 
 
