@@ -33,7 +33,7 @@ CANDIDATE_COLUMNS = (
     "candidate_id", "status", "reason", "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k",
     "diameter_mm", "max_inplane_diameter_mm", "volume_mm3", "n_voxels", "depth", "contrast",
     "background", "cnr", "circularity", "elongation", "inplane_elongation", "n_slices",
-    "through_plane_ratio", "centroid_shift_mm", "vesselness",
+    "through_plane_ratio", "centroid_shift_mm", "vesselness", "halo_elongation", "halo_extent_mm",
     "edge_distance_mm", "reached_limit", "frst_response", "phase_score", "phase_sign",
     "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
 )

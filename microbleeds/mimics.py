@@ -11,8 +11,9 @@ rejection reason. Rules, in order:
 ``tubular``         veins: elongated in the axial plane (``max_elongation``) or in 3D
                     (``max_elongation_3d``), line-like in-plane Hessian (``max_vesselness``),
                     continuing through more slices than its width allows
-                    (``max_through_plane_ratio``), or drifting across slices
-                    (``max_centroid_shift_mm`` per slice)
+                    (``max_through_plane_ratio``), drifting across slices
+                    (``max_centroid_shift_mm`` per slice), or a fragment of a longer faint
+                    line (``max_halo_elongation``)
 ``too_small``       equivalent diameter below ``min_diameter_mm``
 ``faint``           contrast to its shell below ``min_contrast``, CNR below ``min_cnr``, or a
                     focus resolved in-plane without a dark core (``min_core_depth``):
@@ -45,7 +46,8 @@ def rule_margins(row, p):
                         p.max_elongation_3d - row["elongation"],
                         2.0 * (p.max_vesselness - row["vesselness"]),
                         p.max_through_plane_ratio - row["through_plane_ratio"],
-                        p.max_centroid_shift_mm - row["centroid_shift_mm"]), 0.25),
+                        p.max_centroid_shift_mm - row["centroid_shift_mm"],
+                        _halo_margin(row, p)), 0.25),
         "too_small": (row["diameter_mm"] - p.min_diameter_mm, 0.2),
         "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / 20.0,
                       _core_margin(row, p)), 0.05),
@@ -53,6 +55,14 @@ def rule_margins(row, p):
     if row.get("phase_score") is not None and row.get("phase_sign") and row.get("phase_trusted"):
         margins["calcification"] = (row["phase_score"], 1.0)
     return margins
+
+
+def _halo_margin(row, p):
+    """A candidate sitting on a longer dark line of about its own darkness (its 3/8-depth
+    component reaching more than 3 mm beyond it, and elongated) is a fragment of a vein."""
+    if row.get("halo_extent_mm", 0.0) <= row["diameter_mm"] + 3.0:
+        return 1.0
+    return p.max_halo_elongation - row["halo_elongation"]
 
 
 def _core_margin(row, p):

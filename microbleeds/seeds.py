@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 from numba import njit, prange
+from scipy import ndimage as ndi
 
 
 
@@ -95,16 +96,54 @@ def strong_gradients_reference(rel, voxel_size_mm, threshold):
 SLAB_PLANES = 8  # x-planes per work unit of the transform: small enough to stay in cache
 
 
+@njit(cache=True, inline="always")
+def _vote_slab(points, units, mags, first, last, radius, vox, x0, x1, orientation, magnitude):
+    """Votes of points[first:last] at ``point - radius * unit`` that land in planes [x0, x1)."""
+    ny, nz = orientation.shape[1], orientation.shape[2]
+    for p in range(first, last):
+        tx = points[p, 0] - units[p, 0] * radius / vox[0]
+        xa = int(np.floor(tx))
+        if xa + 1 < x0 or xa >= x1:
+            continue
+        ty = points[p, 1] - units[p, 1] * radius / vox[1]
+        tz = points[p, 2] - units[p, 2] * radius / vox[2]
+        ya = int(np.floor(ty))
+        za = int(np.floor(tz))
+        fx, fy, fz = tx - xa, ty - ya, tz - za
+        for dx in range(2):
+            xi = xa + dx
+            if xi < x0 or xi >= x1:
+                continue
+            wx = fx if dx else 1 - fx
+            for dy in range(2):
+                yi = ya + dy
+                if yi < 0 or yi >= ny:
+                    continue
+                wy = fy if dy else 1 - fy
+                for dz in range(2):
+                    zi = za + dz
+                    if zi < 0 or zi >= nz:
+                        continue
+                    w = wx * wy * (fz if dz else 1 - fz)
+                    orientation[xi - x0, yi, zi] += w
+                    magnitude[xi - x0, yi, zi] += w * mags[p]
+
+
 @njit(cache=True, parallel=True)
-def _frst_slabs(points, units, mags, plane_start, radii, k_norms, scales, vox, slab, response):
-    """Fast radial symmetry transform, dark foci, max over radii (float32).
+def _frst_slabs(points, units, mags, plane_start, radii, band_start, k_norms, scales, vox, slab, response):
+    """Fast radial symmetry transform, dark foci, max over radius bands (float32).
 
     Each gradient voxel votes at ``point - radius * unit`` (split trilinearly over 8 voxels):
-    ``O`` counts votes, ``M`` sums gradient magnitudes. Per radius, the response is
-    ``F = (M / k) * min(O / k, 1)^2 * scale`` (Loy & Zelinsky 2003 with alpha = 2) and
-    ``response = max(response, F)``. Work is split into slabs of ``slab`` x-planes, each owned by
-    one thread with its own small vote buffers, so the result does not depend on threading.
-    ``points`` must be sorted by x-plane; ``plane_start[i]`` is the first point of plane i.
+    ``O`` counts votes, ``M`` sums gradient magnitudes. Band ``b`` holds the radii
+    ``radii[band_start[b]:band_start[b + 1]]`` (sub-voxel steps), whose votes add up in one
+    ``O, M`` pair, so a focus whose radius falls between two nominal radii, or whose edge is soft
+    (blooming), still gathers its votes. Per band, ``F = (M / O) * min(O / k, 1)^2 * scale``:
+    the mean gradient of the voters (which scales with contrast) times the radial strictness of
+    Loy & Zelinsky (2003) with alpha = 2; ``response = max(response, F)``. (Loy & Zelinsky's
+    ``M / k`` would let a large focus outscore its contrast in bands of smaller radius.) Work is split into
+    slabs of ``slab`` x-planes, each owned by one thread with its own small vote buffers, so the
+    result does not depend on threading. ``points`` must be sorted by x-plane;
+    ``plane_start[i]`` is the first point of plane i.
     """
     nx, ny, nz = response.shape
     n_slabs = (nx + slab - 1) // slab
@@ -113,59 +152,47 @@ def _frst_slabs(points, units, mags, plane_start, radii, k_norms, scales, vox, s
         x1 = min(x0 + slab, nx)
         orientation = np.zeros((x1 - x0, ny, nz), np.float32)
         magnitude = np.zeros((x1 - x0, ny, nz), np.float32)
-        for r in range(radii.shape[0]):
-            radius = radii[r]
-            reach = int(np.ceil(radius / vox[0])) + 2
-            first = plane_start[max(x0 - reach, 0)]
-            last = plane_start[min(x1 + reach, nx)]
-            for p in range(first, last):
-                tx = points[p, 0] - units[p, 0] * radius / vox[0]
-                ty = points[p, 1] - units[p, 1] * radius / vox[1]
-                tz = points[p, 2] - units[p, 2] * radius / vox[2]
-                xa = int(np.floor(tx))
-                if xa + 1 < x0 or xa >= x1:
-                    continue
-                ya = int(np.floor(ty))
-                za = int(np.floor(tz))
-                fx = tx - xa
-                fy = ty - ya
-                fz = tz - za
-                for dx in range(2):
-                    xi = xa + dx
-                    if xi < x0 or xi >= x1:
-                        continue
-                    wx = fx if dx else 1 - fx
-                    for dy in range(2):
-                        yi = ya + dy
-                        if yi < 0 or yi >= ny:
-                            continue
-                        wy = fy if dy else 1 - fy
-                        for dz in range(2):
-                            zi = za + dz
-                            if zi < 0 or zi >= nz:
-                                continue
-                            w = wx * wy * (fz if dz else 1 - fz)
-                            orientation[xi - x0, yi, zi] += w
-                            magnitude[xi - x0, yi, zi] += w * mags[p]
-            k = k_norms[r]
+        for band in range(band_start.shape[0] - 1):
+            for q in range(band_start[band], band_start[band + 1]):
+                reach = int(np.ceil(radii[q] / vox[0])) + 2
+                first = plane_start[max(x0 - reach, 0)]
+                last = plane_start[min(x1 + reach, nx)]
+                _vote_slab(points, units, mags, first, last, radii[q], vox, x0, x1, orientation, magnitude)
+            k = k_norms[band]
             for a in range(x1 - x0):
                 for b in range(ny):
                     for c in range(nz):
                         o = orientation[a, b, c]
                         if o > 0:
                             ratio = min(o / k, np.float32(1.0))
-                            f = magnitude[a, b, c] / k * ratio * ratio * scales[r]
+                            f = magnitude[a, b, c] / o * ratio * ratio * scales[band]
                             if f > response[x0 + a, b, c]:
                                 response[x0 + a, b, c] = f
                             orientation[a, b, c] = 0
                             magnitude[a, b, c] = 0
 
 
-def _transform(points, units, mags, shape, radii_mm, k_norms, scales, vox):
+def radius_bands(radii_mm, voxel_size_mm):
+    """Sub-radii of each nominal radius: from the geometric midpoint with the previous radius to
+    the one with the next, in steps of half the smallest voxel (mm). Returns a list of lists."""
+    radii = sorted(float(r) for r in radii_mm)
+    step = 0.5 * float(min(voxel_size_mm))
+    edges = [radii[0]] + [np.sqrt(a * b) for a, b in zip(radii[:-1], radii[1:])] + [radii[-1]]
+    bands = []
+    for lo, hi, centre in zip(edges[:-1], edges[1:], radii):
+        n = max(1, int(np.ceil((hi - lo) / step)))
+        sub = [centre] if hi - lo < 1e-9 else list(lo + (np.arange(n) + 0.5) * (hi - lo) / n)
+        bands.append([round(float(x), 5) for x in sub])
+    return bands
+
+
+def _transform(points, units, mags, shape, bands, k_norms, scales, vox):
     """Run :func:`_frst_slabs` on gradient voxels (sorted by plane); returns the response."""
     response = np.zeros(shape, np.float32)
     plane_start = np.searchsorted(points[:, 0], np.arange(shape[0] + 1), side="left").astype(np.int64)
-    _frst_slabs(points, units, mags, plane_start, np.asarray(radii_mm, np.float32),
+    radii = np.asarray([r for band in bands for r in band], np.float32)
+    band_start = np.cumsum([0] + [len(band) for band in bands]).astype(np.int64)
+    _frst_slabs(points, units, mags, plane_start, radii, band_start,
                 np.asarray(k_norms, np.float32), np.asarray(scales, np.float32),
                 np.asarray(vox, np.float32), SLAB_PLANES, response)
     return response
@@ -188,12 +215,17 @@ def vote_reference(points, units, mags, radius_mm, vox, shape):
     return orientation, magnitude
 
 
-def frst_reference(points, units, mags, shape, radii_mm, k_norms, scales, vox):
+def frst_reference(points, units, mags, shape, bands, k_norms, scales, vox):
     """Plain numpy reference of :func:`_transform` (for tests)."""
     response = np.zeros(shape)
-    for radius, k, scale in zip(radii_mm, k_norms, scales):
-        o, m = vote_reference(points, units, mags, radius, vox, shape)
-        f = np.where(o > 0, m / k * np.minimum(o / k, 1.0) ** 2 * scale, 0)
+    for band, k, scale in zip(bands, k_norms, scales):
+        o = np.zeros(shape)
+        m = np.zeros(shape)
+        for radius in band:
+            o_r, m_r = vote_reference(points, units, mags, radius, vox, shape)
+            o += o_r
+            m += m_r
+        f = np.where(o > 0, m / np.where(o > 0, o, 1) * np.minimum(o / k, 1.0) ** 2 * scale, 0)
         response = np.maximum(response, f)
     return response
 
@@ -216,24 +248,28 @@ def ideal_ball(radius_mm, voxel_size_mm, contrast=1.0, supersample=5):
 
 
 @lru_cache(maxsize=64)
-def calibrate(radius_mm, voxel_size_mm, threshold):
-    """Normalisers of the FRST at ``radius_mm`` from an ideal unit-contrast ball on this grid.
+def calibrate(band, voxel_size_mm, threshold):
+    """Normalisers of one FRST radius band from an ideal unit-contrast ball on this grid.
 
-    Parameters are hashable (``voxel_size_mm`` a tuple) so that results are cached per grid.
+    The ball has the band's middle radius. Parameters are hashable (tuples) so that results
+    are cached per grid.
 
     Returns
     -------
     k_norm : float
         Orientation votes collected at the ball's centre.
     scale : float
-        1 / (F_n at the centre), so that the ideal ball scores 1.
+        1 / (mean voter gradient at the centre), so that the ideal ball scores 1.
     """
-    ball, centre = ideal_ball(radius_mm, voxel_size_mm)
+    radius = float(np.median(band))
+    ball, centre = ideal_ball(radius, voxel_size_mm)
     points, units, mags = strong_gradients(ball, voxel_size_mm, threshold)
-    o, m = vote_reference(points, units, mags, radius_mm, voxel_size_mm, ball.shape)
-    k_norm = max(float(o[centre]), 1.0)
-    f_centre = float(m[centre]) / k_norm
-    return k_norm, 1.0 / max(f_centre, 1e-6)
+    o = m = 0.0
+    for r in band:
+        o_r, m_r = vote_reference(points, units, mags, r, voxel_size_mm, ball.shape)
+        o, m = o + o_r[centre], m + m_r[centre]
+    k_norm = max(float(o), 1.0)
+    return k_norm, k_norm / max(float(m), 1e-6)
 
 
 def frst_response(rel, voxel_size_mm, radii_mm, gradient_threshold):
@@ -255,8 +291,9 @@ def frst_response(rel, voxel_size_mm, radii_mm, gradient_threshold):
     """
     vox = tuple(float(v) for v in voxel_size_mm)
     points, units, mags = strong_gradients(rel, vox, gradient_threshold)
-    norms = [calibrate(float(r), vox, round(float(gradient_threshold), 9)) for r in radii_mm]
-    return _transform(points, units, mags, rel.shape, radii_mm, [n[0] for n in norms],
+    bands = radius_bands(radii_mm, vox)
+    norms = [calibrate(tuple(band), vox, round(float(gradient_threshold), 9)) for band in bands]
+    return _transform(points, units, mags, rel.shape, bands, [n[0] for n in norms],
                       [n[1] for n in norms], vox)
 
 
@@ -299,8 +336,11 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     """Seed voxels of dark round foci, darkest first (so a deep focus is segmented before a
     fainter vein beside it can take its voxels).
 
-    A seed is a local maximum of the FRST response with a response of at least half the
-    minimum contrast, and a voxel at most ``1 - min_contrast / 2`` within one voxel of it.
+    Seeds are local maxima of the FRST response of at least half the minimum contrast, plus
+    local minima of the locally averaged image at least ``min_contrast`` below background (a
+    focus with a flat dark interior and soft edges has little radial symmetry at its centre);
+    either kind needs a voxel at most ``1 - min_contrast / 2`` within one voxel of it. Which
+    seeds are lesions is for segmentation and the rules to decide.
 
     Returns
     -------
@@ -310,8 +350,11 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     vox = np.asarray(voxel_size_mm, dtype=float)
     threshold = gradient_threshold(noise_sigma, vox)
     response = frst_response(rel, vox, radii_mm, threshold)
-    found = _local_maxima(response, rel, mask, np.float32(0.5 * min_contrast), np.float32(1.0 - 0.5 * min_contrast))
-    seeds = np.asarray(found, dtype=np.int64).reshape(-1, 3)
+    max_rel = np.float32(1.0 - 0.5 * min_contrast)
+    found = _local_maxima(response, rel, mask, np.float32(0.5 * min_contrast), max_rel)
+    darkness = 1.0 - ndi.uniform_filter(rel, size=3)
+    found += _local_maxima(darkness, rel, mask, np.float32(min_contrast), max_rel)
+    seeds = np.unique(np.asarray(found, dtype=np.int64).reshape(-1, 3), axis=0)
     if len(seeds):
         offsets = np.array(list(np.ndindex(3, 3, 3))) - 1
         around = np.clip(seeds[:, None, :] + offsets[None], 0, np.array(rel.shape) - 1)

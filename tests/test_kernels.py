@@ -51,9 +51,9 @@ def test_transform_matches_reference(shape):
     units /= np.linalg.norm(units, axis=1, keepdims=True)
     mags = RNG.random(n).astype(np.float32)
     vox = (0.6, 0.8, 1.5)
-    radii, k_norms, scales = [0.5, 1.3, 2.5], [2.0, 3.5, 6.0], [1.0, 0.7, 1.3]
-    got = detect._transform(points, units, mags, shape, radii, k_norms, scales, vox)
-    want = detect.frst_reference(points, units, mags, shape, radii, k_norms, scales, vox)
+    bands, k_norms, scales = [[0.5], [1.1, 1.3, 1.5], [2.5, 2.8]], [2.0, 3.5, 6.0], [1.0, 0.7, 1.3]
+    got = detect._transform(points, units, mags, shape, bands, k_norms, scales, vox)
+    want = detect.frst_reference(points, units, mags, shape, bands, k_norms, scales, vox)
     assert got.dtype == np.float32 and want.max() > 0
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
