@@ -282,7 +282,10 @@ def _tabulate(rows, scan):
 
 
 def burden_category(count):
-    """Burden category of the ITP study: '0', '1', '2-4' or '>=5' microbleeds."""
+    """Burden category of the ITP study (Blood 2020): '0', '1', '2-4' or '>=5' microbleeds."""
+    count = int(count)
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
     return "0" if count == 0 else "1" if count == 1 else "2-4" if count <= 4 else ">=5"
 
 

@@ -82,6 +82,7 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, stats
 
+from .api import burden_category  # noqa: F401 (one definition, re-exported)
 from .errors import InputError
 from .files import atomic_write_text
 
@@ -433,20 +434,6 @@ def match(truth_rows, detected_rows, max_distance_mm=DEFAULT_MAX_DISTANCE_MM):
 # --------------------------------------------------------------------------------------------
 # scores
 # --------------------------------------------------------------------------------------------
-
-def burden_category(n):
-    """Burden category of a CMB count: ``"0"``, ``"1"``, ``"2-4"`` or ``">=5"``."""
-    n = int(n)
-    if n < 0:
-        raise ValueError("count must be >= 0")
-    if n == 0:
-        return "0"
-    if n == 1:
-        return "1"
-    if n <= 4:
-        return "2-4"
-    return ">=5"
-
 
 def _ratio(num, den):
     return num / den if den > 0 else _NAN

@@ -34,6 +34,7 @@ import math
 import os
 from pathlib import Path
 
+from .api import burden_category  # noqa: F401 (one definition, re-exported)
 from .errors import InputError
 from .files import atomic_write_text
 
@@ -146,18 +147,6 @@ def as_float(value, default=math.nan) -> float:
         return float(value)
     except (TypeError, ValueError):
         return default
-
-
-def burden_category(n: int) -> str:
-    """Microbleed burden category of a count: ``0``, ``1``, ``2-4`` or ``>=5``."""
-    n = int(n)
-    if n <= 0:
-        return "0"
-    if n == 1:
-        return "1"
-    if n <= 4:
-        return "2-4"
-    return ">=5"
 
 
 # --------------------------------------------------------------------------- atomic writes
