@@ -101,8 +101,9 @@ def _detect_parser(sub):
     p.add_argument("--labels", type=Path, help="segmentation (aparc+aseg, SynthSeg, *_dseg) for MARS regions (single scan)")
     p.add_argument("--labels-t1w", type=Path, dest="labels_t1w",
                    help="T1w the segmentation belongs to, registered to the scan (rigid, mutual information)")
-    p.add_argument("--no-atlas", action="store_false", dest="use_atlas", default=None,
-                   help="without --labels, leave regions unknown instead of registering the atlas")
+    p.add_argument("--atlas", action="store_true", dest="use_atlas", default=None,
+                   help="without --labels, register the AAL3/ICBM152 atlas (extra 'anatomy', ~15 s per scan) "
+                        "for atlas-derived regions; otherwise regions are 'unknown'")
     p.add_argument("--min-diameter", type=float, dest="min_diameter_mm", help="smallest CMB diameter, mm")
     p.add_argument("--max-diameter", type=float, dest="max_diameter_mm",
                    help="largest CMB diameter, mm (5 by default; MARS allows 10)")

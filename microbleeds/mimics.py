@@ -53,7 +53,7 @@ def rule_margins(row, p):
                       _core_margin(row, p)), 0.05),
     }
     if row.get("phase_score") is not None and row.get("phase_sign") and row.get("phase_trusted"):
-        margins["calcification"] = (row["phase_score"], 1.0)
+        margins["calcification"] = (row["phase_score"], 0.02)  # scores of clear sources: 0.03-0.3
     return margins
 
 

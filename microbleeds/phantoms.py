@@ -108,6 +108,7 @@ __all__ = [
     "PhantomParams",
     "Phantom",
     "simulate",
+    "segmentation",
     "write_phantom",
     "generate_phantom",
     "insert_cmbs",
@@ -118,6 +119,7 @@ __all__ = [
     "truth_tsv",
     "TISSUE_LABELS",
     "TRUTH_COLUMNS",
+    "DSEG_LABELS",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -1023,11 +1025,36 @@ _DEEP_NAMES = {CAUDATE: "basal_ganglia", PUTAMEN: "basal_ganglia", PALLIDUM: "ba
                THALAMUS: "thalamus", VENTRICLE: "choroid_plexus"}
 
 
+_LOBE_NAMES = ("frontal", "parietal", "temporal", "occipital")
+_MIDLINE, _LEFT, _RIGHT = 0, 1, 2
+_SIDE_NAMES = ("midline", "left", "right")
+
+
+def _side_codes(pts, ell):
+    """Hemisphere code (:data:`_MIDLINE`, :data:`_LEFT`, :data:`_RIGHT`) of world points (N, 3):
+    midline within 2 mm (times the head scale) of the cerebrum's mid-sagittal plane."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
+    x = pts[:, 0] - ell[_E_CEREBRUM, 0]
+    out = np.where(x > 0, _RIGHT, _LEFT)
+    out[np.abs(x) < 2.0 * (ell[_E_CEREBRUM, 3] / 56.0)] = _MIDLINE
+    return out
+
+
+def _lobe_codes(pts, ell):
+    """Lobe of world points (N, 3) as indices into :data:`_LOBE_NAMES`: the geometric lobe rule
+    of the phantom (normalised position in the cerebrum ellipsoid), used for the truth ``lobe``
+    of lobar sources and for the cortex parcels of :func:`segmentation`."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
+    x = pts[:, 0] - ell[_E_CEREBRUM, 0]
+    ny = (pts[:, 1] - ell[_E_CEREBRUM, 1]) / ell[_E_CEREBRUM, 4]
+    nz = (pts[:, 2] - ell[_E_CEREBRUM, 2]) / ell[_E_CEREBRUM, 5]
+    temporal = (nz < -0.2) & (np.abs(x) > 0.45 * ell[_E_CEREBRUM, 3])
+    return np.where(ny < -0.62, 3, np.where(ny > 0.1, 0, np.where(temporal, 2, 1)))
+
+
 def _location(p, lab, dep, ell, sc):
     """(region, lobe, hemisphere) of a world point given its tissue class and depth."""
-    x = p[0] - ell[_E_CEREBRUM, 0]
-    hemi = "midline" if abs(x) < 2.0 * (ell[_E_CEREBRUM, 3] / 56.0) else (
-        "right" if x > 0 else "left")
+    hemi = _SIDE_NAMES[int(_side_codes(p, ell)[0])]
     if lab in (BRAINSTEM, MIDBRAIN):
         return "infratentorial", "brainstem", hemi
     if lab in (CB_GM, CB_WM, DENTATE):
@@ -1036,17 +1063,151 @@ def _location(p, lab, dep, ell, sc):
         return "deep", _DEEP_NAMES[lab], hemi
     if lab == WM and dep >= sc[_S_DEEPWM]:
         return "deep", "deep_white_matter", hemi
-    ny = (p[1] - ell[_E_CEREBRUM, 1]) / ell[_E_CEREBRUM, 4]
-    nz = (p[2] - ell[_E_CEREBRUM, 2]) / ell[_E_CEREBRUM, 5]
-    if ny < -0.62:
-        lobe = "occipital"
-    elif ny > 0.1:
-        lobe = "frontal"
-    elif nz < -0.2 and abs(x) > 0.45 * ell[_E_CEREBRUM, 3]:
-        lobe = "temporal"
-    else:
-        lobe = "parietal"
-    return "lobar", lobe, hemi
+    return "lobar", _LOBE_NAMES[int(_lobe_codes(p, ell)[0])], hemi
+
+
+# FreeSurfer aparc+aseg label IDs of the phantom's tissues (see :func:`segmentation`)
+#: label ID -> FreeSurfer name of every ID :func:`segmentation` can write
+DSEG_LABELS = {
+    0: "Unknown", 2: "Left-Cerebral-White-Matter", 4: "Left-Lateral-Ventricle",
+    7: "Left-Cerebellum-White-Matter", 8: "Left-Cerebellum-Cortex", 10: "Left-Thalamus",
+    11: "Left-Caudate", 12: "Left-Putamen", 13: "Left-Pallidum", 14: "3rd-Ventricle",
+    16: "Brain-Stem", 24: "CSF", 41: "Right-Cerebral-White-Matter", 43: "Right-Lateral-Ventricle",
+    46: "Right-Cerebellum-White-Matter", 47: "Right-Cerebellum-Cortex", 49: "Right-Thalamus",
+    50: "Right-Caudate", 51: "Right-Putamen", 52: "Right-Pallidum",
+    1011: "ctx-lh-lateraloccipital", 1028: "ctx-lh-superiorfrontal",
+    1029: "ctx-lh-superiorparietal", 1030: "ctx-lh-superiortemporal",
+    2011: "ctx-rh-lateraloccipital", 2028: "ctx-rh-superiorfrontal",
+    2029: "ctx-rh-superiorparietal", 2030: "ctx-rh-superiortemporal",
+}
+# (left, right) aseg IDs of sided tissues; unsided ones map to one ID
+_DSEG_SIDED = {WM: (2, 41), CAUDATE: (11, 50), PUTAMEN: (12, 51), PALLIDUM: (13, 52),
+               THALAMUS: (10, 49), CB_GM: (8, 47), CB_WM: (7, 46), DENTATE: (7, 46),
+               VENTRICLE: (4, 43)}
+_DSEG_UNSIDED = {AIR: 0, SCALP: 0, SKULL: 0, SINUS: 0, CSF: 24, BRAINSTEM: 16, MIDBRAIN: 16}
+# one representative Desikan-Killiany parcel per lobe (left IDs; right = left + 1000), in the
+# order of _LOBE_NAMES
+_DSEG_CORTEX = np.array([1028, 1029, 1030, 1011], dtype=np.int32)
+_DSEG_THIRD_VENTRICLE = 14
+
+
+def _dseg_ids(tissue, pts, ell):
+    """FreeSurfer label IDs (int32, shape of ``tissue``) of tissue classes at world points
+    ``pts`` (``tissue.shape + (3,)``)."""
+    tissue = np.asarray(tissue)
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
+    t = tissue.reshape(-1)
+    side = _side_codes(pts, ell)
+    # the truth's "midline" band is split by the sign of x (labels have a side)
+    right = (side == _RIGHT) | ((side == _MIDLINE) & (pts[:, 0] - ell[_E_CEREBRUM, 0] > 0))
+    out = np.zeros(t.shape, dtype=np.int32)
+    for cls, lid in _DSEG_UNSIDED.items():
+        out[t == cls] = lid
+    for cls, (lid_l, lid_r) in _DSEG_SIDED.items():
+        sel = t == cls
+        out[sel] = np.where(right[sel], lid_r, lid_l)
+    gm = t == GM
+    if np.any(gm):
+        ids = _DSEG_CORTEX[_lobe_codes(pts[gm], ell)]
+        out[gm] = np.where(right[gm], ids + 1000, ids)
+    vent = t == VENTRICLE
+    if np.any(vent):
+        q = [(((pts[vent] - ell[e, :3]) / ell[e, 3:]) ** 2).sum(axis=1) for e in _E_VENT]
+        third = (q[2] <= 1.0) & (q[0] > 1.0) & (q[1] > 1.0)
+        sub = out[vent]
+        sub[third] = _DSEG_THIRD_VENTRICLE
+        out[vent] = sub
+    return out.reshape(tissue.shape)
+
+
+def _grid_points(mat, trans, shape):
+    """World coordinates (shape + (3,)) of the points of a grid."""
+    idx = np.stack(np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape),
+                               indexing="ij"), axis=-1)
+    return idx @ np.asarray(mat, dtype=np.float64).T + np.asarray(trans, dtype=np.float64)
+
+
+def _majority(ids):
+    """Most frequent value along the last axis (ties: the smallest value)."""
+    eq = (ids[..., :, None] == ids[..., None, :]).sum(axis=-1).astype(np.int64)
+    key = eq * (1 << 32) - ids.astype(np.int64)
+    pick = np.argmax(key, axis=-1)
+    return np.take_along_axis(ids, pick[..., None], axis=-1)[..., 0]
+
+
+def segmentation(phantom: "Phantom", method: str = "centre") -> np.ndarray:
+    """A FreeSurfer aparc+aseg-style label map of a phantom on its acquisition grid.
+
+    The label IDs are those of FreeSurfer's ``FreeSurferColorLUT.txt`` (aseg and the
+    Desikan-Killiany cortex; see :data:`DSEG_LABELS`), so the map can be given to
+    ``microbleeds.detect(..., labels=...)`` like a real ``aparc+aseg`` / SynthSeg / BIDS
+    ``*_dseg`` file:
+
+    =========================  ====================================================
+    phantom tissue             label ID (left / right)
+    =========================  ====================================================
+    cerebral cortex (GM)       one parcel per lobe: superiorfrontal 1028 / 2028,
+                               superiorparietal 1029 / 2029, superiortemporal
+                               1030 / 2030, lateraloccipital 1011 / 2011
+    white matter               2 / 41 (no deep / juxtacortical split: see below)
+    lateral ventricles         4 / 43; third ventricle 14
+    caudate, putamen,          11 / 50, 12 / 51, 13 / 52, 10 / 49
+    pallidum, thalamus
+    brainstem, red nucleus/SN  16
+    cerebellar GM              8 / 47
+    cerebellar WM, dentate     7 / 46
+    CSF                        24
+    air, skull, scalp, sinus   0
+    =========================  ====================================================
+
+    Lobe and hemisphere come from the same geometric rules (``_lobe_codes``,
+    ``_side_codes``) that give the truth ``lobe`` / ``hemisphere`` of every source; voxels
+    within the truth's 2 mm "midline" band get the side of their x coordinate. The phantom
+    has no insula lobe (insula 1035 / 2035 is never written).
+
+    Differences from the truth table's ``region`` (documented, not bugs): the truth calls
+    white matter less than 14 mm (times ``head_scale``; 20 mm for ``anatomy="mni"``) below the
+    outer brain surface *lobar* and deeper white matter *deep*; a label map has only one
+    cerebral white-matter label, so :mod:`microbleeds.locate` decides white matter by its
+    MARS distance rules (juxtacortical: within 3 mm of cortex -> lobar; else deep).
+
+    Parameters
+    ----------
+    phantom : Phantom
+        From :func:`simulate` (its ``params`` re-create the anatomy; the geometry is the
+        first thing drawn from the seed, so nothing random is changed).
+    method : ``"centre"`` or ``"majority"``
+        ``"centre"``: the tissue at each voxel centre (``phantom.tissue``); ``"majority"``:
+        the most frequent label ID over the phantom's fine simulation grid in each voxel
+        (ties: the smaller ID).
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 label IDs, shape and affine of the phantom's acquisition grid.
+    """
+    if method not in ("centre", "majority"):
+        raise ValueError(f"method must be 'centre' or 'majority', got {method!r}")
+    params = phantom.params
+    anat = _make_anatomy(params, np.random.default_rng(int(params.seed)))
+    aff = np.asarray(phantom.affine, dtype=np.float64)
+    mat, trans = aff[:3, :3], aff[:3, 3]
+    shape = tuple(int(n) for n in phantom.tissue.shape)
+    if method == "centre":
+        return _dseg_ids(phantom.tissue, _grid_points(mat, trans, shape), anat.ell)
+    os_ = _oversampling(params)
+    fmat = mat / os_[None, :]
+    ftrans0 = trans + mat @ (0.5 / os_ - 0.5)
+    sub = (shape[0] * int(os_[0]), shape[1] * int(os_[1]), int(os_[2]))
+    out = np.zeros(shape, dtype=np.int32)
+    for k in range(shape[2]):
+        ftrans = ftrans0 + mat[:, 2] * k
+        lab = anat.grid(fmat, ftrans, sub)
+        ids = _dseg_ids(lab, _grid_points(fmat, ftrans, sub), anat.ell)
+        ids = ids.reshape(shape[0], int(os_[0]), shape[1], int(os_[1]), int(os_[2]))
+        ids = ids.transpose(0, 2, 1, 3, 4).reshape(shape[0], shape[1], -1)
+        out[:, :, k] = _majority(ids)
+    return out
 
 
 def _place_sources(params, rng, anat, fov_lo, fov_hi, vein_pts, vein_rad, inset, explicit=()):
@@ -1414,7 +1575,8 @@ def truth_tsv(rows) -> str:
 
 
 def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str = "float32",
-                  include_swi: bool = True) -> dict:
+                  include_swi: bool = True, include_labels: bool = False,
+                  labels_method: str = "centre") -> dict:
     """Write a phantom and its ground truth, each file atomically.
 
     Parameters
@@ -1431,11 +1593,18 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
         3x smaller. Quantisation step: max/4095 (magnitude), pi/2048 rad (phase).
     include_swi : bool
         Also write ``<name>_swi.nii.gz``.
+    include_labels : bool
+        Also write ``<name>_dseg.nii.gz``, a FreeSurfer aparc+aseg-style label map on the
+        acquisition grid (:func:`segmentation`), and ``<name>_dseg.tsv`` (BIDS lookup table:
+        ``index``, ``name``); give the map to ``microbleeds.detect(..., labels=...)``.
+    labels_method : ``"centre"`` or ``"majority"``
+        See :func:`segmentation`.
 
     Returns
     -------
     dict
-        Paths keyed ``magnitude, phase, swi, truth_tsv, truth_labels, sidecar``.
+        Paths keyed ``magnitude, phase, swi, truth_tsv, truth_labels, sidecar`` (and
+        ``dseg``, ``dseg_tsv`` with ``include_labels``).
     """
     if dtype not in ("float32", "int16"):
         raise ValueError("dtype must be 'float32' or 'int16'")
@@ -1451,6 +1620,9 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
     }
     if include_swi:
         paths["swi"] = out / f"{name}_swi.nii.gz"
+    if include_labels:
+        paths["dseg"] = out / f"{name}_dseg.nii.gz"
+        paths["dseg_tsv"] = out / f"{name}_dseg.tsv"
     atomic_save_nifti(_nifti(phantom.magnitude, aff, dtype, "microbleeds phantom GRE magnitude",
                          "magnitude"), paths["magnitude"])
     atomic_save_nifti(_nifti(phantom.phase, aff, dtype, "microbleeds phantom GRE phase (rad)",
@@ -1461,6 +1633,12 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
     atomic_save_nifti(_nifti(phantom.truth_labels, aff, "int16", "microbleeds phantom truth labels"),
                   paths["truth_labels"])
     atomic_write_text(paths["truth_tsv"], truth_tsv(phantom.truth))
+    if include_labels:
+        dseg = segmentation(phantom, method=labels_method)
+        atomic_save_nifti(_nifti(dseg, aff, "int32", "microbleeds phantom aparc+aseg-style labels"),
+                          paths["dseg"])
+        atomic_write_text(paths["dseg_tsv"], "index\tname\n" + "".join(
+            f"{k}\t{v}\n" for k, v in sorted(DSEG_LABELS.items())))
     p = phantom.params
     side = {
         "name": name,
@@ -1480,7 +1658,7 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
 
 def generate_phantom(out_dir, name: str = "phantom", dtype: str = "float32",
                      include_swi: bool = True, params: PhantomParams | None = None,
-                     **overrides) -> dict:
+                     include_labels: bool = False, **overrides) -> dict:
     """Simulate and write one phantom (:func:`simulate` + :func:`write_phantom`).
 
     Parameters
@@ -1490,8 +1668,8 @@ def generate_phantom(out_dir, name: str = "phantom", dtype: str = "float32",
     name : str
         File stem: ``<name>_mag.nii.gz``, ``<name>_phase.nii.gz``, ``<name>_swi.nii.gz``,
         ``<name>_truth.tsv``, ``<name>_truth.nii.gz``, ``<name>.json``.
-    dtype, include_swi
-        See :func:`write_phantom`.
+    dtype, include_swi, include_labels
+        See :func:`write_phantom` (``include_labels`` adds ``<name>_dseg.nii.gz``).
     params : PhantomParams, optional
         Base parameters (default: ``PhantomParams()``).
     **overrides
@@ -1504,7 +1682,8 @@ def generate_phantom(out_dir, name: str = "phantom", dtype: str = "float32",
         Paths of the written files (see :func:`write_phantom`).
     """
     ph = simulate(params, **overrides)
-    return write_phantom(ph, out_dir, name, dtype=dtype, include_swi=include_swi)
+    return write_phantom(ph, out_dir, name, dtype=dtype, include_swi=include_swi,
+                         include_labels=include_labels)
 
 
 # --------------------------------------------------------------------------------------------

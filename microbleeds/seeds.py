@@ -174,9 +174,11 @@ def _frst_slabs(points, units, mags, plane_start, radii, band_start, k_norms, sc
 
 def radius_bands(radii_mm, voxel_size_mm):
     """Sub-radii of each nominal radius: from the geometric midpoint with the previous radius to
-    the one with the next, in steps of half the smallest voxel (mm). Returns a list of lists."""
-    radii = sorted(float(r) for r in radii_mm)
+    the one with the next, in steps of half the smallest voxel (mm); radii below 3/4 of the
+    smallest voxel are dropped. Returns a list of lists."""
     step = 0.5 * float(min(voxel_size_mm))
+    # a radius below 3/4 of a voxel cannot be resolved: its votes land on the neighbours
+    radii = sorted(float(r) for r in radii_mm if r >= 1.5 * step) or [1.5 * step]
     edges = [radii[0]] + [np.sqrt(a * b) for a, b in zip(radii[:-1], radii[1:])] + [radii[-1]]
     bands = []
     for lo, hi, centre in zip(edges[:-1], edges[1:], radii):
