@@ -68,7 +68,7 @@ def block_sums(volume, include, factors, reference=None, cutoff=0.0):
 def upsample_nearest(coarse, factors, shape):
     """numpy :func:`microbleeds.prepare.upsample_nearest`."""
     out = coarse
-    for axis, (f, n) in enumerate(zip(factors, shape)):
+    for axis, f in enumerate(factors):
         out = np.repeat(out, int(f), axis=axis)
     return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
 

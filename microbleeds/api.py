@@ -16,13 +16,13 @@ from nibabel.affines import apply_affine
 
 from . import __version__
 from .describe import describe_regions
-from .seeds import find_seeds
 from .errors import InputError
 from .load import Scan, from_canonical, load_mask, load_scan
 from .locate import count_by_region, locate, region_columns
 from .mimics import classify
 from .prepare import brain_mask, erode_mm, noise_level, relative_intensity
 from .presets import DEFAULT_PRESET, Parameters, load_parameters
+from .seeds import find_seeds
 from .segment import grow_regions
 
 LESION_COLUMNS = (

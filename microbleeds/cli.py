@@ -218,9 +218,7 @@ def _phantom_parser(sub):
 
 
 def run_phantom(args):
-    from .phantoms import PhantomParams, simulate, write_phantom
-
-    from .phantoms import make_sample
+    from .phantoms import PhantomParams, make_sample, simulate, write_phantom
 
     if args.sample:
         for path in make_sample(args.out, name=args.name if args.name != "phantom" else "sample").values():

@@ -45,9 +45,19 @@ from PIL import Image
 from scipy import ndimage
 
 from .errors import InputError
-from .review import (REGIONS, as_float, as_int, atomic_write_text, burden_category,
-                     find_scan_dirs, is_scan_dir, load_results, read_applied_decisions,
-                     review_state, tsv_text)
+from .review import (
+    REGIONS,
+    as_float,
+    as_int,
+    atomic_write_text,
+    burden_category,
+    find_scan_dirs,
+    is_scan_dir,
+    load_results,
+    read_applied_decisions,
+    review_state,
+    tsv_text,
+)
 
 FOV_MM = 24.0          # field of view of a candidate crop
 CROP_PX = 64           # crop PNG size (0.375 mm pixels); shown at CROP_SHOW_PX by the browser

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
-from nibabel.openers import ImageOpener
 import numpy as np
+from nibabel.openers import ImageOpener
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from .errors import InputError

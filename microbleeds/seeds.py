@@ -20,7 +20,6 @@ from numba import njit, prange
 from scipy import ndimage as ndi
 
 
-
 def strong_gradients(rel, voxel_size_mm, threshold):
     """Voxels whose gradient magnitude exceeds ``threshold`` (1/mm), in C order.
 

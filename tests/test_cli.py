@@ -1,7 +1,6 @@
 """The command line over folders: bad scans are reported and skipped, results resume."""
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np

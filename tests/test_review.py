@@ -14,8 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest_browser import make_scan_output  # noqa: E402
 
 from microbleeds.errors import InputError  # noqa: E402
-from microbleeds.review import (  # noqa: E402
-    DECISION_COLUMNS, apply_review, burden_category, find_scan_dirs, read_tsv)
+from microbleeds.review import DECISION_COLUMNS, apply_review, burden_category, find_scan_dirs, read_tsv  # noqa: E402
 
 AUTOMATIC = ("lesions.tsv", "candidates.tsv", "labels.nii.gz", "mask.nii.gz", "summary.json")
 
