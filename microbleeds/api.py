@@ -119,7 +119,41 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     """
     params = load_parameters(pipeline, **overrides)
     scan = source if isinstance(source, Scan) else load_scan(source, echo=_echo(params.echo), affine=affine)
-    full_brain = _mask(mask, scan, params)
+    brain = _mask(mask, scan, params)
+    found = find_candidates(scan, brain, params)
+    label_volume = add_regions(found, scan, brain, params, labels, labels_t1w)
+    swi_result = phase_how = None
+    if phase is not None:
+        swi_result, phase_how = phase_branch(scan, phase, brain, params, echo_times_ms)
+        add_phase_features(found.rows, swi_result, scan)
+    for row in found.rows:
+        classify(row, params)
+    candidates, lesions, lesion_of_region = _tabulate(found.rows, scan)
+    summary = build_summary(scan, params, lesions, candidates, found.noise_sigma, brain)
+    _summarise_regions(summary, lesions, label_volume)
+    result = DetectionResult(lesions, candidates, _lesion_map(found, lesion_of_region, brain.shape, scan),
+                             from_canonical(brain, scan.ornt), summary, scan)
+    if swi_result is not None:
+        _summarise_phase(summary, swi_result, phase_how)
+        result.phase_images = {
+            "swi.nii.gz": (from_canonical(swi_result.swi, scan.ornt), np.float32),
+            "phase_filtered.nii.gz": (from_canonical(swi_result.filtered_phase, scan.ornt), np.float32)}
+    return result
+
+
+@dataclass
+class Candidates:
+    """Segmented and described candidates of one scan, on the brain's bounding box."""
+
+    rows: list
+    regions: object
+    box: tuple
+    box_affine: np.ndarray
+    noise_sigma: float
+
+
+def find_candidates(scan, full_brain, params) -> Candidates:
+    """Prepare, detect, segment and describe: the feature rows of every candidate (canonical)."""
     box, box_affine = brain_box(full_brain, scan.affine)
     brain = full_brain[box]
     vox = scan.voxel_size_mm
@@ -136,48 +170,50 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
         centre = tuple(np.clip(np.round(row["centroid_vox"]).astype(int), 0, np.array(brain.shape) - 1))
         row["inside_brain"] = bool(brain[centre])
         row["max_voxel_mm"] = float(np.max(vox))
+    return Candidates(rows, regions, box, box_affine, sigma)
+
+
+def add_regions(found, scan, full_brain, params, labels=None, labels_t1w=None):
+    """MARS region, lobe, hemisphere and region source of every candidate; returns the label source."""
+    rows = found.rows
     region_rows, label_volume = locate(
-        np.array([row["world_mm"] for row in rows]).reshape(-1, 3), brain.shape, box_affine,
-        magnitude=np.ascontiguousarray(scan.magnitude[box]), brain_mask=brain, lesion_map=regions.labels,
-        lesion_ids=list(range(1, len(rows) + 1)), labels_path=labels, labels_t1w=labels_t1w,
-        use_atlas=params.use_atlas, juxtacortical_mm=params.juxtacortical_mm,
-        periventricular_mm=params.periventricular_mm)
+        np.array([row["world_mm"] for row in rows]).reshape(-1, 3), found.regions.labels.shape,
+        found.box_affine, magnitude=np.ascontiguousarray(scan.magnitude[found.box]),
+        brain_mask=full_brain[found.box], lesion_map=found.regions.labels, lesion_ids=list(range(1, len(rows) + 1)),
+        labels_path=labels, labels_t1w=labels_t1w, use_atlas=params.use_atlas,
+        juxtacortical_mm=params.juxtacortical_mm, periventricular_mm=params.periventricular_mm)
     for row, region in zip(rows, region_rows):
         row.update(region_columns(region))
-    swi_result = None
-    if phase is not None:
-        swi_result, phase_how = phase_branch(scan, phase, full_brain, params, echo_times_ms)
-        add_phase_features(rows, swi_result, scan)
-    for row in rows:
-        classify(row, params)
-    candidates, lesions, lesion_of_region = _tabulate(rows, scan)
-    labels = np.zeros(full_brain.shape, np.int32)
-    offset_voxels = regions.voxels + offset
-    region_of_voxel = np.repeat(np.arange(len(regions)), np.diff(regions.starts))
-    labels[tuple(offset_voxels.T)] = lesion_of_region[region_of_voxel + 1]
-    summary = build_summary(scan, params, lesions, candidates, sigma, full_brain)
-    regions_count = count_by_region(lesions)
-    summary["counts"]["by_region"] = {k: regions_count[k] for k in ("lobar", "deep", "infratentorial", "unknown")}
+    return label_volume
+
+
+def _lesion_map(found, lesion_of_region, shape, scan):
+    """Lesion ids painted on the input's own grid, from the regions' voxel lists."""
+    labels = np.zeros(shape, np.int32)
+    offset = np.array([b.start for b in found.box])
+    region_of_voxel = np.repeat(np.arange(len(found.regions)), np.diff(found.regions.starts))
+    labels[tuple((found.regions.voxels + offset).T)] = lesion_of_region[region_of_voxel + 1]
+    return from_canonical(labels, scan.ornt)
+
+
+def _summarise_regions(summary, lesions, label_volume):
+    counts = count_by_region(lesions)
+    summary["counts"]["by_region"] = {k: counts[k] for k in ("lobar", "deep", "infratentorial", "unknown")}
     for key in ("by_lobe", "by_hemisphere", "by_region_hemisphere", "unknown_label_ids", "pattern"):
-        summary["counts"][key] = regions_count[key]
+        summary["counts"][key] = counts[key]
     summary["regions"] = {"source": label_volume.source, "notes": list(label_volume.notes)}
-    images = {}
-    if swi_result is not None:
-        summary["phase"] = swi_result.summary(phase_how)
-        evidence = swi_result.sign_evidence
-        if evidence.get("confidence") in TRUSTED_SIGN:
-            note = (f"Phase given: diamagnetic foci rejected as calcifications (phase sign "
-                    f"{swi_result.phase_sign:+d}, {evidence.get('method', '')}, confidence {evidence.get('confidence')}).")
-        else:
-            note = (f"Phase given, but its sign convention could not be settled (confidence "
-                    f"{evidence.get('confidence')}): calcifications are NOT excluded; rerun with --phase-sign +1 or -1.")
-        summary["notes"] = summary["notes"][1:] + [note]
-        images = {"swi.nii.gz": (from_canonical(swi_result.swi, scan.ornt), np.float32),
-                  "phase_filtered.nii.gz": (from_canonical(swi_result.filtered_phase, scan.ornt), np.float32)}
-    result = DetectionResult(lesions, candidates, from_canonical(labels, scan.ornt),
-                             from_canonical(full_brain, scan.ornt), summary, scan)
-    result.phase_images = images
-    return result
+
+
+def _summarise_phase(summary, swi_result, how):
+    summary["phase"] = swi_result.summary(how)
+    evidence = swi_result.sign_evidence
+    if evidence.get("confidence") in TRUSTED_SIGN:
+        note = (f"Phase given: diamagnetic foci rejected as calcifications (phase sign "
+                f"{swi_result.phase_sign:+d}, {evidence.get('method', '')}, confidence {evidence.get('confidence')}).")
+    else:
+        note = (f"Phase given, but its sign convention could not be settled (confidence "
+                f"{evidence.get('confidence')}): calcifications are NOT excluded; rerun with --phase-sign +1 or -1.")
+    summary["notes"] = [n for n in summary["notes"] if "no phase given" not in n] + [note]
 
 
 def phase_branch(scan, phase, brain, params, echo_times_ms=None):
