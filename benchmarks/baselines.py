@@ -36,14 +36,15 @@ def _rows(scan, centres_vox, diameters):
     return rows
 
 
-def blob_log_frangi(path, min_diameter_mm=1.0, max_diameter_mm=10.0, threshold=0.25, vessel_quantile=0.90):
+def blob_log_frangi(path, min_diameter_mm=1.0, max_diameter_mm=10.0, threshold=0.3, vessel_quantile=0.90):
     """LoG blobs on the inverted image, minus those on Frangi-bright (vessel) voxels."""
     scan, mask, rel = _prepared(path)
     vox = scan.voxel_size_mm
     dark = np.clip(1.0 - rel, 0, 1) * mask
-    min_sigma = [min_diameter_mm / 2 / np.sqrt(3) / v for v in vox]
-    max_sigma = [max_diameter_mm / 2 / np.sqrt(3) / v for v in vox]
-    blobs = blob_log(dark, min_sigma=min_sigma, max_sigma=max_sigma, num_sigma=8, threshold=threshold)
+    # sigma = radius / sqrt(3) for a 3D blob; at least one voxel (below that the LoG sees noise)
+    min_sigma = [max(min_diameter_mm / 2 / np.sqrt(3) / v, 1.0) for v in vox]
+    max_sigma = [max(max_diameter_mm / 2 / np.sqrt(3) / v, 1.0) for v in vox]
+    blobs = blob_log(dark, min_sigma=min_sigma, max_sigma=max_sigma, num_sigma=6, threshold=threshold)
     if len(blobs) == 0:
         return []
     vessels = frangi(rel, sigmas=(1.0, 1.5, 2.0), black_ridges=True)  # voxel units (isotropic)
