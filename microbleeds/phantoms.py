@@ -45,6 +45,11 @@ cerebellum``); ``hemisphere`` is ``left | right | midline`` (|x| < 2 mm). Source
 max(3 mm, radius + 2 mm) inside the brain surface, do not overlap (centre distance >= sum of
 radii + 3 mm) and keep radius + 1.5 mm from every vein wall. ``<name>_truth.nii.gz`` labels the
 acquisition voxels at least half inside each source plus the voxel holding its centre.
+With ``write_phantom(..., include_labels=True)``, ``<name>_dseg.nii.gz`` is a FreeSurfer
+aparc+aseg-style label map of the phantom (:func:`segmentation`) for ``detect(labels=...)``;
+its cortex parcels and sides follow the same lobe / hemisphere rules as the truth, but its white
+matter is one label per side, so white-matter sources are classed by MARS distance rules there
+while the truth uses depth below the outer brain surface (< 14 mm lobar, else deep).
 
 Tissue parameters (3 T values; R2* is scaled linearly with B0)
 --------------------------------------------------------------
