@@ -209,6 +209,8 @@ def _phantom_parser(sub):
     p.add_argument("--anatomy", choices=("analytic", "mni"), default="analytic",
                    help="analytic head, or the ICBM152 2009 tissue maps shipped with nilearn (extra 'anatomy')")
     p.add_argument("--int16", action="store_true", help="store 12-bit integers with a scale factor (smaller files)")
+    p.add_argument("--labels", action="store_true", dest="include_labels",
+                   help="also write <name>_dseg.nii.gz, a FreeSurfer-style segmentation (for --labels of detect)")
     p.add_argument("--sample", action="store_true", help="write the small sample scan shipped in sample_data/")
     p.add_argument("--oblique", type=float, nargs=3, default=(0.0, 0.0, 0.0), dest="oblique_deg",
                    metavar=("RX", "RY", "RZ"), help="rotation of the acquisition grid, degrees")
@@ -239,7 +241,8 @@ def run_phantom(args):
         print(f"microbleeds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = write_phantom(phantom, args.out, args.name, dtype="int16" if args.int16 else "float32")
+    paths = write_phantom(phantom, args.out, args.name, dtype="int16" if args.int16 else "float32",
+                          include_labels=args.include_labels)
     n_cmb = sum(1 for t in phantom.truth if t["type"] == "cmb")
     print(f"{args.name}: {n_cmb} CMBs, {len(phantom.truth) - n_cmb} calcifications -> {args.out}")
     for kind, path in paths.items():
