@@ -38,18 +38,35 @@ Ground truth
 ------------
 ``<name>_truth.tsv`` (columns :data:`TRUTH_COLUMNS`, see docs/contract.md): one row per CMB
 and calcification with the world (RAS+ mm) centre, the *true* diameter (mm, not the blooming
-size) and chi (ppm). ``region`` is the MARS class (``lobar | deep | infratentorial``);
-``lobe`` is the lobe for lobar sources (``frontal | parietal | temporal | occipital``) and
-the structure otherwise (``basal_ganglia | thalamus | deep_white_matter | brainstem |
-cerebellum``); ``hemisphere`` is ``left | right | midline`` (|x| < 2 mm). Sources are at least
-max(3 mm, radius + 2 mm) inside the brain surface, do not overlap (centre distance >= sum of
-radii + 3 mm) and keep radius + 1.5 mm from every vein wall. ``<name>_truth.nii.gz`` labels the
-acquisition voxels at least half inside each source plus the voxel holding its centre.
-With ``write_phantom(..., include_labels=True)``, ``<name>_dseg.nii.gz`` is a FreeSurfer
-aparc+aseg-style label map of the phantom (:func:`segmentation`) for ``detect(labels=...)``;
-its cortex parcels and sides follow the same lobe / hemisphere rules as the truth, but its white
-matter is one label per side, so white-matter sources are classed by MARS distance rules there
-while the truth uses depth below the outer brain surface (< 14 mm lobar, else deep).
+size) and chi (ppm). ``region`` is the MARS class (``lobar | deep | infratentorial``;
+Gregoire et al. 2009) of the tissue at the source centre:
+
+* cortical grey matter -> ``lobar``; basal ganglia / thalamus -> ``deep``; brainstem /
+  cerebellum -> ``infratentorial``;
+* cerebral white matter -> ``lobar`` if juxtacortical, i.e. the nearest point of the source
+  sphere (centre distance minus radius) is within :data:`JUXTACORTICAL_MM` = 3 mm of cortical
+  grey matter (any cortex: the outer ribbon, the cortex lining sulci and the interhemispheric
+  fissure) and nearer to cortex than to the basal ganglia / thalamus, with the lobe of the
+  nearest cortex; otherwise ``deep`` (deep / periventricular white matter). This is the rule
+  of :func:`microbleeds.locate.assign_regions` (default ``juxtacortical_mm`` 3 mm), measured
+  here on the phantom's own tissue model (sampled every 0.2 mm around the source), not on a
+  label map.
+
+``lobe`` is the lobe for lobar sources (``frontal | parietal | temporal | occipital``, from a
+geometric rule on the position in the cerebrum) and the structure otherwise (``basal_ganglia |
+thalamus | deep_white_matter | brainstem | cerebellum``); ``hemisphere`` is ``left | right |
+midline`` (centre |x| < 2 mm). Random sources are centred in brain tissue (never in sulcal CSF or
+a ventricle), at least max(3 mm, radius + 2 mm) inside the brain surface, do not overlap (centre
+distance >= sum of radii + 3 mm) and keep radius + 1.5 mm from every vein wall. Their
+*placement* aims at the requested ``region_weights`` with a simpler target rule (white matter
+less than 14 mm, times ``head_scale``, below the outer brain surface counts as lobar; 10 mm at
+most for lobar targets), kept so that the images of a seed do not change; the recorded region
+of a white-matter source is the MARS one above, so it can differ from the target.
+``<name>_truth.nii.gz`` labels the acquisition voxels at least half inside each source plus
+the voxel holding its centre. With ``write_phantom(..., include_labels=True)``,
+``<name>_dseg.nii.gz`` is a FreeSurfer aparc+aseg-style label map of the phantom
+(:func:`segmentation`) for ``detect(labels=...)``; its cortex parcels and sides follow the same
+lobe / hemisphere rules as the truth.
 
 Tissue parameters (3 T values; R2* is scaled linearly with B0)
 --------------------------------------------------------------
@@ -125,6 +142,7 @@ __all__ = [
     "TISSUE_LABELS",
     "TRUTH_COLUMNS",
     "DSEG_LABELS",
+    "JUXTACORTICAL_MM",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +203,9 @@ class PhantomParams:
     calc_diameter_range_mm, calc_chi_range_ppm : tuple of 2 float
         Same for calcifications (chi negative, diamagnetic).
     region_weights : dict
-        Relative frequency of CMB regions ``lobar``, ``deep``, ``infratentorial``.
+        Relative frequency of CMB placement targets ``lobar``, ``deep``, ``infratentorial``.
+        The recorded truth region of a white-matter CMB follows MARS (juxtacortical within
+        3 mm of cortex -> lobar, else deep) and can differ from its target.
     sources : tuple of dict
         Explicitly placed sources, added to the random ones; each dict has ``type``
         (``cmb``/``calcification``), ``x_mm, y_mm, z_mm`` (world), ``diameter_mm``, ``chi_ppm``.
@@ -1058,7 +1078,11 @@ def _lobe_codes(pts, ell):
 
 
 def _location(p, lab, dep, ell, sc):
-    """(region, lobe, hemisphere) of a world point given its tissue class and depth."""
+    """*Placement target* (region, lobe, hemisphere) of a world point given its tissue class and
+    depth: white matter less than ``sc[_S_DEEPWM]`` below the outer brain surface counts as
+    lobar. Only used to choose where random sources go (kept so that placements, and hence the
+    images, stay the same for a given seed); the recorded truth of white-matter sources follows
+    MARS (:func:`_truth_location`)."""
     hemi = _SIDE_NAMES[int(_side_codes(p, ell)[0])]
     if lab in (BRAINSTEM, MIDBRAIN):
         return "infratentorial", "brainstem", hemi
@@ -1069,6 +1093,73 @@ def _location(p, lab, dep, ell, sc):
     if lab == WM and dep >= sc[_S_DEEPWM]:
         return "deep", "deep_white_matter", hemi
     return "lobar", _LOBE_NAMES[int(_lobe_codes(p, ell)[0])], hemi
+
+
+#: MARS juxtacortical distance (mm): white matter whose nearest point is within this distance of
+#: cortical grey matter is lobar (as ``microbleeds.locate``'s default ``juxtacortical_mm``)
+JUXTACORTICAL_MM = 3.0
+#: spacing (mm) of the local sampling grid used to measure distances to cortex / deep grey
+_MARS_STEP_MM = 0.2
+_DEEP_GM = (CAUDATE, PUTAMEN, PALLIDUM, THALAMUS)
+
+
+def _mars_white_matter(anat, centre, radius, jx_mm=JUXTACORTICAL_MM, step=_MARS_STEP_MM):
+    """MARS class of a sphere in cerebral white matter, measured on the phantom's own tissue.
+
+    The tissue is sampled (``anat.points``: the analytic classifier, or the MNI label volume)
+    on a local grid of ``step`` mm around the centre. ``dc`` / ``dg`` are the distances from the
+    nearest point of the sphere (centre distance minus radius, 0 if the sphere reaches in) to
+    the nearest cortical grey-matter / deep grey (basal ganglia, thalamus) sample.
+
+    Returns
+    -------
+    (region, lobe, dc_mm, dg_mm)
+        ``("lobar", <lobe of the nearest cortex sample>, ...)`` if ``dc <= jx_mm`` and
+        ``dc < dg`` (juxtacortical), else ``("deep", "deep_white_matter", ...)``; distances
+        beyond the sampled reach are ``inf``.
+    """
+    c = np.asarray(centre, dtype=np.float64).reshape(3)
+    reach = float(radius) + float(jx_mm) + 2.0 * step
+    n = int(math.ceil(reach / step))
+    g = np.arange(-n, n + 1, dtype=np.float64) * step
+    off = np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1).reshape(-1, 3)
+    r = np.sqrt(np.sum(off * off, axis=1))
+    keep = r <= reach
+    off, r = off[keep], r[keep]
+    labs, _ = anat.points(c + off)
+    labs = np.asarray(labs)
+    dist = {}
+    near = None
+    for name, cls in (("cortex", (GM,)), ("deep_gm", _DEEP_GM)):
+        sel = np.isin(labs, cls)
+        if not np.any(sel):
+            dist[name] = math.inf
+            continue
+        idx = np.flatnonzero(sel)
+        best = idx[int(np.argmin(r[idx]))]
+        dist[name] = max(float(r[best]) - float(radius), 0.0)
+        if name == "cortex":
+            near = c + off[best]
+    dc, dg = dist["cortex"], dist["deep_gm"]
+    if dc <= jx_mm and dc < dg:
+        lobe = _LOBE_NAMES[int(_lobe_codes(near, anat.ell)[0])]
+        return "lobar", lobe, dc, dg
+    return "deep", "deep_white_matter", dc, dg
+
+
+def _truth_location(p, radius, lab, dep, anat):
+    """Recorded truth (region, lobe, hemisphere) of a source centred at world point ``p``.
+
+    Tissue other than cerebral white matter: as :func:`_location` (cortex -> lobar with the
+    lobe rule, basal ganglia / thalamus -> deep, brainstem / cerebellum -> infratentorial).
+    Cerebral white matter: MARS (:func:`_mars_white_matter`): juxtacortical (nearest point of
+    the sphere within :data:`JUXTACORTICAL_MM` of cortex, any cortex: outer, sulcal, fissural)
+    -> lobar with the lobe of the nearest cortex; else deep white matter -> deep.
+    """
+    reg, lobe, hemi = _location(p, lab, dep, anat.ell, anat.sc)
+    if lab == WM:
+        reg, lobe, _, _ = _mars_white_matter(anat, p, radius)
+    return reg, lobe, hemi
 
 
 # FreeSurfer aparc+aseg label IDs of the phantom's tissues (see :func:`segmentation`)
@@ -1170,11 +1261,11 @@ def segmentation(phantom: "Phantom", method: str = "centre") -> np.ndarray:
     within the truth's 2 mm "midline" band get the side of their x coordinate. The phantom
     has no insula lobe (insula 1035 / 2035 is never written).
 
-    Differences from the truth table's ``region`` (documented, not bugs): the truth calls
-    white matter less than 14 mm (times ``head_scale``; 20 mm for ``anatomy="mni"``) below the
-    outer brain surface *lobar* and deeper white matter *deep*; a label map has only one
-    cerebral white-matter label, so :mod:`microbleeds.locate` decides white matter by its
-    MARS distance rules (juxtacortical: within 3 mm of cortex -> lobar; else deep).
+    White matter is one label per side; the truth's ``region`` of white-matter sources follows
+    the same MARS distance rule as :mod:`microbleeds.locate` (juxtacortical: nearest point of
+    the source within 3 mm of cortex -> lobar; else deep), but measured on the continuous
+    tissue model and the true sphere, so a detector working on this map (voxel centres, the
+    blooming lesion) can still differ near the 3 mm boundary.
 
     Parameters
     ----------
@@ -1259,6 +1350,11 @@ def _place_sources(params, rng, anat, fov_lo, fov_hi, vein_pts, vein_rad, inset,
             lab = int(lab)
             if dep < min_depth:
                 continue
+            if lab not in _BRAIN:
+                # centre in sulcal CSF / a ventricle: not a brain-tissue source (MARS has no
+                # class for it; locate calls it outside the brain). Skipping a candidate of the
+                # batch already drawn leaves the random stream unchanged.
+                continue
             reg, lobe, hemi = _location(p, lab, dep, ell, sc)
             if kind == "calcification":
                 if region == "deep" and lab not in (PALLIDUM, PUTAMEN):
@@ -1274,6 +1370,8 @@ def _place_sources(params, rng, anat, fov_lo, fov_hi, vein_pts, vein_rad, inset,
                 continue
             if not ok_spacing(p, a):
                 continue
+            # placed by the target rule above; recorded by MARS (white matter may change)
+            reg, lobe, hemi = _truth_location(p, a, lab, dep, anat)
             return dict(type=kind, x_mm=float(p[0]), y_mm=float(p[1]), z_mm=float(p[2]),
                         diameter_mm=float(2 * a), chi_ppm=float(chi), region=reg, lobe=lobe,
                         hemisphere=hemi)
@@ -1462,7 +1560,13 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
         if kind not in ("cmb", "calcification"):
             raise ValueError(f"source type must be 'cmb' or 'calcification', got {kind!r}")
         lb, dp = anat.points(p[None, :])
-        reg, lobe, hemi = _location(p, int(lb[0]), float(dp[0]), anat.ell, anat.sc)
+        if int(lb[0]) not in _BRAIN:
+            warnings.warn(f"source at ({p[0]:.1f}, {p[1]:.1f}, {p[2]:.1f}) mm is centred in "
+                          f"{TISSUE_LABELS.get(int(lb[0]), 'unknown tissue')}, not in brain "
+                          "tissue; its truth region is a guess (the lobe rule's, 'lobar', for "
+                          "cerebral CSF)", RuntimeWarning, stacklevel=2)
+        reg, lobe, hemi = _truth_location(p, 0.5 * float(src["diameter_mm"]), int(lb[0]),
+                                          float(dp[0]), anat)
         explicit.append(dict(type=kind, x_mm=float(p[0]), y_mm=float(p[1]), z_mm=float(p[2]),
                              diameter_mm=float(src["diameter_mm"]),
                              chi_ppm=float(src["chi_ppm"]), region=reg, lobe=lobe,
