@@ -54,7 +54,7 @@ class Parameters:
     max_elongation_3d: float = 3.0
     max_vesselness: float = 0.7
     max_through_plane_ratio: float = 2.0
-    max_halo_elongation: float = 2.5
+    max_halo_elongation: float = 3.0
     max_centroid_shift_mm: float = 1.5
     edge_margin_mm: float = 1.5
     definite_confidence: float = 0.8
