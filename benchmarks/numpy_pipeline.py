@@ -151,28 +151,24 @@ def _votes(points, units, mags, radius_mm, vox, shape):
     return orientation, magnitude
 
 
-def calibrate(radius_mm, voxel_size_mm, threshold):
-    """numpy :func:`microbleeds.seeds.calibrate` (same ideal ball)."""
-    ball, centre = seeds.ideal_ball(radius_mm, voxel_size_mm)
-    vox = np.asarray(voxel_size_mm, np.float32)
-    points, units, mags = strong_gradients(ball, vox, threshold)
-    orientation, magnitude = _votes(points, units, mags, radius_mm, vox, ball.shape)
-    k_norm = max(float(orientation[centre]), 1.0)
-    f_centre = float(magnitude[centre]) / k_norm
-    return k_norm, 1.0 / max(f_centre, 1e-6)
-
-
 def frst_response(rel, voxel_size_mm, radii_mm, gradient_threshold):
-    """numpy :func:`microbleeds.seeds.frst_response`."""
-    vox = np.asarray(voxel_size_mm, np.float32)
-    points, units, mags = strong_gradients(rel, vox, gradient_threshold)
+    """numpy :func:`microbleeds.seeds.frst_response`: the same radius bands and normalisers
+    (``seeds.radius_bands``, ``seeds.calibrate``), votes by ``np.bincount``."""
+    vox = tuple(float(v) for v in voxel_size_mm)
+    points, units, mags = strong_gradients(rel, np.asarray(vox, np.float32), gradient_threshold)
     response = np.zeros(rel.shape, np.float32)
-    for radius in radii_mm:
-        k_norm, scale = calibrate(radius, vox, gradient_threshold)
-        orientation, magnitude = _votes(points, units, mags, radius, vox, rel.shape)
+    for band in seeds.radius_bands(radii_mm, vox):
+        k_norm, scale = seeds.calibrate(tuple(band), vox, round(float(gradient_threshold), 9))
+        orientation = np.zeros(rel.shape)
+        magnitude = np.zeros(rel.shape)
+        for radius in band:
+            o, m = _votes(points, units, mags, radius, np.asarray(vox, np.float32), rel.shape)
+            orientation += o
+            magnitude += m
+        voted = orientation > 0
         ratio = np.minimum(orientation / k_norm, 1.0)
-        f = magnitude / k_norm * ratio * ratio * scale
-        np.maximum(response, f, out=response, where=orientation > 0, casting="same_kind")
+        f = np.where(voted, magnitude / np.where(voted, orientation, 1.0) * ratio * ratio * scale, 0.0)
+        np.maximum(response, f, out=response, casting="same_kind")
         del orientation, magnitude, ratio, f
     return response
 
@@ -293,7 +289,6 @@ PATCHES = (
     (api, "erode_mm", erode_mm),
     (seeds, "frst_response", frst_response),
     (seeds, "strong_gradients", strong_gradients),
-    (seeds, "calibrate", calibrate),
     (seeds, "_local_maxima", _local_maxima),
     (api, "grow_regions", grow_regions),
 )

@@ -639,7 +639,7 @@ def _signal_decimate(lab, frac, fld, m0_lut, r2_lut, m0_vein, r2_vein, te_s, ppp
         mt_lut[t] = m0_lut[t] * math.exp(-r2_lut[t] * te_s)
     mv = m0_vein * math.exp(-r2_vein * te_s)
     n = os_[0] * os_[1] * os_[2]
-    for I in prange(ashape[0]):
+    for I in prange(ashape[0]):  # noqa: E741 (I, J, K: acquisition voxel, i, j, k: fine voxel)
         for J in range(ashape[1]):
             for K in range(ashape[2]):
                 sre = 0.0
@@ -1012,7 +1012,7 @@ def _make_veins(params, rng, anat, rot, fov_lo, fov_hi):
 
     lo = np.asarray(fov_lo)
     hi = np.asarray(fov_hi)
-    for v in range(int(params.n_veins)):
+    for _vein in range(int(params.n_veins)):
         u = rng.random()
         kind = "through" if u < 0.35 else ("medullary" if u < 0.75 else "cortical")
         for _try in range(200):

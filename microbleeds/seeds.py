@@ -352,10 +352,11 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     threshold = gradient_threshold(noise_sigma, vox)
     response = frst_response(rel, vox, radii_mm, threshold)
     max_rel = np.float32(1.0 - 0.5 * min_contrast)
-    found = _local_maxima(response, rel, mask, np.float32(0.5 * min_contrast), max_rel)
+    symmetric = _local_maxima(response, rel, mask, np.float32(0.5 * min_contrast), max_rel)
     darkness = 1.0 - ndi.uniform_filter(rel, size=3)
-    found += _local_maxima(darkness, rel, mask, np.float32(min_contrast), max_rel)
-    seeds = np.unique(np.asarray(found, dtype=np.int64).reshape(-1, 3), axis=0)
+    dark = _local_maxima(darkness, rel, mask, np.float32(min_contrast), max_rel)
+    found = [np.asarray(x, dtype=np.int64).reshape(-1, 3) for x in (symmetric, dark)]
+    seeds = np.unique(np.concatenate(found), axis=0)
     if len(seeds):
         offsets = np.array(list(np.ndindex(3, 3, 3))) - 1
         around = np.clip(seeds[:, None, :] + offsets[None], 0, np.array(rel.shape) - 1)
