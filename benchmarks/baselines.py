@@ -36,7 +36,7 @@ def _rows(scan, centres_vox, diameters):
     return rows
 
 
-def blob_log_frangi(path, min_diameter_mm=1.0, max_diameter_mm=10.0, threshold=0.3, vessel_quantile=0.90):
+def blob_log_frangi(path, min_diameter_mm=1.0, max_diameter_mm=10.0, threshold=0.3, vessel_quantile=0.99):
     """LoG blobs on the inverted image, minus those on Frangi-bright (vessel) voxels."""
     scan, mask, rel = _prepared(path)
     vox = scan.voxel_size_mm
