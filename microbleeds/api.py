@@ -38,8 +38,8 @@ CANDIDATE_COLUMNS = (
     "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
 )
 # The half-depth outline includes the blooming halo, so the susceptibility source is smaller than
-# the outline: the dipole fit starts at 0.8 of the outline's radius, where the field is strongest.
-SOURCE_RADIUS_FRACTION = 0.4
+# the outline: the dipole fit starts at 0.8 of the outline's radius (0.4 of its diameter).
+SOURCE_RADIUS_PER_DIAMETER = 0.4
 TRUSTED_SIGN = ("forced", "high", "moderate")  # phase-sign confidence that lets the calcification rule act
 SIZE_BINS_MM = ((0.0, 2.0, "<2mm"), (2.0, 5.0, "2-5mm"), (5.0, 10.0, "5-10mm"), (10.0, np.inf, ">=10mm"))
 
@@ -256,7 +256,7 @@ def add_phase_features(rows, swi_result, scan):
         row["phase_trusted"] = trusted
         score, sign = source_susceptibility_sign(
             swi_result.filtered_phase, swi_result.magnitude, row["centroid_canonical"],
-            SOURCE_RADIUS_FRACTION * row["diameter_mm"], scan.voxel_size_mm, scan.affine,
+            SOURCE_RADIUS_PER_DIAMETER * row["diameter_mm"], scan.voxel_size_mm, scan.affine,
             phase_sign=swi_result.phase_sign)
         row["phase_score"] = None if np.isnan(score) else float(score)
         row["phase_sign"] = int(sign)

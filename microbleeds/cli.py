@@ -106,7 +106,7 @@ def _detect_parser(sub):
                         "for atlas-derived regions; otherwise regions are 'unknown'")
     p.add_argument("--min-diameter", type=float, dest="min_diameter_mm", help="smallest CMB diameter, mm")
     p.add_argument("--max-diameter", type=float, dest="max_diameter_mm",
-                   help="largest CMB diameter, mm (5 by default; MARS allows 10)")
+                   help="largest apparent CMB diameter, mm (10 as in MARS by default; 5 for the narrow definition)")
     p.add_argument("--echo", help="multi-echo magnitude: 'rss' (default), 'first', 'last' or a 0-based index")
     p.add_argument("--field-strength", type=float, dest="field_strength_t", help="B0 in tesla (recorded)")
     p.add_argument("--te", type=float, dest="echo_time_ms", help="echo time in ms (recorded)")
@@ -141,23 +141,28 @@ def run_detect(args):
     if (args.mask or args.phase or args.labels or args.labels_t1w) and len(scans) > 1:
         print("microbleeds: error: --mask, --phase and --labels need a single scan", file=sys.stderr)
         return EXIT_USAGE
+    targets = [args.out / output_name(path, root) for path, root in scans]
+    clash = output_clash(targets)
+    if clash:
+        print(f"microbleeds: error: {clash}", file=sys.stderr)
+        return EXIT_USAGE
     done, failed, skipped = [], [], []
-    bar = tqdm(scans, unit="scan", disable=args.quiet or None, file=sys.stderr)
-    for path, root in bar:
+    bar = tqdm(list(zip(scans, targets)), unit="scan", disable=args.quiet or None, file=sys.stderr)
+    for (path, _), folder in bar:
         bar.set_postfix_str(path.name[-40:])
-        folder = args.out / output_name(path, root)
         try:
-            if not args.force and folder.is_dir():
-                from .load import file_sha256
-
-                if is_complete(folder, file_sha256(path), params.to_dict()):
-                    skipped.append((path, folder))
-                    continue
             phase = args.phase or find_phase(path)
+            key = run_fingerprint(path, params, mask=args.mask, phase=phase, labels=args.labels,
+                                  labels_t1w=args.labels_t1w, echo_times_ms=args.echo_times_ms,
+                                  images=args.write_swi or args.report)
+            if not args.force and is_complete(folder, key):
+                skipped.append((path, folder))
+                continue
             result = detect(path, mask=args.mask, pipeline=args.pipeline or DEFAULT_PRESET, phase=phase,
                             echo_times_ms=args.echo_times_ms, labels=args.labels,
                             labels_t1w=args.labels_t1w, **overrides)
-            write_result(result, folder.parent, folder.name, write_images=args.write_swi or args.report)
+            write_result(result, folder.parent, folder.name, write_images=args.write_swi or args.report,
+                         fingerprint=key)
             done.append((path, folder, result.summary))
         except InputError as exc:
             failed.append((path, str(exc)))
@@ -166,16 +171,57 @@ def run_detect(args):
             failed.append((path, f"{path}: {type(exc).__name__}: {exc}"))
             tqdm.write(f"microbleeds: failed {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
     if args.report and (done or skipped):
-        from .html_report import build_report, write_cohort
-
-        for _, folder, *_ in done + skipped:
-            try:
-                build_report(folder)
-            except InputError as exc:
-                failed.append((folder, f"report: {exc}"))
-        write_cohort(args.out)
+        _write_reports([folder for _, folder, *_ in done + skipped], args.out, failed)
     _print_detect_summary(done, skipped, failed, args.out)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _write_reports(folders, out, failed):
+    from .html_report import build_report, write_cohort
+
+    for folder in folders:
+        try:
+            build_report(folder)
+        except Exception as exc:  # a report problem must not hide the results already written
+            failed.append((folder, f"{folder}: report: {type(exc).__name__}: {exc}"))
+    try:
+        write_cohort(out)
+    except Exception as exc:
+        failed.append((out, f"{out}: cohort page: {type(exc).__name__}: {exc}"))
+
+
+def output_clash(targets):
+    """A sentence if two scans would write the same result folder, or one inside another's."""
+    seen = {}
+    for target in targets:
+        key = str(target)
+        if key in seen:
+            return f"two scans would write to {target} (same file name; give them different names or folders)"
+        seen[key] = target
+    resolved = sorted(str(t.resolve()) for t in targets)
+    for a, b in zip(resolved, resolved[1:]):
+        if b.startswith(a + "/"):
+            return f"the result folder {b} would lie inside {a} (a scan and a sub-folder share a name)"
+    return ""
+
+
+def run_fingerprint(path, params, mask=None, phase=None, labels=None, labels_t1w=None, echo_times_ms=None,
+                    images=False):
+    """What a result depends on: input and side-file checksums, parameters, software version."""
+    from . import __version__
+    from .load import file_sha256
+
+    def sums(files):
+        if files is None:
+            return None
+        files = files if isinstance(files, (list, tuple)) else [files]
+        return [file_sha256(f) if Path(f).is_file() else str(f) for f in files]
+
+    if not Path(path).is_file():
+        raise InputError(path, "magnitude file does not exist")
+    return {"software": __version__, "input": file_sha256(path), "parameters": params.to_dict(),
+            "mask": sums(mask), "phase": sums(phase), "labels": sums(labels), "labels_t1w": sums(labels_t1w),
+            "echo_times_ms": list(echo_times_ms) if echo_times_ms else None, "images": bool(images)}
 
 
 def _print_detect_summary(done, skipped, failed, out):

@@ -133,6 +133,8 @@ def read_nifti(path, what="image"):
         data = np.asarray(img.dataobj, dtype=np.float32)
     except (EOFError, OSError, ValueError, zlib.error) as exc:
         raise InputError(path, f"truncated or corrupt NIfTI data ({_short(exc)})") from None
+    except TypeError as exc:
+        raise InputError(path, f"image data type cannot be read as numbers ({_short(exc)})") from None
     return img, data
 
 
@@ -279,14 +281,14 @@ def load_scan(source, echo="rss", affine=None) -> Scan:
     check_affine(native_affine, label)
     data = squeeze_to_3d_or_4d(data, label)
     check_values(data, label, "magnitude")
+    if float(data.min()) < 0:
+        raise InputError(label, f"magnitude has negative values (min {float(data.min()):g}); is this a phase image?")
     n_echoes = data.shape[3] if data.ndim == 4 else 1
     how = "single echo"
     echoes = None
     if data.ndim == 4:
         echoes = to_canonical(data, native_affine)[0] if n_echoes > 1 else None
         data, how = combine_echoes(data, echo)
-    if float(data.min()) < 0:
-        raise InputError(label, f"magnitude has negative values (min {float(data.min()):g}); is this a phase image?")
     if n_echoes > 1:
         check_values(data, label, "combined magnitude")
     canon, canon_affine, ornt = to_canonical(data.astype(np.float32, copy=False), native_affine)

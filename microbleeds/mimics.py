@@ -52,7 +52,8 @@ def rule_margins(row, p):
         "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / 20.0,
                       _core_margin(row, p)), 0.05),
     }
-    if row.get("phase_score") is not None and row.get("phase_sign") and row.get("phase_trusted"):
+    if (p.reject_calcifications and row.get("phase_score") is not None and row.get("phase_sign")
+            and row.get("phase_trusted")):
         margins["calcification"] = (row["phase_score"], 0.02)  # scores of clear sources: 0.03-0.3
     return margins
 

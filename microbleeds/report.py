@@ -75,7 +75,7 @@ def _jsonable(value):
     return value
 
 
-def result_files(result):
+def result_files(result, summary=None):
     """File name -> bytes of one result set."""
     affine = result.scan.native_affine
     return {
@@ -83,21 +83,23 @@ def result_files(result):
         "candidates.tsv": tsv_text(result.candidates, CANDIDATE_COLUMNS).encode(),
         "labels.nii.gz": nifti_bytes(result.labels, affine, np.int32),
         "mask.nii.gz": nifti_bytes(result.mask, affine, np.uint8),
-        "summary.json": json_text(result.summary).encode(),
+        "summary.json": json_text(result.summary if summary is None else summary).encode(),
     }
 
 
-def write_result(result, out_dir, name=None, write_images=False) -> Path:
+def write_result(result, out_dir, name=None, write_images=False, fingerprint=None) -> Path:
     """Write a :class:`~microbleeds.api.DetectionResult` to ``out_dir/<name>/`` atomically.
 
     An existing folder of that name is replaced only once the new one is complete. With
     ``write_images``, the SWI and filtered phase (when phase was given) are written too, as
-    ``swi.nii.gz`` and ``phase_filtered.nii.gz`` on the input's grid.
+    ``swi.nii.gz`` and ``phase_filtered.nii.gz`` on the input's grid. ``fingerprint`` (what the
+    result depends on, see ``cli.run_fingerprint``) is stored in ``summary.json`` for resuming.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / (name or result.scan.name)
-    files = result_files(result)
+    summary = dict(result.summary, fingerprint=fingerprint) if fingerprint is not None else result.summary
+    files = result_files(result, summary)
     if write_images:
         for extra_name, (array, dtype) in result.phase_images.items():
             files[extra_name] = nifti_bytes(array, result.scan.native_affine, dtype)
@@ -121,18 +123,26 @@ def write_result(result, out_dir, name=None, write_images=False) -> Path:
     return target
 
 
+REVIEW_FILES = ("review_decisions.tsv", "lesions_reviewed.tsv", "summary_reviewed.json")
+
+
 def _keep_other_files(old_folder, new_folder, new_files):
-    """Carry files the run does not write (review decisions, reviewed tables) into the new folder.
+    """Carry a reader's review into the new folder when the result it reviewed is unchanged
+    (same lesions table); otherwise keep it aside in ``superseded_review/``. Images and the HTML
+    report of the old run are not carried over (they would describe the old result)."""
+    review = [old_folder / f for f in REVIEW_FILES if (old_folder / f).is_file()]
+    if not review:
+        return
+    same = (old_folder / "lesions.tsv").is_file() and (old_folder / "lesions.tsv").read_bytes() == new_files["lesions.tsv"]
+    target = new_folder if same else new_folder / "superseded_review"
+    target.mkdir(exist_ok=True)
+    for path in review:
+        shutil.copy2(path, target / path.name)
 
-    The HTML report is left behind: it shows the old result and is rebuilt on request.
-    """
-    for path in old_folder.iterdir():
-        if path.is_file() and path.name not in new_files and path.name != "report.html":
-            shutil.copy2(path, new_folder / path.name)
 
-
-def is_complete(folder, sha256=None, parameters=None) -> bool:
-    """True when ``folder`` holds a complete result set for this input checksum and parameters."""
+def is_complete(folder, fingerprint) -> bool:
+    """True when ``folder`` holds a complete result set made with this ``fingerprint``
+    (input and side-file checksums, parameters, software version, images asked for)."""
     folder = Path(folder)
     if not all((folder / f).is_file() for f in RESULT_FILES):
         return False
@@ -140,8 +150,4 @@ def is_complete(folder, sha256=None, parameters=None) -> bool:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    if sha256 is not None and summary.get("input", {}).get("sha256") != sha256:
-        return False
-    if parameters is not None and summary.get("pipeline", {}).get("parameters") != _jsonable(parameters):
-        return False
-    return True
+    return summary.get("fingerprint") == _jsonable(fingerprint)

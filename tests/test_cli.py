@@ -86,3 +86,48 @@ def test_presets_listed(capsys):
     out = capsys.readouterr().out
     for name in ("swi-3t", "itp-3t-swi", "gre-1.5t", "strict-5mm"):
         assert name in out
+
+
+def test_two_scans_with_one_output_folder_are_refused(tmp_path, painted, capsys):
+    volume, affine, _ = painted
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        nib.save(nib.Nifti1Image(volume, affine), tmp_path / sub / "scan.nii.gz")
+    code = main(["detect", str(tmp_path / "a" / "scan.nii.gz"), str(tmp_path / "b" / "scan.nii.gz"),
+                 "-o", str(tmp_path / "out"), "-q"])
+    assert code == 2 and "two scans would write" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_new_mask_or_image_request_is_not_skipped_as_up_to_date(folder, tmp_path, capsys, painted):
+    volume, affine, _ = painted
+    scan = folder / "sub-01" / "anat" / "sub-01_swi.nii.gz"
+    out = tmp_path / "out"
+    assert main(["detect", str(scan), "-o", str(out), "-q"]) == 0
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[20:70, 20:70, 5:40] = 1
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "box_mask.nii.gz")
+    capsys.readouterr()
+    assert main(["detect", str(scan), "-o", str(out), "-q", "--mask", str(tmp_path / "box_mask.nii.gz")]) == 0
+    assert "1 done" in capsys.readouterr().out
+    summary = json.loads((out / "sub-01_swi" / "summary.json").read_text())
+    assert summary["fingerprint"]["mask"] is not None
+
+
+def test_review_of_an_unchanged_result_survives_a_rerun(folder, tmp_path):
+    scan = folder / "sub-01" / "anat" / "sub-01_swi.nii.gz"
+    out = tmp_path / "out"
+    main(["detect", str(scan), "-o", str(out), "-q"])
+    (out / "sub-01_swi" / "review_decisions.tsv").write_text("sha256\tcandidate_id\n")
+    main(["detect", str(scan), "-o", str(out), "-q", "--force"])
+    assert (out / "sub-01_swi" / "review_decisions.tsv").is_file()
+    main(["detect", str(scan), "-o", str(out), "-q", "--max-diameter", "3"])
+    assert not (out / "sub-01_swi" / "review_decisions.tsv").exists()
+    assert (out / "sub-01_swi" / "superseded_review" / "review_decisions.tsv").is_file()
+
+
+def test_signed_4d_image_is_refused_as_magnitude(tmp_path, capsys):
+    data = np.random.default_rng(0).normal(size=(20, 20, 20, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "phase4d.nii.gz")
+    assert main(["detect", str(tmp_path / "phase4d.nii.gz"), "-o", str(tmp_path / "o"), "-q"]) == 1
+    assert "negative values" in capsys.readouterr().out
