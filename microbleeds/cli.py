@@ -360,7 +360,7 @@ def run_review_apply(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="microbleeds", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="microbleeds", description="Find cerebral microbleeds on SWI and GRE-T2* brain MRI.")
     parser.add_argument("--version", action="version", version=f"microbleeds {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _detect_parser(sub)
