@@ -286,9 +286,11 @@ def _mask(mask, scan, params):
     if isinstance(mask, np.ndarray):
         if mask.shape != scan.native_shape:
             raise ValueError(f"mask: shape {mask.shape} differs from the scan's {scan.native_shape}")
+        if not np.isfinite(mask).all() or not (mask > 0.5).any():
+            raise ValueError("mask: empty or not finite")
         from .load import to_canonical
 
-        return to_canonical(mask.astype(bool), scan.native_affine)[0]
+        return to_canonical(np.asarray(mask) > 0.5, scan.native_affine)[0]
     return load_mask(mask, scan)
 
 

@@ -15,8 +15,11 @@ from .errors import InputError
 from .load import is_nifti, nifti_stem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SKIP_NAME_PARTS = ("phase", "_mask", "mask.nii", "_dseg", "_truth", "_label", "labels.nii", "_probseg",
-                   "aparc", "aseg", "_swi_mip", "filtered_phase")
+# not scans: BIDS entities / suffixes of phase images, masks, segmentations, phantom truth, results
+SKIP_ENTITIES = ("part-phase", "desc-aparcaseg")
+SKIP_SUFFIXES = ("_phase", "_ph", "_mask", "_brainmask", "_dseg", "_probseg", "_truth", "_label", "_labels",
+                 "aparc+aseg", "aseg", "_swi_mip")
+SKIP_NAMES = ("mask", "labels", "swi", "phase_filtered")  # files of a microbleeds result folder
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
 
 
@@ -68,8 +71,8 @@ def find_phase(path):
 
 
 def _looks_like_scan(path):
-    name = path.name.lower()
-    return not any(part in name for part in SKIP_NAME_PARTS)
+    stem = nifti_stem(path).lower()
+    return not (any(e in stem for e in SKIP_ENTITIES) or stem.endswith(SKIP_SUFFIXES) or stem in SKIP_NAMES)
 
 
 def output_name(path, root):

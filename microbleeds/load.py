@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,8 @@ def file_sha256(path) -> str:
 
 
 def read_sidecar(path) -> dict:
-    """Read the BIDS JSON sidecar beside a NIfTI file; ``{}`` when there is none."""
+    """Read the BIDS JSON sidecar beside a NIfTI file; ``{}`` when there is none or it is unreadable
+    (it only supplies field strength and echo time; a warning names the file)."""
     if path is None:
         return {}
     sidecar = Path(path).with_name(nifti_stem(path) + ".json")
@@ -105,8 +107,9 @@ def read_sidecar(path) -> dict:
     try:
         with open(sidecar) as handle:
             data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(sidecar, f"JSON sidecar cannot be read ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        warnings.warn(f"{sidecar}: JSON sidecar ignored, it cannot be read ({exc})", stacklevel=2)
+        return {}
     return data if isinstance(data, dict) else {}
 
 

@@ -131,3 +131,11 @@ def test_signed_4d_image_is_refused_as_magnitude(tmp_path, capsys):
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "phase4d.nii.gz")
     assert main(["detect", str(tmp_path / "phase4d.nii.gz"), "-o", str(tmp_path / "o"), "-q"]) == 1
     assert "negative values" in capsys.readouterr().out
+
+
+def test_scan_names_with_phase_inside_an_entity_are_still_scans(tmp_path):
+    for name in ("sub-01_acq-multiphase_swi.nii.gz", "sub-01_part-phase_swi.nii.gz", "p_phase.nii.gz",
+                 "sub-01_desc-brain_mask.nii.gz", "sub-01_T2starw.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    names = sorted(p.name for p, _ in find_scans([tmp_path]))
+    assert names == ["sub-01_T2starw.nii.gz", "sub-01_acq-multiphase_swi.nii.gz"]

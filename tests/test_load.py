@@ -119,3 +119,24 @@ def test_mask_on_other_grid_is_refused(tmp_path):
     mask_path = _save(tmp_path / "mask.nii.gz", np.ones((10, 10, 9)))
     with pytest.raises(InputError, match="does not match"):
         load_mask(mask_path, load_scan(scan_path))
+
+
+def test_unreadable_sidecar_is_ignored_with_a_warning(tmp_path):
+    path = _save(tmp_path / "scan.nii.gz", np.random.default_rng(0).random((10, 10, 10)) + 1)
+    (tmp_path / "scan.json").write_text("{ not json")
+    with pytest.warns(UserWarning, match="scan.json"):
+        scan = load_scan(path)
+    assert scan.sidecar == {}
+
+
+def test_sidecar_supplies_field_and_echo_time(tmp_path, painted):
+    import json
+
+    import microbleeds
+
+    volume, affine, _ = painted
+    path = tmp_path / "sub-01_T2starw.nii.gz"
+    nib.save(nib.Nifti1Image(volume, affine), path)
+    (tmp_path / "sub-01_T2starw.json").write_text(json.dumps({"MagneticFieldStrength": 1.5, "EchoTime": 0.025}))
+    acquisition = microbleeds.detect(path).summary["acquisition"]
+    assert acquisition == {"sequence": "SWI", "field_strength_t": 1.5, "echo_time_ms": 25.0, "source": "sidecar"}
