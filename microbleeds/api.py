@@ -38,8 +38,8 @@ CANDIDATE_COLUMNS = (
     "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
 )
 # The half-depth outline includes the blooming halo, so the susceptibility source is smaller than
-# the outline: the dipole fit starts at 0.8 of the outline's radius (0.4 of its diameter).
-SOURCE_RADIUS_PER_DIAMETER = 0.4
+# the outline: the dipole is fitted from 0.6, 0.8 and 1.0 of the outline's radius (per diameter).
+SOURCE_RADIUS_PER_DIAMETER = (0.3, 0.4, 0.5)
 TRUSTED_SIGN = ("forced", "high", "moderate")  # phase-sign confidence that lets the calcification rule act
 SIZE_BINS_MM = ((0.0, 2.0, "<2mm"), (2.0, 5.0, "2-5mm"), (5.0, 10.0, "5-10mm"), (10.0, np.inf, ">=10mm"))
 
@@ -248,16 +248,25 @@ def phase_branch(scan, phase, brain, params, echo_times_ms=None):
 
 def add_phase_features(rows, swi_result, scan):
     """Sign (+1 paramagnetic, -1 diamagnetic, 0 undecided) and strength of each candidate's
-    dipole pattern in the filtered phase."""
+    dipole pattern in the filtered phase.
+
+    The susceptibility source lies somewhere inside the half-depth outline (blooming), so the
+    dipole is fitted from three inner radii, 0.6, 0.8 and 1.0 of the outline's radius: the sign is
+    decided when at least one fit decides and none contradicts it.
+    """
     from .phase import source_susceptibility_sign
 
     trusted = swi_result.sign_evidence.get("confidence") in TRUSTED_SIGN
     for row in rows:
         row["phase_trusted"] = trusted
-        score, sign = source_susceptibility_sign(
+        fits = [source_susceptibility_sign(
             swi_result.filtered_phase, swi_result.magnitude, row["centroid_canonical"],
-            SOURCE_RADIUS_PER_DIAMETER * row["diameter_mm"], scan.voxel_size_mm, scan.affine,
-            phase_sign=swi_result.phase_sign)
+            fraction * row["diameter_mm"], scan.voxel_size_mm, scan.affine, phase_sign=swi_result.phase_sign)
+            for fraction in SOURCE_RADIUS_PER_DIAMETER]
+        signs = {sign for _, sign in fits if sign}
+        sign = signs.pop() if len(signs) == 1 else 0
+        scores = [score for score, s in fits if s == sign and sign] or [fits[1][0]]
+        score = max(scores, key=abs)
         row["phase_score"] = None if np.isnan(score) else float(score)
         row["phase_sign"] = int(sign)
 
