@@ -161,6 +161,8 @@ def find_candidates(scan, full_brain, params) -> Candidates:
     sigma = noise_level(rel, brain)
     interior = erode_mm(brain, vox, params.edge_margin_mm)
     seeds, response = find_seeds(rel, interior, vox, params.radii_mm(), sigma, params.min_contrast)
+    # growth may reach max_diameter_mm from the seed in every direction, so a focus too large to
+    # count is measured as too large, not cut to size
     regions = grow_regions(rel, brain, seeds, vox, params.max_diameter_mm, params.depth_fraction,
                            min_depth=0.5 * params.min_contrast)
     rows = describe_regions(regions, rel, brain, response, box_affine, vox, sigma, params.shell_mm)

@@ -44,8 +44,7 @@ def describe_regions(regions, rel, mask, response, affine, voxel_size_mm, noise_
     rows = []
     for r in range(len(regions)):
         voxels = regions.region(r)
-        row = {"centroid_vox": None}
-        row.update(_size_shape(voxels, rel, vox))
+        row = _size_shape(voxels, rel, vox)
         row.update(_context(voxels, r + 1, regions.labels, rel, mask, vox, noise_sigma, shell_mm))
         row["reached_limit"] = bool(regions.reached_limit[r])
         row["frst_response"] = float(response[tuple(regions.seeds[r])])

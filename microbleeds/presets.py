@@ -8,7 +8,7 @@ the package as ``microbleeds.pipelines``; a path to a TOML file works too.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -66,7 +66,6 @@ class Parameters:
     # phase
     phase_sign: int | None = None
     highpass_window_vox: int = 48
-    extra: dict = field(default_factory=dict)
 
     def radii_mm(self):
         """Radii (mm) the FRST scans: half the smallest to half the largest diameter, in
@@ -96,6 +95,11 @@ class Parameters:
             raise ValueError(f"depth_fraction must be between 0 and 1, got {self.depth_fraction}")
         if not 0 <= self.min_contrast < 1:
             raise ValueError(f"min_contrast must be in [0, 1), got {self.min_contrast}")
+        for name in ("min_cnr", "edge_margin_mm", "min_core_depth"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.5 <= self.definite_confidence <= 1:
+            raise ValueError(f"definite_confidence must be in [0.5, 1], got {self.definite_confidence}")
         if self.phase_sign not in (None, 1, -1):
             raise ValueError(f"phase_sign must be +1, -1 or unset, got {self.phase_sign}")
         if self.echo not in ("rss", "first", "last") and not str(self.echo).lstrip("-").isdigit():
