@@ -379,14 +379,21 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
 
 
 def acquisition(scan: Scan, params: Parameters):
-    """Sequence, field strength and TE: from the BIDS sidecar when present, else the preset."""
+    """Sequence, field strength and TE (ms): from the BIDS sidecar when present, else the preset.
+
+    For multi-echo data the TE of the echo used is given, or all TEs when echoes were combined.
+    """
     side = scan.sidecar
     te = side.get("EchoTime")
-    if isinstance(te, list):
-        te = te[-1]
+    if isinstance(te, list) and te:
+        words = scan.echo.split()  # "echo 2 of 3" when one echo was picked, "rss of 3 echoes" otherwise
+        picked = [int(words[1]) - 1] if words[0] == "echo" and words[1].isdigit() else []
+        te = te[picked[0]] if picked and picked[0] < len(te) else [round(float(t) * 1000.0, 4) for t in te]
+    if isinstance(te, (int, float)):
+        te = round(float(te) * 1000.0, 4)
     return {
         "sequence": params.sequence,
         "field_strength_t": side.get("MagneticFieldStrength", params.field_strength_t),
-        "echo_time_ms": round(float(te) * 1000.0, 4) if isinstance(te, (int, float)) else params.echo_time_ms,
+        "echo_time_ms": te if te is not None else params.echo_time_ms,
         "source": "sidecar" if side else "preset",
     }

@@ -140,3 +140,18 @@ def test_sidecar_supplies_field_and_echo_time(tmp_path, painted):
     (tmp_path / "sub-01_T2starw.json").write_text(json.dumps({"MagneticFieldStrength": 1.5, "EchoTime": 0.025}))
     acquisition = microbleeds.detect(path).summary["acquisition"]
     assert acquisition == {"sequence": "SWI", "field_strength_t": 1.5, "echo_time_ms": 25.0, "source": "sidecar"}
+
+
+def test_multi_echo_te_follows_the_echo_used(tmp_path):
+    import json
+
+    from microbleeds.api import acquisition
+    from microbleeds.presets import load_parameters
+
+    data = np.random.default_rng(0).random((12, 12, 12, 3)).astype(np.float32) + 0.5
+    path = _save(tmp_path / "me.nii.gz", data)
+    (tmp_path / "me.json").write_text(json.dumps({"EchoTime": [0.004, 0.008, 0.012]}))
+    params = load_parameters()
+    assert acquisition(load_scan(path), params)["echo_time_ms"] == [4.0, 8.0, 12.0]
+    assert acquisition(load_scan(path, echo=1), params)["echo_time_ms"] == 8.0
+    assert acquisition(load_scan(path, echo="last"), params)["echo_time_ms"] == 12.0
