@@ -15,7 +15,7 @@ import numpy as np
 from nibabel.affines import apply_affine
 
 from . import __version__
-from .describe import describe_regions
+from .describe import FEATURES, describe_regions
 from .errors import InputError
 from .load import Scan, from_canonical, load_mask, load_scan
 from .locate import count_by_region, locate, region_columns
@@ -30,12 +30,9 @@ LESION_COLUMNS = (
     "volume_mm3", "contrast", "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
 )
 CANDIDATE_COLUMNS = (
-    "candidate_id", "status", "reason", "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k",
-    "diameter_mm", "max_inplane_diameter_mm", "volume_mm3", "n_voxels", "depth", "contrast",
-    "background", "cnr", "circularity", "elongation", "inplane_elongation", "n_slices",
-    "through_plane_ratio", "centroid_shift_mm", "vesselness", "halo_elongation", "halo_extent_mm",
-    "edge_distance_mm", "reached_limit", "frst_response", "phase_score", "phase_sign",
-    "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
+    ("candidate_id", "status", "reason", "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k")
+    + FEATURES
+    + ("phase_score", "phase_sign", "confidence", "certainty", "region", "lobe", "hemisphere", "region_source")
 )
 # The half-depth outline includes the blooming halo, so the susceptibility source is smaller than
 # the outline: the dipole is fitted from 0.6, 0.8 and 1.0 of the outline's radius (per diameter).

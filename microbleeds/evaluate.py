@@ -190,6 +190,15 @@ def _to_float(path, lineno, col, text, finite=True):
     return v
 
 
+def _unique_id(path, lineno, column, text, seen):
+    """Integer id of one row, refused when it repeats an earlier row's (``seen`` is updated)."""
+    value = _to_int(path, lineno, column, text)
+    if value in seen:
+        raise InputError(path, f"line {lineno}: duplicate {column} {value}")
+    seen.add(value)
+    return value
+
+
 def read_truth(path):
     """Read a phantom ground-truth table ``<name>_truth.tsv``.
 
@@ -220,10 +229,7 @@ def read_truth(path):
     out = []
     for lineno, r in enumerate(rows, start=2):
         row = dict(r)
-        row["truth_id"] = _to_int(path, lineno, "truth_id", r["truth_id"])
-        if row["truth_id"] in seen:
-            raise InputError(path, f"line {lineno}: duplicate truth_id {row['truth_id']}")
-        seen.add(row["truth_id"])
+        row["truth_id"] = _unique_id(path, lineno, "truth_id", r["truth_id"], seen)
         t = r["type"].lower()
         if t not in TRUTH_TYPES:
             raise InputError(path, f"line {lineno}: type must be cmb or calcification, "
@@ -271,10 +277,7 @@ def read_detections(path_or_folder, include_possible=True):
     out = []
     for lineno, r in enumerate(rows, start=2):
         row = dict(r)
-        row["lesion_id"] = _to_int(p, lineno, "lesion_id", r["lesion_id"])
-        if row["lesion_id"] in seen:
-            raise InputError(p, f"line {lineno}: duplicate lesion_id {row['lesion_id']}")
-        seen.add(row["lesion_id"])
+        row["lesion_id"] = _unique_id(p, lineno, "lesion_id", r["lesion_id"], seen)
         for c in ("x_mm", "y_mm", "z_mm"):
             row[c] = _to_float(p, lineno, c, r[c])
         row["diameter_mm"] = _to_float(p, lineno, "diameter_mm", r["diameter_mm"], finite=False)

@@ -23,7 +23,6 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from .errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ECHO_MODES = ("rss", "first", "last")
 
 
 @dataclass

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import math
 
-RULES = ("outside_brain", "brain_edge", "calcification", "too_large", "tubular", "too_small", "faint")
-
 
 def _soft(margin, width):
     """Logistic of a signed margin (positive = passes), 0.5 at the threshold."""
