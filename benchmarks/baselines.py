@@ -17,8 +17,8 @@ from scipy import ndimage as ndi
 from skimage.feature import blob_log
 from skimage.filters import frangi
 
-from microbleeds.load import load_scan
-from microbleeds.prepare import brain_mask, relative_intensity
+from microbleeds.stages.load import load_scan
+from microbleeds.stages.prepare import brain_mask, relative_intensity
 
 
 def _prepared(path):

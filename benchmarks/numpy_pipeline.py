@@ -6,13 +6,13 @@ vectorised implementations of the same steps (not deliberately slow ones):
 =========================  ==========================================================  ==================================
 step                       numpy/scipy implementation                                  replaces (looked up at call time)
 =========================  ==========================================================  ==================================
-block sums (2 mm grid)     pad + reshape + sum over the block axes                          ``microbleeds.prepare.block_sums``
-mask upsampling            ``np.repeat`` per axis                                      ``microbleeds.prepare.upsample_nearest``
-background division        separable trilinear interpolation (gather + weights)        ``microbleeds.prepare._divide_by_upsampled``
+block sums (2 mm grid)     pad + reshape + sum over the block axes                          ``microbleeds.stages.prepare.block_sums``
+mask upsampling            ``np.repeat`` per axis                                      ``microbleeds.stages.prepare.upsample_nearest``
+background division        separable trilinear interpolation (gather + weights)        ``microbleeds.stages.prepare._divide_by_upsampled``
 interior (erosion)         ``scipy.ndimage.minimum_filter`` (box, outside = inside)    ``microbleeds.api.erode_mm``
-FRST                       ``np.gradient`` + ``np.nonzero``; votes by ``np.bincount``  ``microbleeds.seeds.frst_response``
+FRST                       ``np.gradient`` + ``np.nonzero``; votes by ``np.bincount``  ``microbleeds.stages.seeds.frst_response``
                            on flat indices with trilinear weights; vectorised response
-local maxima               ``scipy.ndimage.maximum_filter`` + tie rule + darkest check ``microbleeds.seeds._local_maxima``
+local maxima               ``scipy.ndimage.maximum_filter`` + tie rule + darkest check ``microbleeds.stages.seeds._local_maxima``
 region growing             per seed: threshold a patch (ball) + ``scipy.ndimage.label``; ``microbleeds.api.grow_regions``
                            limit / contacts by dilation and minimum filter; the
                            package's own ``merge_touching``
@@ -29,9 +29,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 import microbleeds.api as api
-import microbleeds.prepare as prepare
-import microbleeds.seeds as seeds
-import microbleeds.segment as segment
+import microbleeds.stages.prepare as prepare
+import microbleeds.stages.seeds as seeds
+import microbleeds.stages.segment as segment
 
 
 # ------------------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def _block_reduce(array, factors, dtype):
 
 
 def block_sums(volume, include, factors, reference=None, cutoff=0.0):
-    """numpy :func:`microbleeds.prepare.block_sums`: masked values, then block sums by reshape."""
+    """numpy :func:`microbleeds.stages.prepare.block_sums`: masked values, then block sums by reshape."""
     factors = tuple(int(f) for f in factors)
     vol = _pad_to_blocks(np.asarray(volume, np.float32), factors, 0.0)
     keep = _pad_to_blocks(np.asarray(include, bool), factors, False)
@@ -66,7 +66,7 @@ def block_sums(volume, include, factors, reference=None, cutoff=0.0):
 
 
 def upsample_nearest(coarse, factors, shape):
-    """numpy :func:`microbleeds.prepare.upsample_nearest`."""
+    """numpy :func:`microbleeds.stages.prepare.upsample_nearest`."""
     out = coarse
     for axis, f in enumerate(factors):
         out = np.repeat(out, int(f), axis=axis)
@@ -82,7 +82,7 @@ def _linear_weights(n, f, c):
 
 
 def _divide_by_upsampled(magnitude, coarse, factors, mask, out):
-    """numpy :func:`microbleeds.prepare._divide_by_upsampled`: separable trilinear upsampling
+    """numpy :func:`microbleeds.stages.prepare._divide_by_upsampled`: separable trilinear upsampling
     (x, then y, then z), then one vectorised division."""
     b = coarse.astype(np.float64)
     for axis in range(3):
@@ -100,7 +100,7 @@ def _divide_by_upsampled(magnitude, coarse, factors, mask, out):
 
 
 def erode_mm(mask, voxel_size_mm, margin_mm):
-    """scipy :func:`microbleeds.prepare.erode_mm` (box erosion, beyond the image = inside)."""
+    """scipy :func:`microbleeds.stages.prepare.erode_mm` (box erosion, beyond the image = inside)."""
     size = [2 * int(round(margin_mm / v)) + 1 for v in voxel_size_mm]
     return ndi.minimum_filter(mask.view(np.uint8), size=size, mode="constant", cval=1).view(bool)
 
@@ -109,7 +109,7 @@ def erode_mm(mask, voxel_size_mm, margin_mm):
 # FRST
 # ------------------------------------------------------------------------------------------------
 def strong_gradients(rel, voxel_size_mm, threshold):
-    """np.gradient + np.nonzero version of :func:`microbleeds.seeds.strong_gradients`."""
+    """np.gradient + np.nonzero version of :func:`microbleeds.stages.seeds.strong_gradients`."""
     vol = np.asarray(rel, np.float32)
     vox = np.asarray(voxel_size_mm, np.float32)
     grads = np.gradient(vol, *vox)
@@ -152,7 +152,7 @@ def _votes(points, units, mags, radius_mm, vox, shape):
 
 
 def frst_response(rel, voxel_size_mm, radii_mm, gradient_threshold):
-    """numpy :func:`microbleeds.seeds.frst_response`: the same radius bands and normalisers
+    """numpy :func:`microbleeds.stages.seeds.frst_response`: the same radius bands and normalisers
     (``seeds.radius_bands``, ``seeds.calibrate``), votes by ``np.bincount``."""
     vox = tuple(float(v) for v in voxel_size_mm)
     points, units, mags = strong_gradients(rel, np.asarray(vox, np.float32), gradient_threshold)
@@ -189,7 +189,7 @@ def _neighbour_values(volume, points, offsets):
 
 
 def _local_maxima(response, rel, mask, min_response, max_rel):
-    """scipy :func:`microbleeds.seeds._local_maxima`: maximum_filter, the same tie rule (an
+    """scipy :func:`microbleeds.stages.seeds._local_maxima`: maximum_filter, the same tie rule (an
     equal neighbour earlier in C order wins) and the same darkest-voxel condition."""
     peak = ndi.maximum_filter(response, size=3, mode="nearest")
     points = np.argwhere((response >= min_response) & (response >= peak) & mask)
@@ -212,7 +212,7 @@ _CUBE = np.ones((3, 3, 3), bool)
 
 
 def grow_regions(rel, mask, seed_points, voxel_size_mm, max_extent_mm, depth_fraction=0.5, min_depth=0.1):
-    """scipy :func:`microbleeds.segment.grow_regions`: per seed, threshold a patch around it
+    """scipy :func:`microbleeds.stages.segment.grow_regions`: per seed, threshold a patch around it
     (inside the growth ball, free voxels only) and keep the 26-connected component of its
     darkest voxel; limit flag and region contacts from the region's 26-neighbourhood; then the
     package's own ``merge_touching``. Same results as the numba BFS (voxel order: C order)."""

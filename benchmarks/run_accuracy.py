@@ -3,7 +3,7 @@
     python benchmarks/run_accuracy.py            # the whole suite (phantoms are cached)
     python benchmarks/run_accuracy.py --quick    # 4 phantoms, for a smoke run
 
-Phantoms come from ``microbleeds.phantoms`` (dipole-field physics, blooming, veins,
+Phantoms come from ``microbleeds.bench.phantoms`` (dipole-field physics, blooming, veins,
 calcifications, air-tissue dropout, Rician noise, bias), across field strength, TE, voxel size,
 SNR, with and without phase, including healthy controls. Writes ``benchmarks/results/accuracy.md``
 and ``accuracy.json`` and prints the table.
@@ -26,9 +26,9 @@ sys.path.insert(0, str(HERE))
 from baselines import BASELINES  # noqa: E402
 
 import microbleeds  # noqa: E402
-from microbleeds import evaluate  # noqa: E402
-from microbleeds.phantoms import PhantomParams, simulate, write_phantom  # noqa: E402
-from microbleeds.report import tsv_text  # noqa: E402
+from microbleeds.bench import evaluate  # noqa: E402
+from microbleeds.bench.phantoms import PhantomParams, simulate, write_phantom  # noqa: E402
+from microbleeds.io.tables import tsv_text  # noqa: E402
 
 CACHE = HERE / ".cache"
 OUT = HERE / "results"

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import microbleeds
-from microbleeds.html_report import build_report
+from microbleeds.review.page import build_report
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 

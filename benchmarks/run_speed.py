@@ -242,7 +242,7 @@ STAGES = (  # (module, name, label); timers wrap the names the pipeline looks up
 
 def _install_timers(totals):
     import microbleeds.api as api
-    import microbleeds.seeds as seeds
+    import microbleeds.stages.seeds as seeds
 
     modules = {"api": api, "seeds": seeds}
     saved = []

@@ -15,30 +15,22 @@ import numpy as np
 from nibabel.affines import apply_affine
 
 from . import __version__
-from .describe import FEATURES, describe_regions
+from .contract import CANDIDATE_COLUMNS, LESION_COLUMNS, SIZE_BINS_MM, burden_category
 from .errors import InputError
-from .load import Scan, from_canonical, load_mask, load_scan
-from .locate import count_by_region, locate, region_columns
-from .mimics import classify
-from .prepare import brain_mask, erode_mm, noise_level, relative_intensity
+from .io.nifti import from_canonical, to_canonical
 from .presets import DEFAULT_PRESET, Parameters, load_parameters
-from .seeds import find_seeds
-from .segment import grow_regions
+from .stages.describe import describe_regions
+from .stages.load import Scan, load_mask, load_scan
+from .stages.locate import count_by_region, locate, region_columns
+from .stages.mimics import classify
+from .stages.prepare import brain_mask, erode_mm, noise_level, relative_intensity
+from .stages.seeds import find_seeds
+from .stages.segment import grow_regions
 
-LESION_COLUMNS = (
-    "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k", "diameter_mm", "max_inplane_diameter_mm",
-    "volume_mm3", "contrast", "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
-)
-CANDIDATE_COLUMNS = (
-    ("candidate_id", "status", "reason", "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k")
-    + FEATURES
-    + ("phase_score", "phase_sign", "confidence", "certainty", "region", "lobe", "hemisphere", "region_source")
-)
 # The half-depth outline includes the blooming halo, so the susceptibility source is smaller than
 # the outline: the dipole is fitted from 0.6, 0.8 and 1.0 of the outline's radius (per diameter).
 SOURCE_RADIUS_PER_DIAMETER = (0.3, 0.4, 0.5)
 TRUSTED_SIGN = ("forced", "high", "moderate")  # phase-sign confidence that lets the calcification rule act
-SIZE_BINS_MM = ((0.0, 2.0, "<2mm"), (2.0, 5.0, "2-5mm"), (5.0, 10.0, "5-10mm"), (10.0, np.inf, ">=10mm"))
 
 
 @dataclass
@@ -72,7 +64,7 @@ class DetectionResult:
         """Write the result set into ``out_dir/<name>/`` atomically; returns that folder.
 
         ``write_images`` adds the SWI and filtered phase (when phase was given)."""
-        from .report import write_result
+        from .io.results import write_result
 
         return write_result(self, out_dir, name, write_images)
 
@@ -224,8 +216,7 @@ def phase_branch(scan, phase, brain, params, echo_times_ms=None):
     how : str
         How the phase values were scaled to radians.
     """
-    from . import phase as phase_module
-    from .load import to_canonical
+    from .stages import phase as phase_module
 
     magnitude = scan.echoes if scan.echoes is not None else scan.magnitude
     native_shape = tuple(scan.native_shape) + ((scan.n_echoes,) if scan.n_echoes > 1 else ())
@@ -253,7 +244,7 @@ def add_phase_features(rows, swi_result, scan):
     dipole is fitted from three inner radii, 0.6, 0.8 and 1.0 of the outline's radius: the sign is
     decided when at least one fit decides and none contradicts it.
     """
-    from .phase import source_susceptibility_sign
+    from .stages.phase import source_susceptibility_sign
 
     trusted = swi_result.sign_evidence.get("confidence") in TRUSTED_SIGN
     for row in rows:
@@ -296,8 +287,6 @@ def _mask(mask, scan, params):
             raise ValueError(f"mask: shape {mask.shape} differs from the scan's {scan.native_shape}")
         if not np.isfinite(mask).all() or not (mask > 0.5).any():
             raise ValueError("mask: empty or not finite")
-        from .load import to_canonical
-
         return to_canonical(np.asarray(mask) > 0.5, scan.native_affine)[0]
     return load_mask(mask, scan)
 
@@ -325,14 +314,6 @@ def _tabulate(rows, scan):
         if lesion_id:
             lesions.append({column: out.get(column, "") for column in LESION_COLUMNS})
     return candidates, lesions, lesion_of_region
-
-
-def burden_category(count):
-    """Burden category of the ITP study (Blood 2020): '0', '1', '2-4' or '>=5' microbleeds."""
-    count = int(count)
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    return "0" if count == 0 else "1" if count == 1 else "2-4" if count <= 4 else ">=5"
 
 
 def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sigma, brain):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
-from .load import is_nifti, nifti_stem
+from .io.nifti import is_nifti, nifti_stem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # not scans: BIDS entities / suffixes of phase images, masks, segmentations, phantom truth, results
@@ -126,8 +126,8 @@ def run_detect(args):
     from tqdm import tqdm
 
     from .api import detect
+    from .io.results import is_complete, write_result
     from .presets import DEFAULT_PRESET, load_parameters
-    from .report import is_complete, write_result
 
     paths = args.paths or [SAMPLE_DATA]
     overrides = {k: getattr(args, k) for k in ("min_diameter_mm", "max_diameter_mm", "echo",
@@ -180,7 +180,7 @@ def run_detect(args):
 
 
 def _write_reports(folders, out, failed):
-    from .html_report import build_report, write_cohort
+    from .review.page import build_report, write_cohort
 
     for folder in folders:
         try:
@@ -212,7 +212,7 @@ def run_fingerprint(path, params, mask=None, phase=None, labels=None, labels_t1w
                     images=False):
     """What a result depends on: input and side-file checksums, parameters, software version."""
     from . import __version__
-    from .load import file_sha256
+    from .io.nifti import file_sha256
 
     def sums(files):
         if files is None:
@@ -269,7 +269,7 @@ def _phantom_parser(sub):
 
 
 def run_phantom(args):
-    from .phantoms import PhantomParams, make_sample, simulate, write_phantom
+    from .bench.phantoms import PhantomParams, make_sample, simulate, write_phantom
 
     if args.sample:
         for path in make_sample(args.out, name=args.name if args.name != "phantom" else "sample").values():
@@ -314,7 +314,7 @@ def run_presets(args):
 
 
 def _evaluate_parser(sub):
-    from . import evaluate
+    from .bench import evaluate
 
     p = sub.add_parser("evaluate", help="score detection results against phantom ground truth")
     evaluate.add_arguments(p)
@@ -329,7 +329,7 @@ def _report_parser(sub):
 
 
 def run_report(args):
-    from .html_report import build_reports, write_cohort
+    from .review.page import build_reports, write_cohort
 
     if not args.out.is_dir():
         print(f"microbleeds: error: {args.out}: no such results folder", file=sys.stderr)
@@ -350,8 +350,8 @@ def _review_parser(sub):
 
 
 def run_review_apply(args):
-    from .html_report import build_report, write_cohort
-    from .review import apply_review
+    from .review.decisions import apply_review
+    from .review.page import build_report, write_cohort
 
     paths = apply_review(args.decisions, args.out)
     folder = Path(paths["lesions"]).parent

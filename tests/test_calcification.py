@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import microbleeds
-from microbleeds.phantoms import PhantomParams, simulate
+from microbleeds.bench.phantoms import PhantomParams, simulate
 
 BASE = dict(fov_mm=(130.0, 150.0, 48.0), voxel_size_mm=(1.0, 1.0, 2.0), b0_t=3.0, te_ms=20.0, snr=25.0,
             n_veins=30, cmb_diameter_range_mm=(1.5, 4.0), cmb_chi_range_ppm=(0.5, 1.5))

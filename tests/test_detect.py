@@ -9,8 +9,8 @@ from conftest import BALLS, TUBES, world
 from nibabel.orientations import apply_orientation, inv_ornt_aff
 
 import microbleeds
-from microbleeds import report
-from microbleeds.api import LESION_COLUMNS
+from microbleeds.contract import LESION_COLUMNS
+from microbleeds.io import results as report
 
 
 def _lesion_xyz(result):

@@ -1,4 +1,4 @@
-"""Tests of microbleeds.evaluate: matching, scores, undefined values, files."""
+"""Tests of microbleeds.bench.evaluate: matching, scores, undefined values, files."""
 
 import argparse
 import csv
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from microbleeds import evaluate as ev
+from microbleeds.bench import evaluate as ev
 from microbleeds.errors import InputError
 
 TRUTH_HEADER = ["truth_id", "type", "x_mm", "y_mm", "z_mm", "diameter_mm", "chi_ppm", "region",

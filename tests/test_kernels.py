@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from microbleeds import prepare, segment
-from microbleeds import seeds as detect
+from microbleeds.stages import prepare, segment
+from microbleeds.stages import seeds as detect
 
 RNG = np.random.default_rng(1234)
 

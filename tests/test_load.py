@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from microbleeds.errors import InputError
-from microbleeds.load import from_canonical, load_mask, load_scan, to_canonical
+from microbleeds.io.nifti import from_canonical, to_canonical
+from microbleeds.stages.load import load_mask, load_scan
 
 
 def _save(path, data, affine=None):

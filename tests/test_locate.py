@@ -1,4 +1,4 @@
-"""Tests of microbleeds.locate: MARS regions from label maps (synthetic brain), grids, registration."""
+"""Tests of microbleeds.stages.locate: MARS regions from label maps (synthetic brain), grids, registration."""
 
 from pathlib import Path
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from microbleeds import locate as L
 from microbleeds.errors import InputError
+from microbleeds.stages import locate as L
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "tcga-fg-6692"
 REAL = REAL if REAL.exists() else Path("/work/shared/data/real/tcga-fg-6692")

@@ -1,4 +1,4 @@
-"""Tests of the physical phantom generator (microbleeds.phantoms, microbleeds._dipole)."""
+"""Tests of the physical phantom generator (microbleeds.bench.phantoms, microbleeds.bench.dipole)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from microbleeds import phantoms as P
-from microbleeds._dipole import field_from_chi, phase_per_ppm, source_factor, sphere_field_ppm
+from microbleeds.bench import phantoms as P
+from microbleeds.bench.dipole import field_from_chi, phase_per_ppm, source_factor, sphere_field_ppm
 
 ROMEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "romeo-small-gre"
 

@@ -1,4 +1,4 @@
-"""Tests of microbleeds.phase: scaling, loading, echo combination, high-pass, SWI, handedness,
+"""Tests of microbleeds.stages.phase: scaling, loading, echo combination, high-pass, SWI, handedness,
 per-candidate dipole sign; synthetic phantoms with analytic fields and the real ROMEO GRE crop.
 """
 
@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from microbleeds import phase as P
 from microbleeds.errors import InputError
+from microbleeds.stages import phase as P
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "romeo-small-gre"
 GAMMA = 2 * np.pi * P.GAMMA_BAR_HZ_PER_T
@@ -589,7 +589,7 @@ def test_compute_swi_single_echo_forced_sign():
 
 
 # --------------------------------------------------------------------------------------------
-# cross-check on the independent physical phantom of microbleeds.phantoms (sample_data/)
+# cross-check on the independent physical phantom of microbleeds.bench.phantoms (sample_data/)
 # --------------------------------------------------------------------------------------------
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"

@@ -2,7 +2,7 @@
 
 The crop (../shared/data/real/romeo-small-gre, 0.47 x 0.47 x 1 mm, probably 7 T) has visible veins
 and real noise. CMBs are inserted by multiplying its complex signal by each sphere's sub-voxel
-dephasing (microbleeds.phantoms.insert_cmbs), at positions chosen by a fixed rule: away from dark
+dephasing (microbleeds.bench.phantoms.insert_cmbs), at positions chosen by a fixed rule: away from dark
 structures and from the border of the field of view.
 """
 
@@ -13,7 +13,7 @@ from conftest import SHARED
 from scipy import ndimage as ndi
 
 import microbleeds
-from microbleeds.phantoms import insert_cmbs, load_real_gre
+from microbleeds.bench.phantoms import insert_cmbs, load_real_gre
 
 ROMEO = SHARED / "romeo-small-gre"
 pytestmark = pytest.mark.skipif(not (ROMEO / "small_Mag.nii").is_file(), reason="shared real data not present")

@@ -3,7 +3,7 @@
 Issue "Anatomical location of every microbleed (MARS regions)", done when: on phantoms whose
 ground truth records each CMB's region, region accuracy is at least 95% when a label map is
 given. The label map is the phantom's own ``<name>_dseg.nii.gz``
-(:func:`microbleeds.phantoms.segmentation`: aparc+aseg IDs from the phantom's tissue classes,
+(:func:`microbleeds.bench.phantoms.segmentation`: aparc+aseg IDs from the phantom's tissue classes,
 cortex parcels from the same lobe rule as the truth ``lobe``).
 
 The truth ``region`` of a white-matter CMB follows MARS as locate.py does (juxtacortical: the
@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 
 import microbleeds
-from microbleeds import phantoms as P
-from microbleeds.evaluate import match
-from microbleeds.locate import read_lookup
+from microbleeds.bench import phantoms as P
+from microbleeds.bench.evaluate import match
+from microbleeds.stages.locate import read_lookup
 
 SEEDS = (7101, 7102, 7103)
 SMALL = dict(fov_mm=(130.0, 150.0, 60.0), voxel_size_mm=(1.0, 1.0, 2.0), n_cmb=10,

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest_browser import chromium_available, launch_chromium, make_scan_output  # noqa: E402
 
 from microbleeds.errors import InputError  # noqa: E402
-from microbleeds.html_report import Volume, _view_world, build_report, build_reports, mosaic, screenshot, write_cohort  # noqa: E402
-from microbleeds.review import apply_review, read_tsv  # noqa: E402
+from microbleeds.review.decisions import apply_review, read_tsv  # noqa: E402
+from microbleeds.review.page import Volume, _view_world, build_report, build_reports, mosaic, screenshot, write_cohort  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest_browser import make_scan_output  # noqa: E402
 
 from microbleeds.errors import InputError  # noqa: E402
-from microbleeds.review import DECISION_COLUMNS, apply_review, burden_category, find_scan_dirs, read_tsv  # noqa: E402
+from microbleeds.review.decisions import DECISION_COLUMNS, apply_review, burden_category, find_scan_dirs, read_tsv  # noqa: E402
 
 AUTOMATIC = ("lesions.tsv", "candidates.tsv", "labels.nii.gz", "mask.nii.gz", "summary.json")
 
@@ -150,7 +150,7 @@ def test_not_a_decisions_file(scan_dir):
 
 
 def test_find_scan_dirs_and_cohort(tmp_path):
-    from microbleeds.html_report import build_report, write_cohort
+    from microbleeds.review.page import build_report, write_cohort
 
     a = make_scan_output(tmp_path / "run", n_candidates=5, name="sub-01_swi", with_phase=False)
     b = make_scan_output(tmp_path / "run", n_candidates=3, seed=2, name="sub-02_swi",
@@ -187,7 +187,7 @@ def test_apply_review_finds_scan_folder_under_root(tmp_path):
 
 
 def test_no_candidates(tmp_path):
-    from microbleeds.html_report import build_report
+    from microbleeds.review.page import build_report
 
     d = make_scan_output(tmp_path, n_candidates=0, with_phase=False)
     page = build_report(d).read_text()

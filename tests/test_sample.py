@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import microbleeds
-from microbleeds import evaluate
+from microbleeds.bench import evaluate
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 

@@ -44,8 +44,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .errors import InputError
-from .review import (
+from ..errors import InputError
+from .decisions import (
     REGIONS,
     as_float,
     as_int,

@@ -11,12 +11,8 @@ import numpy as np
 from nibabel.affines import apply_affine
 from scipy import ndimage as ndi
 
-FEATURES = (  # columns of candidates.tsv, in this order
-    "diameter_mm", "max_inplane_diameter_mm", "volume_mm3", "n_voxels", "depth", "contrast",
-    "background", "cnr", "circularity", "elongation", "inplane_elongation", "n_slices",
-    "through_plane_ratio", "centroid_shift_mm", "vesselness", "halo_elongation", "halo_extent_mm",
-    "edge_distance_mm", "reached_limit", "frst_response",
-)
+from ..contract import FEATURES  # noqa: F401 (the columns describe fills)
+
 EDGE_CAP_MM = 5.0
 
 

@@ -69,7 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
-from microbleeds.errors import InputError
+from ..errors import InputError
 
 REGIONS = ("lobar", "deep", "infratentorial", "outside_brain", "unknown")
 """Region values returned per lesion."""
@@ -89,7 +89,7 @@ MIDLINE_MM = 1.0
 AFFINE_TOLERANCE_MM = 1e-3
 """Two grids are 'the same' if shapes are equal and every affine entry agrees within this."""
 
-_DATA = Path(__file__).parent / "data"
+_DATA = Path(__file__).resolve().parent.parent / "data"
 _LOOKUP_FILES = {"freesurfer": "mars_freesurfer.tsv", "aal3": "mars_aal3.tsv"}
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

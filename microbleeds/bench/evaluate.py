@@ -82,9 +82,9 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, stats
 
-from .api import burden_category  # noqa: F401 (one definition, re-exported)
-from .errors import InputError
-from .files import atomic_write_text
+from ..contract import burden_category  # noqa: F401 (one definition, re-exported)
+from ..errors import InputError
+from ..io.atomic import atomic_write_text
 
 __all__ = [
     "DEFAULT_MAX_DISTANCE_MM",
@@ -797,7 +797,7 @@ class EvaluationResult:
 
 def _version():
     try:
-        from . import __version__
+        from .. import __version__
         return __version__
     except ImportError:  # pragma: no cover
         return "unknown"

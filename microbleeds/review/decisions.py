@@ -31,110 +31,29 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 
-from .api import burden_category  # noqa: F401 (one definition, re-exported)
-from .errors import InputError
-from .files import atomic_write_text
+from ..contract import (
+    COUNTED_REGIONS as REGIONS,
+)
+from ..contract import (
+    DECISION_COLUMNS,
+    LESION_COLUMNS,
+    MIMIC_TYPES,
+    REVIEW_COLUMNS,
+    burden_category,
+)
+from ..errors import InputError
+from ..io.atomic import atomic_write_text
+from ..io.results import find_scan_dirs, is_scan_dir, load_results  # noqa: F401
+from ..io.tables import read_json, read_tsv  # noqa: F401
 
-DECISION_COLUMNS = [
-    "sha256", "candidate_id", "lesion_id", "decision", "mimic_type", "reviewer", "time",
-    "x_mm", "y_mm", "z_mm",
-]
-DECISIONS = ("confirmed", "rejected")
-MIMIC_TYPES = ("", "vein", "calcification", "other")
-REVIEWED_STATUSES = ("confirmed", "rejected", "added", "unreviewed")
-REGIONS = ("lobar", "deep", "infratentorial", "unknown")
-LESION_COLUMNS = [
-    "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k", "diameter_mm", "max_inplane_diameter_mm",
-    "volume_mm3", "contrast", "confidence", "certainty", "region", "lobe", "hemisphere",
-    "region_source",
-]
-REVIEW_COLUMNS = ["candidate_id", "reviewed_status", "mimic_type", "reviewer", "review_time"]
 # Decision files may hold coordinates; a candidate whose centre moved more than this is not
 # the one the reader saw (results re-run with other parameters).
 COORD_TOLERANCE_MM = 1.0
 
 
 # --------------------------------------------------------------------------- reading results
-def read_tsv(path) -> tuple[list[str], list[dict]]:
-    """Read a tab-separated table with a header line.
-
-    Returns the column names and the rows as dicts of strings. Raises InputError when the file
-    is missing or has no header.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "table does not exist")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            rows = []
-            for row in reader:
-                rows.append({(k or "").strip(): (v or "").strip() if isinstance(v, str) else ""
-                             for k, v in row.items() if k is not None})
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, f"cannot read table ({exc})") from None
-    if not columns:
-        raise InputError(path, "empty table: no header line")
-    return columns, rows
-
-
-def read_json(path) -> dict:
-    """Read a JSON object with a clear InputError."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file does not exist")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "JSON is not an object")
-    return data
-
-
-def is_scan_dir(path) -> bool:
-    """True when ``path`` is one scan's output folder (has summary.json and candidates.tsv)."""
-    path = Path(path)
-    return (path / "summary.json").is_file() and (path / "candidates.tsv").is_file()
-
-
-def find_scan_dirs(root) -> list[Path]:
-    """All scan output folders at or below ``root``, sorted by path."""
-    root = Path(root)
-    if not root.exists():
-        raise InputError(root, "results folder does not exist")
-    if not root.is_dir():
-        raise InputError(root, "not a folder")
-    found = [Path(dirpath) for dirpath, _dirs, files in os.walk(root)
-             if "summary.json" in files and "candidates.tsv" in files]
-    return sorted(found)
-
-
-def load_results(scan_dir) -> dict:
-    """Read one scan folder: summary, lesions and candidates (rows as dicts of strings)."""
-    scan_dir = Path(scan_dir)
-    if not scan_dir.is_dir():
-        raise InputError(scan_dir, "scan results folder does not exist")
-    summary = read_json(scan_dir / "summary.json")
-    cand_cols, candidates = read_tsv(scan_dir / "candidates.tsv")
-    if "candidate_id" not in cand_cols:
-        raise InputError(scan_dir / "candidates.tsv", "no candidate_id column")
-    lesions_path = scan_dir / "lesions.tsv"
-    if lesions_path.is_file():
-        les_cols, lesions = read_tsv(lesions_path)
-    else:
-        les_cols, lesions = list(LESION_COLUMNS), []
-    if lesions and "lesion_id" not in les_cols:
-        raise InputError(lesions_path, "no lesion_id column")
-    return {"dir": scan_dir, "summary": summary, "candidates": candidates,
-            "candidate_columns": cand_cols, "lesions": lesions, "lesion_columns": les_cols}
-
-
 def as_int(value, default=0) -> int:
     try:
         return int(float(value))

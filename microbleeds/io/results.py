@@ -1,4 +1,4 @@
-"""Report: write one scan's results (TSV, NIfTI, JSON) into its own folder, atomically.
+"""Result folders: write one scan's results (TSV, NIfTI, JSON) into its own folder, atomically.
 
 Files are first written into a hidden temporary folder beside the destination, which is then
 renamed into place: a crash leaves no half-written result folder. Nothing time-dependent is
@@ -7,72 +7,18 @@ written, so a re-run on the same input with the same parameters reproduces the f
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from .api import CANDIDATE_COLUMNS, LESION_COLUMNS
-
-RESULT_FILES = ("lesions.tsv", "candidates.tsv", "labels.nii.gz", "mask.nii.gz", "summary.json")
-
-
-def format_value(value):
-    """TSV text of one cell: floats to 4 decimals, booleans lower case, NaN/None as n/a."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.4f}"
-    return str(value)
-
-
-def tsv_text(rows, columns):
-    """A TSV table (header + rows) as text."""
-    lines = ["\t".join(columns)]
-    lines += ["\t".join(format_value(row.get(c, "")) for c in columns) for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def nifti_bytes(array, affine, dtype):
-    """Gzipped NIfTI-1 bytes with a fixed gzip header (no time stamp), so output is reproducible."""
-    img = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.asarray(affine, dtype=float))
-    img.header.set_xyzt_units("mm")
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
-    raw = img.to_bytes()
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, filename="") as handle:
-        handle.write(raw)
-    return buffer.getvalue()
-
-
-def json_text(data):
-    return json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n"
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(float(value)) else float(value)
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    return value
+from ..contract import CANDIDATE_COLUMNS, LESION_COLUMNS, RESULT_FILES, REVIEW_FILES
+from ..errors import InputError
+from .nifti import nifti_bytes
+from .tables import json_text, jsonable, read_json, read_tsv, tsv_text
 
 
 def result_files(result, summary=None):
@@ -123,9 +69,6 @@ def write_result(result, out_dir, name=None, write_images=False, fingerprint=Non
     return target
 
 
-REVIEW_FILES = ("review_decisions.tsv", "lesions_reviewed.tsv", "summary_reviewed.json")
-
-
 def _keep_other_files(old_folder, new_folder, new_files):
     """Carry a reader's review into the new folder when the result it reviewed is unchanged
     (same lesions table); otherwise keep it aside in ``superseded_review/``. Images and the HTML
@@ -150,4 +93,43 @@ def is_complete(folder, fingerprint) -> bool:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return summary.get("fingerprint") == _jsonable(fingerprint)
+    return summary.get("fingerprint") == jsonable(fingerprint)
+
+
+# --------------------------------------------------------------------------- reading results
+def is_scan_dir(path) -> bool:
+    """True when ``path`` is one scan's output folder (has summary.json and candidates.tsv)."""
+    path = Path(path)
+    return (path / "summary.json").is_file() and (path / "candidates.tsv").is_file()
+
+
+def find_scan_dirs(root) -> list[Path]:
+    """All scan output folders at or below ``root``, sorted by path."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError(root, "results folder does not exist")
+    if not root.is_dir():
+        raise InputError(root, "not a folder")
+    found = [Path(dirpath) for dirpath, _dirs, files in os.walk(root)
+             if "summary.json" in files and "candidates.tsv" in files]
+    return sorted(found)
+
+
+def load_results(scan_dir) -> dict:
+    """Read one scan folder: summary, lesions and candidates (rows as dicts of strings)."""
+    scan_dir = Path(scan_dir)
+    if not scan_dir.is_dir():
+        raise InputError(scan_dir, "scan results folder does not exist")
+    summary = read_json(scan_dir / "summary.json")
+    cand_cols, candidates = read_tsv(scan_dir / "candidates.tsv")
+    if "candidate_id" not in cand_cols:
+        raise InputError(scan_dir / "candidates.tsv", "no candidate_id column")
+    lesions_path = scan_dir / "lesions.tsv"
+    if lesions_path.is_file():
+        les_cols, lesions = read_tsv(lesions_path)
+    else:
+        les_cols, lesions = list(LESION_COLUMNS), []
+    if lesions and "lesion_id" not in les_cols:
+        raise InputError(lesions_path, "no lesion_id column")
+    return {"dir": scan_dir, "summary": summary, "candidates": candidates,
+            "candidate_columns": cand_cols, "lesions": lesions, "lesion_columns": les_cols}

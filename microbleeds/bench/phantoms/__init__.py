@@ -122,9 +122,9 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-from . import __version__
-from ._dipole import field_from_chi, phase_per_ppm, source_factor
-from .files import atomic_save_nifti, atomic_write_text
+from ... import __version__
+from ...io.atomic import atomic_save_nifti, atomic_write_text
+from ..dipole import field_from_chi, phase_per_ppm, source_factor
 
 __all__ = [
     "PhantomParams",

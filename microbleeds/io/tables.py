@@ -1,0 +1,98 @@
+"""Tables and JSON: TSV text with one cell rule, JSON with one rule for numpy values and NaN.
+
+Cells: ``None`` and NaN are written ``n/a`` (BIDS), booleans ``true``/``false``, floats with a
+fixed format chosen by the table (4 decimals for result tables). Readers give one-line
+:class:`~microbleeds.errors.InputError` messages naming the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+NA = "n/a"
+
+
+def format_value(value, float_format=".4f"):
+    """TSV text of one cell: floats with ``float_format``, booleans lower case, NaN/None as n/a."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NA
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)):
+        return format(float(value), float_format)
+    return str(value)
+
+
+def tsv_text(rows, columns, float_format=".4f"):
+    """A TSV table (header + one line per dict in ``rows``) as text; missing keys are empty."""
+    lines = ["\t".join(columns)]
+    lines += ["\t".join(format_value(row.get(c, ""), float_format) for c in columns) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def read_tsv(path) -> tuple[list[str], list[dict]]:
+    """Read a tab-separated table with a header line.
+
+    Returns the column names and the rows as dicts of strings. Raises InputError when the file
+    is missing or has no header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "table does not exist")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            rows = []
+            for row in reader:
+                rows.append({(k or "").strip(): (v or "").strip() if isinstance(v, str) else ""
+                             for k, v in row.items() if k is not None})
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"cannot read table ({exc})") from None
+    if not columns:
+        raise InputError(path, "empty table: no header line")
+    return columns, rows
+
+
+def jsonable(value):
+    """``value`` with numpy scalars and arrays as Python types and NaN as None (JSON null)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+def json_text(data):
+    """Indented JSON text of ``data`` (see :func:`jsonable`), with a final newline."""
+    return json.dumps(jsonable(data), indent=2, sort_keys=False) + "\n"
+
+
+def read_json(path) -> dict:
+    """Read a JSON object with a clear InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file does not exist")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "JSON is not an object")
+    return data
