@@ -9,11 +9,11 @@ step                       numpy/scipy implementation                           
 block sums (2 mm grid)     pad + reshape + sum over the block axes                          ``microbleeds.stages.prepare.block_sums``
 mask upsampling            ``np.repeat`` per axis                                      ``microbleeds.stages.prepare.upsample_nearest``
 background division        separable trilinear interpolation (gather + weights)        ``microbleeds.stages.prepare._divide_by_upsampled``
-interior (erosion)         ``scipy.ndimage.minimum_filter`` (box, outside = inside)    ``microbleeds.api.erode_mm``
+interior (erosion)         ``scipy.ndimage.minimum_filter`` (box, outside = inside)    ``microbleeds.stages.prepare.erode_mm``
 FRST                       ``np.gradient`` + ``np.nonzero``; votes by ``np.bincount``  ``microbleeds.stages.seeds.frst_response``
                            on flat indices with trilinear weights; vectorised response
 local maxima               ``scipy.ndimage.maximum_filter`` + tie rule + darkest check ``microbleeds.stages.seeds._local_maxima``
-region growing             per seed: threshold a patch (ball) + ``scipy.ndimage.label``; ``microbleeds.api.grow_regions``
+region growing             per seed: threshold a patch (ball) + ``scipy.ndimage.label``; ``microbleeds.stages.segment.grow_regions``
                            limit / contacts by dilation and minimum filter; the
                            package's own ``merge_touching``
 =========================  ==========================================================  ==================================

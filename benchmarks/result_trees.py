@@ -13,7 +13,8 @@ commit installed in a scratch venv) and after it, then ``compare``.
 
 Only the inputs' paths differ between two trees, and a tree records its own absolute paths
 (``summary.json`` ``input``): ``compare`` replaces each tree's root by ``<TREE>`` before comparing
-text files (JSON, TSV, HTML), and compares NIfTI and other files byte for byte.
+text files (JSON, TSV, HTML), masks the pages' "Generated <time>" line, and compares NIfTI and
+other files byte for byte.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -106,6 +108,8 @@ def _digest(path: Path, root: Path) -> str:
     data = path.read_bytes()
     if path.suffix in TEXT_SUFFIXES:
         data = data.replace(str(root.resolve()).encode(), b"<TREE>").replace(str(ROOT).encode(), b"<REPO>")
+    if path.suffix == ".html":  # the pages say when they were made
+        data = re.sub(rb"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", b"Generated <TIME>", data)
     return hashlib.sha256(data).hexdigest()
 
 

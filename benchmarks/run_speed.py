@@ -234,7 +234,7 @@ STAGES = (  # (module, name, label); timers wrap the names the pipeline looks up
     ("api", "describe_regions", "describe"),
     ("api", "locate", "locate (regions)"),
     ("api", "classify", "rules"),
-    ("api", "_tabulate", "tabulate"),
+    ("api", "tabulate", "tabulate"),
     ("api", "build_summary", "summary"),
     ("api", "from_canonical", "back to input grid"),
 )

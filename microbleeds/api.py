@@ -1,36 +1,31 @@
-"""Python API: :func:`detect` runs every stage on one scan; the CLI calls the same function.
+"""Python API: :func:`detect` runs every stage on one scan, in the data's order; the CLI and
+:func:`microbleeds.batch.detect_folder` call the same function.
 
 >>> import microbleeds
->>> result = microbleeds.detect("sub-01_swi.nii.gz")            # doctest: +SKIP
+>>> result = microbleeds.detect("sub-01_T2starw.nii.gz")          # doctest: +SKIP
 >>> result.summary["counts"]["total"], result.lesions[0]["x_mm"]  # doctest: +SKIP
 >>> result.write("derivatives/microbleeds")                       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from nibabel.affines import apply_affine
 
-from . import __version__
-from .contract import CANDIDATE_COLUMNS, LESION_COLUMNS, SIZE_BINS_MM, burden_category
-from .errors import InputError
+from .contract import FILTERED_PHASE_FILE, SWI_FILE
 from .io.nifti import from_canonical, to_canonical
-from .presets import DEFAULT_PRESET, Parameters, load_parameters
+from .presets import DEFAULT_PRESET, load_parameters
 from .stages.describe import describe_regions
+from .stages.dipole_sign import candidate_signs
 from .stages.load import Scan, load_mask, load_scan
-from .stages.locate import count_by_region, locate, region_columns
+from .stages.locate import locate, region_columns
 from .stages.mimics import classify
-from .stages.prepare import brain_mask, erode_mm, noise_level, relative_intensity
+from .stages.phase import phase_branch
+from .stages.prepare import brain_box, brain_mask, erode_mm, noise_level, relative_intensity
 from .stages.seeds import find_seeds
 from .stages.segment import grow_regions
-
-# The half-depth outline includes the blooming halo, so the susceptibility source is smaller than
-# the outline: the dipole is fitted from 0.6, 0.8 and 1.0 of the outline's radius (per diameter).
-SOURCE_RADIUS_PER_DIAMETER = (0.3, 0.4, 0.5)
-TRUSTED_SIGN = ("forced", "high", "moderate")  # phase-sign confidence that lets the calcification rule act
+from .stages.tabulate import build_summary, lesion_map, summarise_phase, summarise_regions, tabulate
 
 
 @dataclass
@@ -40,9 +35,9 @@ class DetectionResult:
     Attributes
     ----------
     lesions : list of dict
-        Accepted candidates, columns :data:`LESION_COLUMNS`.
+        Accepted candidates, columns :data:`microbleeds.contract.LESION_COLUMNS`.
     candidates : list of dict
-        Every candidate with its features and rejection reason, :data:`CANDIDATE_COLUMNS`.
+        Every candidate with its features and rejection reason, :data:`~microbleeds.contract.CANDIDATE_COLUMNS`.
     labels : ndarray int32
         Lesion map on the input's own grid (value = lesion_id).
     mask : ndarray bool
@@ -114,19 +109,19 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     swi_result = phase_how = None
     if phase is not None:
         swi_result, phase_how = phase_branch(scan, phase, brain, params, echo_times_ms)
-        add_phase_features(found.rows, swi_result, scan)
+        candidate_signs(found.rows, swi_result, scan)
     for row in found.rows:
         classify(row, params)
-    candidates, lesions, lesion_of_region = _tabulate(found.rows, scan)
+    candidates, lesions, lesion_of_region = tabulate(found.rows, scan)
     summary = build_summary(scan, params, lesions, candidates, found.noise_sigma, brain)
-    _summarise_regions(summary, lesions, label_volume)
-    result = DetectionResult(lesions, candidates, _lesion_map(found, lesion_of_region, brain.shape, scan),
+    summarise_regions(summary, [row for row in found.rows if row["status"] == "accepted"], label_volume)
+    result = DetectionResult(lesions, candidates, lesion_map(found, lesion_of_region, brain.shape, scan),
                              from_canonical(brain, scan.ornt), summary, scan)
     if swi_result is not None:
-        _summarise_phase(summary, swi_result, phase_how)
+        summarise_phase(summary, swi_result, phase_how)
         result.phase_images = {
-            "swi.nii.gz": (from_canonical(swi_result.swi, scan.ornt), np.float32),
-            "phase_filtered.nii.gz": (from_canonical(swi_result.filtered_phase, scan.ornt), np.float32)}
+            SWI_FILE: (from_canonical(swi_result.swi, scan.ornt), np.float32),
+            FILTERED_PHASE_FILE: (from_canonical(swi_result.filtered_phase, scan.ornt), np.float32)}
     return result
 
 
@@ -178,103 +173,6 @@ def add_regions(found, scan, full_brain, params, labels=None, labels_t1w=None):
     return label_volume
 
 
-def _lesion_map(found, lesion_of_region, shape, scan):
-    """Lesion ids painted on the input's own grid, from the regions' voxel lists."""
-    labels = np.zeros(shape, np.int32)
-    offset = np.array([b.start for b in found.box])
-    region_of_voxel = np.repeat(np.arange(len(found.regions)), np.diff(found.regions.starts))
-    labels[tuple((found.regions.voxels + offset).T)] = lesion_of_region[region_of_voxel + 1]
-    return from_canonical(labels, scan.ornt)
-
-
-def _summarise_regions(summary, lesions, label_volume):
-    counts = count_by_region(lesions)
-    summary["counts"]["by_region"] = {k: counts[k] for k in ("lobar", "deep", "infratentorial", "unknown")}
-    for key in ("by_lobe", "by_hemisphere", "by_region_hemisphere", "unknown_label_ids", "pattern"):
-        summary["counts"][key] = counts[key]
-    summary["regions"] = {"source": label_volume.source, "notes": list(label_volume.notes)}
-
-
-def _summarise_phase(summary, swi_result, how):
-    summary["phase"] = swi_result.summary(how)
-    evidence = swi_result.sign_evidence
-    if evidence.get("confidence") in TRUSTED_SIGN:
-        note = (f"Phase given: diamagnetic foci rejected as calcifications (phase sign "
-                f"{swi_result.phase_sign:+d}, {evidence.get('method', '')}, confidence {evidence.get('confidence')}).")
-    else:
-        note = (f"Phase given, but its sign convention could not be settled (confidence "
-                f"{evidence.get('confidence')}): calcifications are NOT excluded; rerun with --phase-sign +1 or -1.")
-    summary["notes"] = [n for n in summary["notes"] if "no phase given" not in n] + [note]
-
-
-def phase_branch(scan, phase, brain, params, echo_times_ms=None):
-    """Load the phase, high-pass filter it, settle its sign and compute the SWI (canonical).
-
-    Returns
-    -------
-    swi_result : phase.SWIResult
-    how : str
-        How the phase values were scaled to radians.
-    """
-    from .stages import phase as phase_module
-
-    magnitude = scan.echoes if scan.echoes is not None else scan.magnitude
-    native_shape = tuple(scan.native_shape) + ((scan.n_echoes,) if scan.n_echoes > 1 else ())
-    if isinstance(phase, np.ndarray):  # an array on the magnitude's own (native) grid
-        import nibabel as nib
-
-        phase = nib.Nifti1Image(np.asarray(phase, np.float32), scan.native_affine)
-    radians, how = phase_module.load_phase(phase, native_shape, scan.native_affine)
-    radians = to_canonical(radians, scan.native_affine)[0]
-    if scan.n_echoes > 1 and echo_times_ms is None:
-        echo_times_ms = phase_module.read_echo_times([scan.path]) if scan.path else None
-        if echo_times_ms is None:
-            raise InputError(scan.path, "multi-echo phase needs echo times (BIDS sidecar EchoTime or --echo-times)")
-    result = phase_module.compute_swi(magnitude, radians, scan.affine, echo_times_ms=echo_times_ms,
-                                      phase_sign=params.phase_sign, window=params.highpass_window_vox,
-                                      mask=brain)
-    return result, how
-
-
-def add_phase_features(rows, swi_result, scan):
-    """Sign (+1 paramagnetic, -1 diamagnetic, 0 undecided) and strength of each candidate's
-    dipole pattern in the filtered phase.
-
-    The susceptibility source lies somewhere inside the half-depth outline (blooming), so the
-    dipole is fitted from three inner radii, 0.6, 0.8 and 1.0 of the outline's radius: the sign is
-    decided when at least one fit decides and none contradicts it.
-    """
-    from .stages.phase import source_susceptibility_sign
-
-    trusted = swi_result.sign_evidence.get("confidence") in TRUSTED_SIGN
-    for row in rows:
-        row["phase_trusted"] = trusted
-        fits = [source_susceptibility_sign(
-            swi_result.filtered_phase, swi_result.magnitude, row["centroid_canonical"],
-            fraction * row["diameter_mm"], scan.voxel_size_mm, scan.affine, phase_sign=swi_result.phase_sign)
-            for fraction in SOURCE_RADIUS_PER_DIAMETER]
-        signs = {sign for _, sign in fits if sign}
-        sign = signs.pop() if len(signs) == 1 else 0
-        scores = [score for score, s in fits if s == sign and sign] or [fits[1][0]]
-        score = max(scores, key=abs)
-        row["phase_score"] = None if np.isnan(score) else float(score)
-        row["phase_sign"] = int(sign)
-
-
-def brain_box(mask, affine, margin=2):
-    """Slices of the mask's bounding box (plus ``margin`` voxels) and the affine of that crop."""
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        lo = max(int(present[0]) - margin, 0) if present.size else 0
-        hi = min(int(present[-1]) + margin + 1, mask.shape[axis]) if present.size else mask.shape[axis]
-        box.append(slice(lo, hi))
-    shift = np.eye(4)
-    shift[:3, 3] = [b.start for b in box]
-    return tuple(box), affine @ shift
-
-
 def _echo(echo):
     return int(echo) if str(echo).lstrip("-").isdigit() else echo
 
@@ -291,87 +189,3 @@ def _mask(mask, scan, params):
     return load_mask(mask, scan)
 
 
-def _tabulate(rows, scan):
-    """Order candidates by world position, number them, and build both tables."""
-    order = sorted(range(len(rows)), key=lambda r: tuple(np.round(rows[r]["world_mm"][::-1], 2)))
-    native_inverse = np.linalg.inv(scan.native_affine)
-    lesion_of_region = np.zeros(len(rows) + 1, np.int32)
-    candidates, lesions = [], []
-    for candidate_id, r in enumerate(order, start=1):
-        row = rows[r]
-        x, y, z = (float(v) for v in row["world_mm"])
-        i, j, k = (int(v) for v in np.round(apply_affine(native_inverse, row["world_mm"])))
-        lesion_id = 0
-        if row["status"] == "accepted":
-            lesion_id = len(lesions) + 1
-            lesion_of_region[r + 1] = lesion_id
-        out = {"candidate_id": candidate_id, "lesion_id": lesion_id, "x_mm": x, "y_mm": y, "z_mm": z,
-               "i": i, "j": j, "k": k}
-        for column in CANDIDATE_COLUMNS:
-            if column not in out:
-                out[column] = row.get(column, "")
-        candidates.append(out)
-        if lesion_id:
-            lesions.append({column: out.get(column, "") for column in LESION_COLUMNS})
-    return candidates, lesions, lesion_of_region
-
-
-def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sigma, brain):
-    """Summary dict of a run: counts, burden, acquisition, parameters, provenance."""
-    by_size = {label: 0 for _, _, label in SIZE_BINS_MM}
-    for lesion in lesions:
-        for lo, hi, label in SIZE_BINS_MM:
-            if lo <= lesion["diameter_mm"] < hi:
-                by_size[label] += 1
-    reasons = {}
-    for c in candidates:
-        if c["reason"]:
-            reasons[c["reason"]] = reasons.get(c["reason"], 0) + 1
-    definite = sum(1 for lesion in lesions if lesion["certainty"] == "definite")
-    notes = ["Magnitude only: calcifications cannot be excluded (no phase given)."]
-    return {
-        "software": {"name": "microbleeds", "version": __version__},
-        "input": {
-            "path": os.path.abspath(scan.path) if scan.path else None,
-            "sha256": scan.sha256,
-            "shape": list(scan.native_shape),
-            "voxel_size_mm": [round(float(v), 6) for v in np.sqrt((scan.native_affine[:3, :3] ** 2).sum(0))],
-            "affine": np.round(scan.native_affine, 6).tolist(),
-            "echoes": scan.echo,
-        },
-        "acquisition": acquisition(scan, params),
-        "pipeline": {"name": params.preset, "version": params.preset_version, "parameters": params.to_dict()},
-        "counts": {
-            "total": len(lesions),
-            "definite": definite,
-            "possible": len(lesions) - definite,
-            "by_size": by_size,
-        },
-        "burden_category": burden_category(len(lesions)),
-        "candidates": len(candidates),
-        "rejected_by_rule": dict(sorted(reasons.items())),
-        "brain_volume_ml": round(float(brain.sum() * np.prod(scan.voxel_size_mm)) / 1000.0, 3),
-        "noise_sigma_relative": round(float(noise_sigma), 6),
-        "notes": notes,
-    }
-
-
-def acquisition(scan: Scan, params: Parameters):
-    """Sequence, field strength and TE (ms): from the BIDS sidecar when present, else the preset.
-
-    For multi-echo data the TE of the echo used is given, or all TEs when echoes were combined.
-    """
-    side = scan.sidecar
-    te = side.get("EchoTime")
-    if isinstance(te, list) and te:
-        words = scan.echo.split()  # "echo 2 of 3" when one echo was picked, "rss of 3 echoes" otherwise
-        picked = [int(words[1]) - 1] if words[0] == "echo" and words[1].isdigit() else []
-        te = te[picked[0]] if picked and picked[0] < len(te) else [round(float(t) * 1000.0, 4) for t in te]
-    if isinstance(te, (int, float)):
-        te = round(float(te) * 1000.0, 4)
-    return {
-        "sequence": params.sequence,
-        "field_strength_t": side.get("MagneticFieldStrength", params.field_strength_t),
-        "echo_time_ms": te if te is not None else params.echo_time_ms,
-        "source": "sidecar" if side else "preset",
-    }

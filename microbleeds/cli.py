@@ -12,77 +12,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
-from .io.nifti import is_nifti, nifti_stem
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# not scans: BIDS entities / suffixes of phase images, masks, segmentations, phantom truth, results
-SKIP_ENTITIES = ("part-phase", "desc-aparcaseg")
-SKIP_SUFFIXES = ("_phase", "_ph", "_mask", "_brainmask", "_dseg", "_probseg", "_truth", "_label", "_labels",
-                 "aparc+aseg", "aseg", "_swi_mip")
-SKIP_NAMES = ("mask", "labels", "swi", "phase_filtered")  # files of a microbleeds result folder
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
-
-
-def find_scans(paths, out_dir=None):
-    """NIfTI magnitude/SWI files under ``paths`` (files or folders, searched recursively).
-
-    Skips phase images, masks, segmentations, phantom truth maps, BIDS ``derivatives/`` and the
-    output folder. Returns a sorted list of (path, root) pairs; ``root`` is the folder the path was
-    found under (for mirroring sub-folders in the output).
-    """
-    found = []
-    out_dir = Path(out_dir).resolve() if out_dir else None
-    for given in paths:
-        given = Path(given)
-        if given.is_dir():
-            for path in sorted(given.rglob("*.nii*")):
-                resolved = path.resolve()
-                if out_dir and out_dir in resolved.parents:
-                    continue
-                if "derivatives" in path.relative_to(given).parts or not is_nifti(path):
-                    continue
-                if _looks_like_scan(path):
-                    found.append((path, given))
-        else:
-            found.append((given, given.parent))
-    return found
-
-
-def find_phase(path):
-    """The phase file paired with a magnitude file, or None.
-
-    BIDS ``..._part-mag_...`` pairs with ``..._part-phase_...``; ``X_mag.nii.gz`` /
-    ``X_magnitude.nii.gz`` with ``X_phase.nii.gz``.
-    """
-    path = Path(path)
-    name = path.name
-    candidates = []
-    if "part-mag" in name:
-        candidates.append(name.replace("part-mag", "part-phase"))
-    for mag in ("_magnitude", "_mag"):
-        stem = nifti_stem(path)
-        if stem.endswith(mag):
-            suffix = name[len(stem):]
-            candidates.append(stem[: -len(mag)] + "_phase" + suffix)
-    for candidate in candidates:
-        if (path.parent / candidate).is_file():
-            return [path.parent / candidate]
-    return None
-
-
-def _looks_like_scan(path):
-    stem = nifti_stem(path).lower()
-    return not (any(e in stem for e in SKIP_ENTITIES) or stem.endswith(SKIP_SUFFIXES) or stem in SKIP_NAMES)
-
-
-def output_name(path, root):
-    """Relative output folder of a scan: its sub-folder under ``root`` plus its stem."""
-    path, root = Path(path), Path(root)
-    try:
-        relative = path.parent.resolve().relative_to(root.resolve())
-    except ValueError:
-        relative = Path()
-    return relative / nifti_stem(path)
 
 
 def _detect_parser(sub):
@@ -122,109 +54,21 @@ def _detect_parser(sub):
 
 
 def run_detect(args):
-    """``microbleeds detect``: run the API over every scan found, one bad scan never stops the rest."""
-    from tqdm import tqdm
+    """``microbleeds detect``: :func:`microbleeds.batch.detect_folder` over the paths given."""
+    from .batch import UsageError, detect_folder
 
-    from .api import detect
-    from .io.results import is_complete, write_result
-    from .presets import DEFAULT_PRESET, load_parameters
-
-    paths = args.paths or [SAMPLE_DATA]
-    overrides = {k: getattr(args, k) for k in ("min_diameter_mm", "max_diameter_mm", "echo",
-                                                 "field_strength_t", "echo_time_ms", "phase_sign", "use_atlas")}
+    options = {k: getattr(args, k) for k in ("min_diameter_mm", "max_diameter_mm", "echo", "field_strength_t",
+                                             "echo_time_ms", "phase_sign", "use_atlas")}
     try:
-        params = load_parameters(args.pipeline or DEFAULT_PRESET, **overrides)
-    except ValueError as exc:
+        run = detect_folder(args.paths or [SAMPLE_DATA], args.out, pipeline=args.pipeline, mask=args.mask,
+                            phase=args.phase, labels=args.labels, labels_t1w=args.labels_t1w,
+                            echo_times_ms=args.echo_times_ms, write_images=args.write_swi, report=args.report,
+                            force=args.force, progress=not args.quiet, **options)
+    except (UsageError, ValueError) as exc:
         print(f"microbleeds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    scans = find_scans(paths, args.out)
-    if not scans:
-        print(f"microbleeds: error: no NIfTI scan found in {', '.join(map(str, paths))}", file=sys.stderr)
-        return EXIT_USAGE
-    if (args.mask or args.phase or args.labels or args.labels_t1w) and len(scans) > 1:
-        print("microbleeds: error: --mask, --phase and --labels need a single scan", file=sys.stderr)
-        return EXIT_USAGE
-    targets = [args.out / output_name(path, root) for path, root in scans]
-    clash = output_clash(targets)
-    if clash:
-        print(f"microbleeds: error: {clash}", file=sys.stderr)
-        return EXIT_USAGE
-    done, failed, skipped = [], [], []
-    bar = tqdm(list(zip(scans, targets)), unit="scan", disable=args.quiet or None, file=sys.stderr)
-    for (path, _), folder in bar:
-        bar.set_postfix_str(path.name[-40:])
-        try:
-            phase = args.phase or find_phase(path)
-            key = run_fingerprint(path, params, mask=args.mask, phase=phase, labels=args.labels,
-                                  labels_t1w=args.labels_t1w, echo_times_ms=args.echo_times_ms,
-                                  images=args.write_swi or args.report)
-            if not args.force and is_complete(folder, key):
-                skipped.append((path, folder))
-                continue
-            result = detect(path, mask=args.mask, pipeline=args.pipeline or DEFAULT_PRESET, phase=phase,
-                            echo_times_ms=args.echo_times_ms, labels=args.labels,
-                            labels_t1w=args.labels_t1w, **overrides)
-            write_result(result, folder.parent, folder.name, write_images=args.write_swi or args.report,
-                         fingerprint=key)
-            done.append((path, folder, result.summary))
-        except InputError as exc:
-            failed.append((path, str(exc)))
-            tqdm.write(f"microbleeds: skipped {exc}", file=sys.stderr)
-        except Exception as exc:  # one scan's failure, whatever it is, must not stop the batch
-            failed.append((path, f"{path}: {type(exc).__name__}: {exc}"))
-            tqdm.write(f"microbleeds: failed {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    if args.report and (done or skipped):
-        _write_reports([folder for _, folder, *_ in done + skipped], args.out, failed)
-    _print_detect_summary(done, skipped, failed, args.out)
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-def _write_reports(folders, out, failed):
-    from .review.page import build_report, write_cohort
-
-    for folder in folders:
-        try:
-            build_report(folder)
-        except Exception as exc:  # a report problem must not hide the results already written
-            failed.append((folder, f"{folder}: report: {type(exc).__name__}: {exc}"))
-    try:
-        write_cohort(out)
-    except Exception as exc:
-        failed.append((out, f"{out}: cohort page: {type(exc).__name__}: {exc}"))
-
-
-def output_clash(targets):
-    """A sentence if two scans would write the same result folder, or one inside another's."""
-    seen = {}
-    for target in targets:
-        key = str(target)
-        if key in seen:
-            return f"two scans would write to {target} (same file name; give them different names or folders)"
-        seen[key] = target
-    resolved = sorted(str(t.resolve()) for t in targets)
-    for a, b in zip(resolved, resolved[1:]):
-        if b.startswith(a + "/"):
-            return f"the result folder {b} would lie inside {a} (a scan and a sub-folder share a name)"
-    return ""
-
-
-def run_fingerprint(path, params, mask=None, phase=None, labels=None, labels_t1w=None, echo_times_ms=None,
-                    images=False):
-    """What a result depends on: input and side-file checksums, parameters, software version."""
-    from . import __version__
-    from .io.nifti import file_sha256
-
-    def sums(files):
-        if files is None:
-            return None
-        files = files if isinstance(files, (list, tuple)) else [files]
-        return [file_sha256(f) if Path(f).is_file() else str(f) for f in files]
-
-    if not Path(path).is_file():
-        raise InputError(path, "magnitude file does not exist")
-    return {"software": __version__, "input": file_sha256(path), "parameters": params.to_dict(),
-            "mask": sums(mask), "phase": sums(phase), "labels": sums(labels), "labels_t1w": sums(labels_t1w),
-            "echo_times_ms": list(echo_times_ms) if echo_times_ms else None, "images": bool(images)}
+    _print_detect_summary(run.done, run.skipped, run.failed, args.out)
+    return EXIT_FAILED if run.failed else EXIT_OK
 
 
 def _print_detect_summary(done, skipped, failed, out):
@@ -314,11 +158,45 @@ def run_presets(args):
 
 
 def _evaluate_parser(sub):
-    from .bench import evaluate
-
     p = sub.add_parser("evaluate", help="score detection results against phantom ground truth")
-    evaluate.add_arguments(p)
-    p.set_defaults(func=evaluate.main_args)
+    p.add_argument("truth_dir", help="folder with <name>_truth.tsv files (searched recursively)")
+    p.add_argument("results_dir", help="detector output folder (per-scan folders <name>*/lesions.tsv, searched recursively)")
+    p.add_argument("-o", "--output", default=None,
+                   help="write evaluation.json, evaluation_scans.tsv, evaluation_matches.tsv and evaluation.txt here")
+    p.add_argument("--max-distance", type=float, default=3.0, metavar="MM",
+                   help="largest centroid distance of a match, mm (default %(default)s)")
+    p.add_argument("--diameter-bins", type=_edges, default=(1.0, 1.5, 2.5, 5.0), metavar="EDGES",
+                   help="true-diameter bin edges, mm, comma-separated (default 1,1.5,2.5,5)")
+    p.add_argument("--definite-only", action="store_true", help="count only lesions with certainty 'definite'")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out truth files without a results folder instead of failing")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
+    p.set_defaults(func=run_evaluate)
+
+
+def _edges(text):
+    try:
+        edges = tuple(float(x) for x in text.replace(" ", ",").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated numbers: {text!r}") from None
+    if not edges or min(edges) <= 0 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise argparse.ArgumentTypeError(f"diameter bin edges must be positive and strictly increasing: {text!r}")
+    return edges
+
+
+def run_evaluate(args):
+    from .bench.evaluate import evaluate_folders, format_table, write_evaluation
+
+    result = evaluate_folders(args.truth_dir, args.results_dir, max_distance_mm=args.max_distance,
+                              diameter_edges_mm=args.diameter_bins, include_possible=not args.definite_only,
+                              on_missing="skip" if args.skip_missing else "error")
+    if not args.quiet:
+        print(format_table(result))
+    if args.output:
+        paths = write_evaluation(result, args.output)
+        if not args.quiet:
+            print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return EXIT_OK
 
 
 def _report_parser(sub):

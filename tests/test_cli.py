@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from microbleeds import __version__
-from microbleeds.cli import find_phase, find_scans, main
+from microbleeds.batch import find_phase, find_scans
+from microbleeds.cli import main
 
 
 @pytest.fixture()

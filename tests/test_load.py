@@ -146,8 +146,8 @@ def test_sidecar_supplies_field_and_echo_time(tmp_path, painted):
 def test_multi_echo_te_follows_the_echo_used(tmp_path):
     import json
 
-    from microbleeds.api import acquisition
     from microbleeds.presets import load_parameters
+    from microbleeds.stages.tabulate import acquisition
 
     data = np.random.default_rng(0).random((12, 12, 12, 3)).astype(np.float32) + 0.5
     path = _save(tmp_path / "me.nii.gz", data)

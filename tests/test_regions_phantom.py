@@ -31,7 +31,7 @@ import pytest
 import microbleeds
 from microbleeds.bench import phantoms as P
 from microbleeds.bench.evaluate import match
-from microbleeds.stages.locate import read_lookup
+from microbleeds.stages.labels import read_lookup
 
 SEEDS = (7101, 7102, 7103)
 SMALL = dict(fov_mm=(130.0, 150.0, 60.0), voxel_size_mm=(1.0, 1.0, 2.0), n_cmb=10,

@@ -165,3 +165,16 @@ def nifti_bytes(array, affine, dtype):
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, filename="") as handle:
         handle.write(raw)
     return buffer.getvalue()
+
+
+def voxel_sizes(voxel_size_mm, affine=None):
+    """Voxel sizes (mm): the three given, else the affine's column norms, else 1 mm."""
+    if voxel_size_mm is not None:
+        v = np.asarray(voxel_size_mm, dtype=np.float64).ravel()[:3]
+    elif affine is not None:
+        v = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    else:
+        v = np.ones(3)
+    if v.size != 3 or np.any(v <= 0):
+        raise ValueError(f"voxel sizes must be 3 positive numbers (mm), got {v}")
+    return v

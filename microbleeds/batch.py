@@ -1,0 +1,250 @@
+"""Many scans: discovery, magnitude-phase pairing, output names and clashes, the resume
+fingerprint, and the per-scan loop in which one bad scan never stops the rest.
+
+>>> import microbleeds
+>>> run = microbleeds.detect_folder("bids/", "derivatives/microbleeds")   # doctest: +SKIP
+>>> run.failed                                                             # doctest: +SKIP
+
+The command line's ``detect`` is this function plus argument parsing and printing.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+from .io.nifti import is_nifti, nifti_stem
+from .presets import DEFAULT_PRESET, load_parameters
+
+# not scans: BIDS entities / suffixes of phase images, masks, segmentations, phantom truth, results
+SKIP_ENTITIES = ("part-phase", "desc-aparcaseg")
+SKIP_SUFFIXES = ("_phase", "_ph", "_mask", "_brainmask", "_dseg", "_probseg", "_truth", "_label", "_labels",
+                 "aparc+aseg", "aseg", "_swi_mip")
+SKIP_NAMES = ("mask", "labels", "swi", "phase_filtered")  # files of a microbleeds result folder
+
+
+class UsageError(ValueError):
+    """A batch that cannot start (nothing found, clashing outputs, side files for many scans)."""
+
+
+@dataclass
+class BatchResult:
+    """What :func:`detect_folder` did.
+
+    Attributes
+    ----------
+    done : list of (path, folder, summary)
+        Scans detected now, their result folder and summary.
+    skipped : list of (path, folder)
+        Scans whose results were already up to date (same fingerprint).
+    failed : list of (path, message)
+        Scans (or reports) that failed, each with a one-line message naming the file.
+    """
+
+    done: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+
+def detect_folder(paths, out_dir, pipeline=None, mask=None, phase=None, labels=None, labels_t1w=None,
+                  echo_times_ms=None, write_images=False, report=False, force=False, progress=False,
+                  **overrides) -> BatchResult:
+    """Detect microbleeds in every scan under ``paths`` (files or folders) into ``out_dir``.
+
+    Each scan gets ``out_dir/<sub-folder>/<stem>/``; results already there for the same input,
+    side files, parameters and software are kept (``force`` recomputes). Phase files are paired
+    automatically (:func:`find_phase`) unless ``phase`` is given. ``mask``, ``phase``, ``labels``
+    and ``labels_t1w`` need a single scan. ``report`` also writes the review pages. ``overrides``
+    are :class:`~microbleeds.presets.Parameters` fields (None values are ignored).
+
+    Raises
+    ------
+    UsageError
+        When no scan is found, two scans would share a result folder, or side files are given
+        for several scans; bad parameters raise ``ValueError``. Failures of single scans do not
+        raise: they are listed in ``BatchResult.failed``.
+    """
+    from .api import detect
+    from .io.results import is_complete, write_result
+
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    out_dir = Path(out_dir)
+    pipeline = pipeline or DEFAULT_PRESET
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    params = load_parameters(pipeline, **overrides)
+    scans = _plan(paths, out_dir, single_scan_options=(mask, phase, labels, labels_t1w))
+    images = bool(write_images or report)
+    run = BatchResult()
+    for path, folder in _progress(scans, progress):
+        try:
+            scan_phase = phase or find_phase(path)
+            key = run_fingerprint(path, params, mask=mask, phase=scan_phase, labels=labels,
+                                  labels_t1w=labels_t1w, echo_times_ms=echo_times_ms, images=images)
+            if not force and is_complete(folder, key):
+                run.skipped.append((path, folder))
+                continue
+            result = detect(path, mask=mask, pipeline=pipeline, phase=scan_phase, echo_times_ms=echo_times_ms,
+                            labels=labels, labels_t1w=labels_t1w, **overrides)
+            write_result(result, folder.parent, folder.name, write_images=images, fingerprint=key)
+            run.done.append((path, folder, result.summary))
+        except InputError as exc:
+            _fail(run, path, str(exc), f"skipped {exc}", progress)
+        except Exception as exc:  # one scan's failure, whatever it is, must not stop the batch
+            message = f"{path}: {type(exc).__name__}: {exc}"
+            _fail(run, path, message, f"failed {message}", progress)
+    if report and (run.done or run.skipped):
+        write_reports([folder for _, folder, *_ in run.done + run.skipped], out_dir, run.failed)
+    return run
+
+
+def _plan(paths, out_dir, single_scan_options):
+    """(path, result folder) of every scan found, after the checks that must pass before any runs."""
+    scans = find_scans(paths, out_dir)
+    if not scans:
+        raise UsageError(f"no NIfTI scan found in {', '.join(map(str, paths))}")
+    if any(option for option in single_scan_options) and len(scans) > 1:
+        raise UsageError("--mask, --phase and --labels need a single scan")
+    targets = [out_dir / output_name(path, root) for path, root in scans]
+    clash = output_clash(targets)
+    if clash:
+        raise UsageError(clash)
+    return [(path, target) for (path, _), target in zip(scans, targets)]
+
+
+def _progress(scans, progress):
+    """The scans, behind a progress bar on stderr when ``progress`` (and stderr is a terminal)."""
+    if not progress:
+        return scans
+    from tqdm import tqdm
+
+    return _named_bar(tqdm(scans, unit="scan", file=sys.stderr, disable=None))
+
+
+def _named_bar(bar):
+    for item in bar:
+        bar.set_postfix_str(item[0].name[-40:])
+        yield item
+
+
+def _fail(run, path, message, line, progress):
+    run.failed.append((path, message))
+    if progress:
+        from tqdm import tqdm
+
+        tqdm.write(f"microbleeds: {line}", file=sys.stderr)
+    else:
+        print(f"microbleeds: {line}", file=sys.stderr)
+
+
+def write_reports(folders, out, failed):
+    """Review pages of ``folders`` and the cohort page of ``out``; problems are added to ``failed``."""
+    from .review.cohort import write_cohort
+    from .review.page import build_report
+
+    for folder in folders:
+        try:
+            build_report(folder)
+        except Exception as exc:  # a report problem must not hide the results already written
+            failed.append((folder, f"{folder}: report: {type(exc).__name__}: {exc}"))
+    try:
+        write_cohort(out)
+    except Exception as exc:
+        failed.append((out, f"{out}: cohort page: {type(exc).__name__}: {exc}"))
+
+
+def find_scans(paths, out_dir=None):
+    """NIfTI magnitude/SWI files under ``paths`` (files or folders, searched recursively).
+
+    Skips phase images, masks, segmentations, phantom truth maps, BIDS ``derivatives/`` and the
+    output folder. Returns a sorted list of (path, root) pairs; ``root`` is the folder the path was
+    found under (for mirroring sub-folders in the output).
+    """
+    found = []
+    out_dir = Path(out_dir).resolve() if out_dir else None
+    for given in paths:
+        given = Path(given)
+        if given.is_dir():
+            for path in sorted(given.rglob("*.nii*")):
+                resolved = path.resolve()
+                if out_dir and out_dir in resolved.parents:
+                    continue
+                if "derivatives" in path.relative_to(given).parts or not is_nifti(path):
+                    continue
+                if _looks_like_scan(path):
+                    found.append((path, given))
+        else:
+            found.append((given, given.parent))
+    return found
+
+
+def find_phase(path):
+    """The phase file paired with a magnitude file, or None.
+
+    BIDS ``..._part-mag_...`` pairs with ``..._part-phase_...``; ``X_mag.nii.gz`` /
+    ``X_magnitude.nii.gz`` with ``X_phase.nii.gz``.
+    """
+    path = Path(path)
+    name = path.name
+    candidates = []
+    if "part-mag" in name:
+        candidates.append(name.replace("part-mag", "part-phase"))
+    for mag in ("_magnitude", "_mag"):
+        stem = nifti_stem(path)
+        if stem.endswith(mag):
+            suffix = name[len(stem):]
+            candidates.append(stem[: -len(mag)] + "_phase" + suffix)
+    for candidate in candidates:
+        if (path.parent / candidate).is_file():
+            return [path.parent / candidate]
+    return None
+
+
+def _looks_like_scan(path):
+    stem = nifti_stem(path).lower()
+    return not (any(e in stem for e in SKIP_ENTITIES) or stem.endswith(SKIP_SUFFIXES) or stem in SKIP_NAMES)
+
+
+def output_name(path, root):
+    """Relative output folder of a scan: its sub-folder under ``root`` plus its stem."""
+    path, root = Path(path), Path(root)
+    try:
+        relative = path.parent.resolve().relative_to(root.resolve())
+    except ValueError:
+        relative = Path()
+    return relative / nifti_stem(path)
+
+
+def output_clash(targets):
+    """A sentence if two scans would write the same result folder, or one inside another's."""
+    seen = {}
+    for target in targets:
+        key = str(target)
+        if key in seen:
+            return f"two scans would write to {target} (same file name; give them different names or folders)"
+        seen[key] = target
+    resolved = sorted(str(t.resolve()) for t in targets)
+    for a, b in zip(resolved, resolved[1:]):
+        if b.startswith(a + "/"):
+            return f"the result folder {b} would lie inside {a} (a scan and a sub-folder share a name)"
+    return ""
+
+
+def run_fingerprint(path, params, mask=None, phase=None, labels=None, labels_t1w=None, echo_times_ms=None,
+                    images=False):
+    """What a result depends on: input and side-file checksums, parameters, software version."""
+    from . import __version__
+    from .io.nifti import file_sha256
+
+    def sums(files):
+        if files is None:
+            return None
+        files = files if isinstance(files, (list, tuple)) else [files]
+        return [file_sha256(f) if Path(f).is_file() else str(f) for f in files]
+
+    if not Path(path).is_file():
+        raise InputError(path, "magnitude file does not exist")
+    return {"software": __version__, "input": file_sha256(path), "parameters": params.to_dict(),
+            "mask": sums(mask), "phase": sums(phase), "labels": sums(labels), "labels_t1w": sums(labels_t1w),
+            "echo_times_ms": list(echo_times_ms) if echo_times_ms else None, "images": bool(images)}
