@@ -12,7 +12,7 @@ from microbleeds.errors import InputError
 from microbleeds.stages import labels as LB
 from microbleeds.stages import locate as L
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "tcga-fg-6692"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "tcga-fg-6692"
 REAL = REAL if REAL.exists() else Path("/work/shared/data/real/tcga-fg-6692")
 
 

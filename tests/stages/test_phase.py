@@ -13,7 +13,7 @@ from microbleeds.errors import InputError
 from microbleeds.stages import dipole_sign as D
 from microbleeds.stages import phase as P
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "romeo-small-gre"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "romeo-small-gre"
 GAMMA = 2 * np.pi * P.GAMMA_BAR_HZ_PER_T
 B0 = np.array([0.0, 0.0, 1.0])
 
@@ -593,7 +593,7 @@ def test_compute_swi_single_echo_forced_sign():
 # cross-check on the independent physical phantom of microbleeds.bench.phantoms (sample_data/)
 # --------------------------------------------------------------------------------------------
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
 
 @pytest.mark.skipif(not (SAMPLE / "sample.json").exists(), reason="sample phantom not present")

@@ -7,7 +7,7 @@ import pytest
 import microbleeds
 from microbleeds.bench import evaluate
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 
 
 @pytest.fixture(scope="module")
