@@ -207,7 +207,8 @@ def _report_parser(sub):
 
 
 def run_report(args):
-    from .review.page import build_reports, write_cohort
+    from .review.cohort import write_cohort
+    from .review.page import build_reports
 
     if not args.out.is_dir():
         print(f"microbleeds: error: {args.out}: no such results folder", file=sys.stderr)
@@ -228,8 +229,9 @@ def _review_parser(sub):
 
 
 def run_review_apply(args):
+    from .review.cohort import write_cohort
     from .review.decisions import apply_review
-    from .review.page import build_report, write_cohort
+    from .review.page import build_report
 
     paths = apply_review(args.decisions, args.out)
     folder = Path(paths["lesions"]).parent

@@ -48,13 +48,10 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def read_nifti(path, what="image"):
-    """Open a NIfTI file and read its data as float32, with clear errors.
+def open_image(path, what="image", mgh=False):
+    """Open a NIfTI file (or, with ``mgh``, a FreeSurfer ``.mgz``) without reading its data.
 
-    Returns
-    -------
-    img : nibabel image
-    data : ndarray of float32 (scaled by the header's slope and intercept)
+    Raises InputError naming the file when it is missing, a folder, unreadable or another format.
     """
     path = str(path)
     if not os.path.exists(path):
@@ -65,8 +62,22 @@ def read_nifti(path, what="image"):
         img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for non-NIfTI input
         raise InputError(path, f"not a readable NIfTI file ({_short(exc)})") from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+    kinds = (nib.Nifti1Image, nib.Nifti2Image) + ((nib.MGHImage,) if mgh else ())
+    if not isinstance(img, kinds):
         raise InputError(path, f"not a NIfTI file (read as {type(img).__name__})")
+    return img
+
+
+def read_nifti(path, what="image"):
+    """Open a NIfTI file and read its data as float32, with clear errors.
+
+    Returns
+    -------
+    img : nibabel image
+    data : ndarray of float32 (scaled by the header's slope and intercept)
+    """
+    path = str(path)
+    img = open_image(path, what)
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except (EOFError, OSError, ValueError, zlib.error) as exc:

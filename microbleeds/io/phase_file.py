@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
+from .nifti import open_image
 
 # --------------------------------------------------------------------------------------------
 # 1. Scaling of stored phase to radians
@@ -145,17 +146,10 @@ def _squeeze_to_4d(arr):
 
 
 def _load_one(path_or_img):
-    import nibabel as nib
-
+    """Path, image, data (float32, header scaling applied, at most 4D) and the header's scaling."""
     if isinstance(path_or_img, (str, os.PathLike)):
         path = str(path_or_img)
-        if not os.path.exists(path):
-            raise InputError(path, "phase file does not exist")
-        try:
-            img = nib.load(path)
-        except Exception as exc:  # nibabel raises many kinds
-            raise InputError(path, f"cannot read as NIfTI ({type(exc).__name__}: {exc})".replace(
-                "\n", " ")) from None
+        img = open_image(path, "phase")
     else:
         img = path_or_img
         path = img.get_filename() or "<phase image>"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.nifti import open_image
 from .register import register
 
 MIDLINE_MM = 1.0
@@ -245,20 +246,16 @@ def no_labels(note="no segmentation given and no atlas available: regions are 'u
 # reading and bringing labels to the scan
 # --------------------------------------------------------------------------------------------------
 def _load_image(path, what):
-    import nibabel as nib
-
+    """Data (stored dtype), affine and name of a label map or T1w: a file, or an (array, affine) pair."""
     if isinstance(path, tuple):
         data, aff = path
         return np.asarray(data), np.asarray(aff, float), "<array>"
-    p = Path(path)
-    if not p.exists():
-        raise InputError(p, f"{what} file does not exist")
+    img = open_image(path, what, mgh=True)
     try:
-        img = nib.load(str(p))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for bad files
-        raise InputError(p, f"cannot read the {what} as NIfTI ({exc})") from None
-    return data, np.asarray(img.affine, float), str(p)
+        raise InputError(path, f"cannot read the {what} as NIfTI ({exc})") from None
+    return data, np.asarray(img.affine, float), str(path)
 
 
 def _squeeze3d(data, path, what):

@@ -29,47 +29,72 @@ from __future__ import annotations
 
 import math
 
+# Soft widths of the confidence: how far past a rule's threshold (in the rule's own unit) a
+# feature must lie to be trusted (the logistic reaches 0.73 at one width, 0.88 at two). They decide
+# definite / possible, not acceptance. Each is about the measurement's own uncertainty.
+EDGE_SOFT_MM = 0.5
+"""Distance to the brain edge, mm: about half a voxel of the mask."""
+LARGE_SOFT_MM = 0.5
+"""Equivalent diameter near ``max_diameter_mm``, mm: half a voxel of blooming either way."""
+SMALL_SOFT_MM = 0.2
+"""Equivalent diameter near ``min_diameter_mm``, mm: small foci are measured to ~0.2 mm."""
+TUBULAR_SOFT = 0.25
+"""Elongation ratios (and centroid drift, mm per slice) near their limits."""
+VESSELNESS_PER_ELONGATION = 2.0
+"""Hessian line-likeness (0..1) to elongation units: 0.5 of vesselness weighs as 1 of elongation."""
+FAINT_SOFT = 0.05
+"""Contrast to the background shell (tissue = 1) near ``min_contrast``: ~1 noise sigma at SNR 20."""
+CNR_PER_CONTRAST = 20.0
+"""CNR margin to contrast units: at SNR 20 a contrast of 1 is a CNR of ~20."""
+CALCIFICATION_SOFT = 0.02
+"""Dipole phase score (radians, relative) near 0: clear sources score 0.03-0.3."""
+HALO_REACH_MM = 3.0
+"""A 3/8-depth component reaching this far beyond the candidate's diameter is a vein's, mm."""
+RESOLVED_MM = 3.0
+RESOLVED_VOXELS = 3.0
+"""A focus at least this wide (mm, and voxels across) is resolved: it must show a dark core."""
+_LOGIT_CLAMP = 50.0  # margins beyond 50 widths saturate (no overflow in exp)
+
 
 def _soft(margin, width):
     """Logistic of a signed margin (positive = passes), 0.5 at the threshold."""
-    return 1.0 / (1.0 + math.exp(-max(min(margin / width, 50.0), -50.0)))
+    return 1.0 / (1.0 + math.exp(-max(min(margin / width, _LOGIT_CLAMP), -_LOGIT_CLAMP)))
 
 
 def rule_margins(row, p):
     """Signed margins of every rule (positive passes), with the soft widths used for confidence."""
     margins = {
-        "brain_edge": (row["edge_distance_mm"] - p.edge_margin_mm, 0.5),
-        "too_large": (p.max_diameter_mm - row["diameter_mm"], 0.5),
+        "brain_edge": (row["edge_distance_mm"] - p.edge_margin_mm, EDGE_SOFT_MM),
+        "too_large": (p.max_diameter_mm - row["diameter_mm"], LARGE_SOFT_MM),
         "tubular": (min(p.max_elongation - row["inplane_elongation"],
                         p.max_elongation_3d - row["elongation"],
-                        2.0 * (p.max_vesselness - row["vesselness"]),
+                        VESSELNESS_PER_ELONGATION * (p.max_vesselness - row["vesselness"]),
                         p.max_through_plane_ratio - row["through_plane_ratio"],
                         p.max_centroid_shift_mm - row["centroid_shift_mm"],
-                        _halo_margin(row, p)), 0.25),
-        "too_small": (row["diameter_mm"] - p.min_diameter_mm, 0.2),
-        "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / 20.0,
-                      _core_margin(row, p)), 0.05),
+                        _halo_margin(row, p)), TUBULAR_SOFT),
+        "too_small": (row["diameter_mm"] - p.min_diameter_mm, SMALL_SOFT_MM),
+        "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / CNR_PER_CONTRAST,
+                      _core_margin(row, p)), FAINT_SOFT),
     }
     if (p.reject_calcifications and row.get("phase_score") is not None and row.get("phase_sign")
             and row.get("phase_trusted")):
-        margins["calcification"] = (row["phase_score"], 0.02)  # scores of clear sources: 0.03-0.3
+        margins["calcification"] = (row["phase_score"], CALCIFICATION_SOFT)
     return margins
 
 
 def _halo_margin(row, p):
     """A candidate sitting on a longer dark line of about its own darkness (its 3/8-depth
-    component reaching more than 3 mm beyond it, and elongated) is a fragment of a vein."""
-    if row.get("halo_extent_mm", 0.0) <= row["diameter_mm"] + 3.0:
+    component reaching more than :data:`HALO_REACH_MM` beyond it, and elongated) is a fragment of a vein."""
+    if row.get("halo_extent_mm", 0.0) <= row["diameter_mm"] + HALO_REACH_MM:
         return 1.0
     return p.max_halo_elongation - row["halo_elongation"]
 
 
 def _core_margin(row, p):
     """A resolved focus (>= 3 mm and >= 3 voxels across in every direction) must have a dark core
-    (``min_core_depth``):
-    hemosiderin dephases its centre completely, while iron-rich nuclei or partial volume only
-    darken a region moderately. Smaller foci pass (their core is partial-volumed)."""
-    if row["diameter_mm"] < max(3.0, 3.0 * row.get("max_voxel_mm", 1.0)):
+    (``min_core_depth``): hemosiderin dephases its centre completely, while iron-rich nuclei or
+    partial volume only darken a region moderately. Smaller foci pass (their core is partial-volumed)."""
+    if row["diameter_mm"] < max(RESOLVED_MM, RESOLVED_VOXELS * row.get("max_voxel_mm", 1.0)):
         return 1.0
     return row["depth"] - p.min_core_depth
 

@@ -13,6 +13,23 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 COARSE_MM = 2.0
+"""Grid of the mask and the background, mm: the brain outline and the background vary slowly."""
+AIR_LEVEL = 0.1
+"""Air is darker than this fraction of bright tissue (98th percentile)."""
+AIR_FRACTION = 0.1
+"""A field of view with more air voxels than this fraction shows the head's outline."""
+COARSE_SMOOTH_VOX = 0.5
+"""Gaussian sigma on the coarse grid before thresholding, voxels: removes single-voxel noise."""
+MIN_N4_VOXELS = 1000
+"""N4 needs a volume of at least this many coarse voxels (~8 ml at 2 mm) to fit a bias field."""
+CLOSING_MM = 3.0
+"""Closing radius of the brain mask, mm: closes sulci and vessels at the brain's surface."""
+DENSITY_FLOOR = 1e-3
+"""Normalised convolution: below this fraction of the densest weight a coarse voxel has no estimate."""
+NOISE_IF_UNMEASURABLE = 0.05
+"""Relative noise assumed when the mask has no neighbouring pair of voxels (SNR 20)."""
+MAD_TO_SIGMA = 1.4826
+"""Median absolute deviation to standard deviation of a normal distribution."""
 
 
 def block_factors(voxel_size_mm, target_mm=COARSE_MM):
@@ -125,7 +142,7 @@ def has_background(volume) -> bool:
     level. A crop entirely inside the brain has none, and then every voxel is brain.
     """
     bright = np.percentile(volume, 98)
-    return np.mean(volume < 0.1 * bright) > 0.1
+    return np.mean(volume < AIR_LEVEL * bright) > AIR_FRACTION
 
 
 def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
@@ -153,12 +170,12 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     coarse_mm = np.asarray(voxel_size_mm) * factors
     if not has_background(coarse):
         return magnitude > 0
-    coarse = ndi.gaussian_filter(coarse, 0.5)
-    if bias_correction and coarse.size >= 1000:
+    coarse = ndi.gaussian_filter(coarse, COARSE_SMOOTH_VOX)
+    if bias_correction and coarse.size >= MIN_N4_VOXELS:
         coarse = n4_correct(coarse)
     tissue = coarse > threshold_otsu(coarse)
     # pad by replication: where the field of view cuts the head, the brain goes on beyond it
-    pad = int(np.ceil(max(opening_mm, 3.0) / coarse_mm.min())) + 1
+    pad = int(np.ceil(max(opening_mm, CLOSING_MM) / coarse_mm.min())) + 1
     tissue = np.pad(tissue, pad, mode="edge")
     opened = ndi.binary_opening(tissue, _ball(opening_mm / coarse_mm))
     if not opened.any():
@@ -169,7 +186,7 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     sizes = np.bincount(labels.ravel())[1:]
     brain = labels == (1 + int(np.argmax(sizes)))
     brain = ndi.binary_dilation(brain, _ball(opening_mm / coarse_mm)) & tissue | brain
-    brain = ndi.binary_closing(brain, _ball(3.0 / coarse_mm))
+    brain = ndi.binary_closing(brain, _ball(CLOSING_MM / coarse_mm))
     brain = fill_holes(brain)[pad:-pad, pad:-pad, pad:-pad]
     return upsample_nearest(np.ascontiguousarray(brain), factors, magnitude.shape)
 
@@ -228,7 +245,7 @@ def background_level(magnitude, mask, voxel_size_mm, sigma_mm=6.0, dark_cutoff=0
 def _normalised_smooth(values, weight, sigma):
     num = ndi.gaussian_filter(values.astype(np.float64), sigma, mode="nearest")
     den = ndi.gaussian_filter(weight.astype(np.float64), sigma, mode="nearest")
-    out = np.where(den > 1e-3 * max(den.max(), 1e-12), num / np.maximum(den, 1e-12), 0.0)
+    out = np.where(den > DENSITY_FLOOR * max(den.max(), 1e-12), num / np.maximum(den, 1e-12), 0.0)
     if np.any(out > 0):
         out[out <= 0] = np.median(out[out > 0])
     return out.astype(np.float32)
@@ -297,9 +314,9 @@ def noise_level(rel, mask, max_samples=2_000_000):
     sub_rel, sub_mask = rel[:, ::step, ::step], mask[:, ::step, ::step]
     diff = (sub_rel[1:] - sub_rel[:-1])[sub_mask[1:] & sub_mask[:-1]]
     if diff.size == 0:
-        return 0.05
+        return NOISE_IF_UNMEASURABLE
     mad = np.median(np.abs(diff - np.median(diff)))
-    return float(max(1.4826 * mad / np.sqrt(2.0), 1e-4))
+    return float(max(MAD_TO_SIGMA * mad / np.sqrt(2.0), 1e-4))
 
 
 def erode_mm(mask, voxel_size_mm, margin_mm):
