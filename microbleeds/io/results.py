@@ -15,7 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import CANDIDATE_COLUMNS, LESION_COLUMNS, RESULT_FILES, REVIEW_FILES
+from ..contract import (
+    CANDIDATE_COLUMNS,
+    CANDIDATES_FILE,
+    LABELS_FILE,
+    LESION_COLUMNS,
+    LESIONS_FILE,
+    MASK_FILE,
+    RESULT_FILES,
+    REVIEW_FILES,
+    SUMMARY_FILE,
+    SUPERSEDED_REVIEW_DIR,
+)
 from ..errors import InputError
 from .nifti import nifti_bytes
 from .tables import json_text, jsonable, read_json, read_tsv, tsv_text
@@ -25,11 +36,11 @@ def result_files(result, summary=None):
     """File name -> bytes of one result set."""
     affine = result.scan.native_affine
     return {
-        "lesions.tsv": tsv_text(result.lesions, LESION_COLUMNS).encode(),
-        "candidates.tsv": tsv_text(result.candidates, CANDIDATE_COLUMNS).encode(),
-        "labels.nii.gz": nifti_bytes(result.labels, affine, np.int32),
-        "mask.nii.gz": nifti_bytes(result.mask, affine, np.uint8),
-        "summary.json": json_text(result.summary if summary is None else summary).encode(),
+        LESIONS_FILE: tsv_text(result.lesions, LESION_COLUMNS).encode(),
+        CANDIDATES_FILE: tsv_text(result.candidates, CANDIDATE_COLUMNS).encode(),
+        LABELS_FILE: nifti_bytes(result.labels, affine, np.int32),
+        MASK_FILE: nifti_bytes(result.mask, affine, np.uint8),
+        SUMMARY_FILE: json_text(result.summary if summary is None else summary).encode(),
     }
 
 
@@ -76,8 +87,9 @@ def _keep_other_files(old_folder, new_folder, new_files):
     review = [old_folder / f for f in REVIEW_FILES if (old_folder / f).is_file()]
     if not review:
         return
-    same = (old_folder / "lesions.tsv").is_file() and (old_folder / "lesions.tsv").read_bytes() == new_files["lesions.tsv"]
-    target = new_folder if same else new_folder / "superseded_review"
+    old_lesions = old_folder / LESIONS_FILE
+    same = old_lesions.is_file() and old_lesions.read_bytes() == new_files[LESIONS_FILE]
+    target = new_folder if same else new_folder / SUPERSEDED_REVIEW_DIR
     target.mkdir(exist_ok=True)
     for path in review:
         shutil.copy2(path, target / path.name)
@@ -90,7 +102,7 @@ def is_complete(folder, fingerprint) -> bool:
     if not all((folder / f).is_file() for f in RESULT_FILES):
         return False
     try:
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return False
     return summary.get("fingerprint") == jsonable(fingerprint)
@@ -100,7 +112,7 @@ def is_complete(folder, fingerprint) -> bool:
 def is_scan_dir(path) -> bool:
     """True when ``path`` is one scan's output folder (has summary.json and candidates.tsv)."""
     path = Path(path)
-    return (path / "summary.json").is_file() and (path / "candidates.tsv").is_file()
+    return (path / SUMMARY_FILE).is_file() and (path / CANDIDATES_FILE).is_file()
 
 
 def find_scan_dirs(root) -> list[Path]:
@@ -111,7 +123,7 @@ def find_scan_dirs(root) -> list[Path]:
     if not root.is_dir():
         raise InputError(root, "not a folder")
     found = [Path(dirpath) for dirpath, _dirs, files in os.walk(root)
-             if "summary.json" in files and "candidates.tsv" in files]
+             if SUMMARY_FILE in files and CANDIDATES_FILE in files]
     return sorted(found)
 
 
@@ -120,11 +132,11 @@ def load_results(scan_dir) -> dict:
     scan_dir = Path(scan_dir)
     if not scan_dir.is_dir():
         raise InputError(scan_dir, "scan results folder does not exist")
-    summary = read_json(scan_dir / "summary.json")
-    cand_cols, candidates = read_tsv(scan_dir / "candidates.tsv")
+    summary = read_json(scan_dir / SUMMARY_FILE)
+    cand_cols, candidates = read_tsv(scan_dir / CANDIDATES_FILE)
     if "candidate_id" not in cand_cols:
-        raise InputError(scan_dir / "candidates.tsv", "no candidate_id column")
-    lesions_path = scan_dir / "lesions.tsv"
+        raise InputError(scan_dir / CANDIDATES_FILE, "no candidate_id column")
+    lesions_path = scan_dir / LESIONS_FILE
     if lesions_path.is_file():
         les_cols, lesions = read_tsv(lesions_path)
     else:
