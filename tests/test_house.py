@@ -24,7 +24,8 @@ def _loaded_after(statement):
 
 @pytest.mark.parametrize("statement", [
     "import microbleeds",
-    "import microbleeds.review.decisions, microbleeds.review.page, microbleeds.review.cohort",
+    "import microbleeds.review.decisions, microbleeds.review.page, microbleeds.review.cohort, "
+    "microbleeds.review.images, microbleeds.review.screenshot",
     "import microbleeds.bench.evaluate, microbleeds.bench.phantoms",
     "from microbleeds.cli import build_parser; build_parser()",
 ])

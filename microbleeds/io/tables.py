@@ -20,14 +20,15 @@ NA = "n/a"
 
 
 def format_value(value, float_format=".4f"):
-    """TSV text of one cell: floats with ``float_format``, booleans lower case, NaN/None as n/a."""
+    """TSV text of one cell: floats with ``float_format``, booleans lower case, NaN/None as n/a;
+    tabs and line breaks inside text become spaces."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NA
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (float, np.floating)):
         return format(float(value), float_format)
-    return str(value)
+    return str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ")  # one cell, one line
 
 
 def tsv_text(rows, columns, float_format=".4f"):
@@ -48,7 +49,7 @@ def read_tsv(path) -> tuple[list[str], list[dict]]:
         raise InputError(path, "table does not exist")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
+            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)  # BIDS: no quoting
             columns = [c.strip() for c in (reader.fieldnames or [])]
             rows = []
             for row in reader:

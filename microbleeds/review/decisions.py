@@ -1,8 +1,8 @@
-"""Review: fold a neuroradiologist's decisions into the lesion table, and read results folders.
+"""Review decisions: read a reader's decisions TSV and fold it into new files beside the result.
 
 The detector proposes, a reader confirms. The reader marks each candidate in ``report.html``
-(see :mod:`microbleeds.html_report`) and saves ``decisions.tsv``; :func:`apply_review` turns that
-file into two NEW files beside the automatic results, never touching them:
+(:mod:`microbleeds.review.page`) and saves ``decisions.tsv``; :func:`apply_review` turns that
+file into three NEW files in the scan's result folder, never touching the automatic ones:
 
 - ``lesions_reviewed.tsv``: every row of ``lesions.tsv`` plus every candidate the reader
   confirmed although the algorithm rejected it, with the columns of ``lesions.tsv`` followed by
@@ -10,8 +10,8 @@ file into two NEW files beside the automatic results, never touching them:
   ``reviewed_status`` is ``confirmed`` (accepted by the algorithm, confirmed by the reader),
   ``rejected`` (accepted by the algorithm, rejected by the reader), ``added`` (rejected by the
   algorithm, confirmed by the reader) or ``unreviewed`` (accepted, no decision yet).
-  Added lesions get new ``lesion_id`` values N+1, N+2, ... in candidate order (N = number of
-  automatic lesions); they are not in ``labels.nii.gz``. Their size, contrast, confidence,
+  Added lesions get new ``lesion_id`` values N+1, N+2, ... in candidate order (N = the largest
+  automatic lesion id); they are not in ``labels.nii.gz``. Their size, contrast, confidence,
   certainty and region come from ``candidates.tsv`` where it has those columns (certainty
   ``possible`` and region ``unknown`` otherwise); ``region_source`` says ``review``.
 - ``summary_reviewed.json``: ``summary.json`` with ``counts`` and ``burden_category`` recomputed
@@ -22,39 +22,46 @@ file into two NEW files beside the automatic results, never touching them:
 - ``review_decisions.tsv``: the decisions applied, normalised (one row per candidate), so the
   report can show them again.
 
-Decisions carry the input's SHA-256; decisions for another scan are refused.
+Decisions carry the input's SHA-256; decisions for another scan are refused. Coordinates are
+scanner RAS+ mm, diameters mm.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import copy
 import math
 from pathlib import Path
 
 from ..contract import (
-    COUNTED_REGIONS as REGIONS,
-)
-from ..contract import (
+    COUNTED_REGIONS,
     DECISION_COLUMNS,
     LESION_COLUMNS,
     MIMIC_TYPES,
     REVIEW_COLUMNS,
+    REVIEW_DECISIONS_FILE,
+    REVIEWED_LESIONS_FILE,
+    REVIEWED_SUMMARY_FILE,
+    SIZE_BINS_MM,
+    SUMMARY_FILE,
     burden_category,
 )
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
-from ..io.results import find_scan_dirs, is_scan_dir, load_results  # noqa: F401
-from ..io.tables import read_json, read_tsv  # noqa: F401
+from ..io.results import find_scan_dirs, is_scan_dir, load_results
+from ..io.tables import json_text, read_json, read_tsv, tsv_text
 
-# Decision files may hold coordinates; a candidate whose centre moved more than this is not
-# the one the reader saw (results re-run with other parameters).
 COORD_TOLERANCE_MM = 1.0
+"""A candidate whose centre moved more than this since the review is not the one the reader saw
+(results re-run with other parameters), mm."""
+
+_UNDECIDED = ("", "undecided", "none")
+_SPELLINGS = {"confirm": "confirmed", "confirmed": "confirmed", "cmb": "confirmed",
+              "reject": "rejected", "rejected": "rejected", "mimic": "rejected"}
 
 
-# --------------------------------------------------------------------------- reading results
+# --------------------------------------------------------------------------- table cells
 def as_int(value, default=0) -> int:
+    """A table cell as an integer (``"3"``, ``"3.0"``); ``default`` when it is not a number."""
     try:
         return int(float(value))
     except (TypeError, ValueError):
@@ -62,41 +69,29 @@ def as_int(value, default=0) -> int:
 
 
 def as_float(value, default=math.nan) -> float:
+    """A table cell as a float; ``default`` when it is not a number."""
     try:
         return float(value)
     except (TypeError, ValueError):
         return default
 
 
-# --------------------------------------------------------------------------- atomic writes
+def _one_line(text: str) -> str:
+    """Free text as one TSV cell: tabs and line breaks become spaces."""
+    return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
-
-def tsv_text(columns, rows) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c, "")) for c in columns])
-    return buf.getvalue()
+# --------------------------------------------------------------------------- reading decisions
+class _BadRow(Exception):
+    """A decisions row refused; the message names the problem (the caller adds file and line)."""
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:.6g}"
-    return str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ")
-
-
-# --------------------------------------------------------------------------- decisions
 def read_decisions(decisions_tsv, results: dict) -> dict[int, dict]:
-    """Read and validate a decisions file against one scan's results.
+    """Read and validate a decisions file against one scan's results (:func:`load_results`).
 
     Returns ``{candidate_id: {"decision", "mimic_type", "reviewer", "time"}}``; when a candidate
-    appears more than once the last row wins (a reader changing their mind).
+    appears more than once the last row wins (a reader changing their mind), and a row saying
+    ``undecided`` (or an empty decision) withdraws an earlier one.
     """
     path = Path(decisions_tsv)
     columns, rows = read_tsv(path)
@@ -104,62 +99,73 @@ def read_decisions(decisions_tsv, results: dict) -> dict[int, dict]:
     if missing:
         raise InputError(path, f"not a decisions file: missing column(s) {', '.join(missing)} "
                                f"(expected {', '.join(DECISION_COLUMNS[:7])})")
-    scan_dir = results["dir"]
-    expected = str((results["summary"].get("input") or {}).get("sha256") or "").lower()
+    expected = str(_input(results["summary"]).get("sha256") or "").lower()
     if not expected:
-        raise InputError(scan_dir / "summary.json", "no input.sha256 to check decisions against")
+        raise InputError(results["dir"] / SUMMARY_FILE, "no input.sha256 to check decisions against")
     candidates = {as_int(c.get("candidate_id"), -1): c for c in results["candidates"]}
     decisions: dict[int, dict] = {}
     for line, row in enumerate(rows, start=2):
-        sha = row.get("sha256", "").lower()
-        if sha != expected:
-            in_path = (results["summary"].get("input") or {}).get("path", "?")
-            raise InputError(
-                path, f"line {line}: decisions are for a different scan (sha256 {sha[:12] or 'empty'}...)"
-                      f"; {scan_dir} holds results for {in_path} (sha256 {expected[:12]}...)")
-        cid = as_int(row.get("candidate_id"), -1)
-        if cid not in candidates:
-            raise InputError(path, f"line {line}: unknown candidate_id {row.get('candidate_id')!r} "
-                                   f"(not in {scan_dir / 'candidates.tsv'})")
-        cand = candidates[cid]
-        if "lesion_id" in row and row["lesion_id"] != "":
-            if as_int(row["lesion_id"], -1) != as_int(cand.get("lesion_id"), 0):
-                raise InputError(path, f"line {line}: candidate {cid} has lesion_id "
-                                       f"{row['lesion_id']} in the decisions but "
-                                       f"{cand.get('lesion_id', '0')} in candidates.tsv "
-                                       f"(results re-run since the review?)")
-        for axis in ("x_mm", "y_mm", "z_mm"):
-            got, want = as_float(row.get(axis)), as_float(cand.get(axis))
-            if math.isfinite(got) and math.isfinite(want) and abs(got - want) > COORD_TOLERANCE_MM:
-                raise InputError(path, f"line {line}: candidate {cid} {axis} is {got:g} in the "
-                                       f"decisions but {want:g} in candidates.tsv (results re-run "
-                                       f"since the review?)")
-        decision = row.get("decision", "").lower()
-        if decision in ("", "undecided", "none"):
+        try:
+            _check_scan(row, expected, results)
+            cid = _check_candidate(row, candidates, results["dir"])
+            decision = _decision(row)
+        except _BadRow as exc:
+            raise InputError(path, f"line {line}: {exc}") from None
+        if decision is None:
             decisions.pop(cid, None)
-            continue
-        if decision in ("confirm", "confirmed", "cmb"):
-            decision = "confirmed"
-        elif decision in ("reject", "rejected", "mimic"):
-            decision = "rejected"
         else:
-            raise InputError(path, f"line {line}: decision {row.get('decision')!r} is not one of "
-                                   f"confirmed, rejected")
-        mimic = row.get("mimic_type", "").lower()
-        if mimic in ("none", "n/a"):
-            mimic = ""
-        if mimic not in MIMIC_TYPES:
-            raise InputError(path, f"line {line}: mimic_type {row.get('mimic_type')!r} is not one of "
-                                   f"vein, calcification, other (or empty)")
-        if decision == "confirmed":
-            mimic = ""
-        reviewer = row.get("reviewer", "")
-        if not reviewer:
-            raise InputError(path, f"line {line}: reviewer name is empty; the decision must "
-                                   f"name who made it")
-        decisions[cid] = {"decision": decision, "mimic_type": mimic, "reviewer": reviewer,
-                          "time": row.get("time", "")}
+            decisions[cid] = decision
     return decisions
+
+
+def _input(summary) -> dict:
+    return summary.get("input") or {}
+
+
+def _check_scan(row, expected, results):
+    """Refuse a row made on another scan (its input checksum differs)."""
+    sha = row.get("sha256", "").lower()
+    if sha != expected:
+        in_path = _input(results["summary"]).get("path", "?")
+        raise _BadRow(f"decisions are for a different scan (sha256 {sha[:12] or 'empty'}...); "
+                      f"{results['dir']} holds results for {in_path} (sha256 {expected[:12]}...)")
+
+
+def _check_candidate(row, candidates, scan_dir) -> int:
+    """The row's candidate id; refused when unknown, or when its lesion id or centre changed."""
+    cid = as_int(row.get("candidate_id"), -1)
+    if cid not in candidates:
+        raise _BadRow(f"unknown candidate_id {row.get('candidate_id')!r} (not in {scan_dir / 'candidates.tsv'})")
+    cand = candidates[cid]
+    if row.get("lesion_id", "") != "" and as_int(row["lesion_id"], -1) != as_int(cand.get("lesion_id"), 0):
+        raise _BadRow(f"candidate {cid} has lesion_id {row['lesion_id']} in the decisions but "
+                      f"{cand.get('lesion_id', '0')} in candidates.tsv (results re-run since the review?)")
+    for axis in ("x_mm", "y_mm", "z_mm"):
+        got, want = as_float(row.get(axis)), as_float(cand.get(axis))
+        if math.isfinite(got) and math.isfinite(want) and abs(got - want) > COORD_TOLERANCE_MM:
+            raise _BadRow(f"candidate {cid} {axis} is {got:g} in the decisions but {want:g} in "
+                          f"candidates.tsv (results re-run since the review?)")
+    return cid
+
+
+def _decision(row) -> dict | None:
+    """The row's decision, normalised; None for 'undecided'."""
+    decision = row.get("decision", "").lower()
+    if decision in _UNDECIDED:
+        return None
+    if decision not in _SPELLINGS:
+        raise _BadRow(f"decision {row.get('decision')!r} is not one of confirmed, rejected")
+    decision = _SPELLINGS[decision]
+    mimic = row.get("mimic_type", "").lower()
+    if mimic in ("none", "n/a"):
+        mimic = ""
+    if mimic not in MIMIC_TYPES:
+        raise _BadRow(f"mimic_type {row.get('mimic_type')!r} is not one of vein, calcification, other (or empty)")
+    reviewer = _one_line(row.get("reviewer", ""))
+    if not reviewer:
+        raise _BadRow("reviewer name is empty; the decision must name who made it")
+    return {"decision": decision, "mimic_type": "" if decision == "confirmed" else mimic,
+            "reviewer": reviewer, "time": _one_line(row.get("time", ""))}
 
 
 # --------------------------------------------------------------------------- apply
@@ -184,92 +190,23 @@ def apply_review(decisions_tsv, out_dir) -> dict[str, Path]:
     Raises InputError when the decisions are for another scan (checksum mismatch), name unknown
     candidates, or are malformed. The automatic result files are never modified.
     """
-    out_dir = _scan_dir_for(decisions_tsv, Path(out_dir))
-    results = load_results(out_dir)
+    scan_dir = _scan_dir_for(decisions_tsv, Path(out_dir))
+    results = load_results(scan_dir)
     decisions = read_decisions(decisions_tsv, results)
     summary = results["summary"]
-    lesion_cols = list(results["lesion_columns"]) or list(LESION_COLUMNS)
-    lesions_by_id = {as_int(r.get("lesion_id")): r for r in results["lesions"]}
     candidates = sorted(results["candidates"], key=lambda c: as_int(c.get("candidate_id")))
-    cand_by_lesion = {as_int(c.get("lesion_id")): c for c in candidates
-                      if as_int(c.get("lesion_id")) > 0}
-
-    rows = []
-    for lid in sorted(lesions_by_id):
-        row = dict(lesions_by_id[lid])
-        cand = cand_by_lesion.get(lid)
-        cid = as_int(cand.get("candidate_id")) if cand else None
-        dec = decisions.get(cid) if cid is not None else None
-        row["candidate_id"] = "" if cid is None else cid
-        if dec is None:
-            row.update(reviewed_status="unreviewed", mimic_type="", reviewer="", review_time="")
-        else:
-            row.update(reviewed_status=dec["decision"], mimic_type=dec["mimic_type"],
-                       reviewer=dec["reviewer"], review_time=dec["time"])
-        rows.append(row)
-
-    next_id = max(lesions_by_id, default=0) + 1
-    for cand in candidates:
-        cid = as_int(cand.get("candidate_id"))
-        dec = decisions.get(cid)
-        if as_int(cand.get("lesion_id")) > 0 or dec is None or dec["decision"] != "confirmed":
-            continue
-        row = {c: cand.get(c, "") for c in lesion_cols}
-        row["lesion_id"] = next_id
-        next_id += 1
-        if not row.get("certainty"):
-            row["certainty"] = "possible"
-        if row.get("region", "") not in REGIONS:
-            row["region"] = "unknown"
-        for col in ("lobe", "hemisphere"):
-            row[col] = row.get(col) or "n/a"
-        row["region_source"] = "review" if not cand.get("region_source") else cand["region_source"]
-        row.update(candidate_id=cid, reviewed_status="added", mimic_type="",
-                   reviewer=dec["reviewer"], review_time=dec["time"])
-        rows.append(row)
-
+    lesion_cols = list(results["lesion_columns"]) or list(LESION_COLUMNS)
+    rows = _automatic_rows(results["lesions"], candidates, decisions)
+    first_added = max((as_int(r.get("lesion_id")) for r in results["lesions"]), default=0) + 1
+    rows += _added_rows(candidates, decisions, lesion_cols, first_added)
     columns = lesion_cols + [c for c in REVIEW_COLUMNS if c not in lesion_cols]
-    confirmed = [r for r in rows if r["reviewed_status"] in ("confirmed", "added")]
-
-    reviewed = json.loads(json.dumps(summary))
-    reviewed["automatic"] = {"counts": summary.get("counts"),
-                             "burden_category": summary.get("burden_category")}
-    reviewed["counts"] = _counts(confirmed, (summary.get("counts") or {}).get("by_size"))
-    reviewed["burden_category"] = burden_category(len(confirmed))
-    reviewers = sorted({d["reviewer"] for d in decisions.values()})
-    times = sorted(d["time"] for d in decisions.values() if d["time"])
-    n_unreviewed = sum(r["reviewed_status"] == "unreviewed" for r in rows)
-    reviewed["review"] = {
-        "decisions_file": str(Path(decisions_tsv)),
-        "reviewers": reviewers,
-        "first_decision": times[0] if times else None,
-        "last_decision": times[-1] if times else None,
-        "candidates": len(candidates),
-        "decided": len(decisions),
-        "undecided": len(candidates) - len(decisions),
-        "unreviewed_lesions": n_unreviewed,
-        "confirmed": sum(r["reviewed_status"] == "confirmed" for r in rows),
-        "rejected": sum(r["reviewed_status"] == "rejected" for r in rows),
-        "added": sum(r["reviewed_status"] == "added" for r in rows),
-        "mimics": {m: sum(d["mimic_type"] == m for d in decisions.values())
-                   for m in MIMIC_TYPES if m},
-        "complete": n_unreviewed == 0,
-        "counts_are": "reader-confirmed lesions only (reviewed_status confirmed or added)",
-    }
-    notes = list(reviewed.get("notes") or [])
-    if n_unreviewed:
-        notes.append(f"review incomplete: {n_unreviewed} automatic lesion(s) without a decision "
-                     f"are not counted")
-    reviewed["notes"] = notes
-
-    paths = {
-        "lesions": atomic_write_text(out_dir / "lesions_reviewed.tsv", tsv_text(columns, rows)),
-        "summary": atomic_write_text(out_dir / "summary_reviewed.json",
-                                     json.dumps(reviewed, indent=2, default=str) + "\n"),
-        "decisions": atomic_write_text(out_dir / "review_decisions.tsv",
+    reviewed = _reviewed_summary(summary, rows, decisions, len(candidates), decisions_tsv)
+    return {
+        "lesions": atomic_write_text(scan_dir / REVIEWED_LESIONS_FILE, tsv_text(rows, columns)),
+        "summary": atomic_write_text(scan_dir / REVIEWED_SUMMARY_FILE, json_text(reviewed)),
+        "decisions": atomic_write_text(scan_dir / REVIEW_DECISIONS_FILE,
                                        decisions_text(decisions, summary, candidates)),
     }
-    return paths
 
 
 def _scan_dir_for(decisions_tsv, out_dir: Path) -> Path:
@@ -282,14 +219,7 @@ def _scan_dir_for(decisions_tsv, out_dir: Path) -> Path:
         raise InputError(decisions_tsv, f"{out_dir} is not a scan results folder and the decisions "
                                         f"do not name exactly one input checksum")
     sha = shas.pop()
-    matches = []
-    for d in find_scan_dirs(out_dir):
-        try:
-            summary = read_json(d / "summary.json")
-        except InputError:
-            continue
-        if str((summary.get("input") or {}).get("sha256", "")).lower() == sha:
-            matches.append(d)
+    matches = [d for d in find_scan_dirs(out_dir) if _input_sha(d) == sha]
     if not matches:
         raise InputError(decisions_tsv, f"no scan results folder under {out_dir} is for the scan "
                                         f"these decisions were made on (sha256 {sha[:12]}...)")
@@ -299,9 +229,96 @@ def _scan_dir_for(decisions_tsv, out_dir: Path) -> Path:
     return matches[0]
 
 
+def _input_sha(scan_dir) -> str:
+    """The input checksum recorded in a scan folder's summary.json ('' when unreadable)."""
+    try:
+        summary = read_json(scan_dir / SUMMARY_FILE)
+    except InputError:
+        return ""
+    return str(_input(summary).get("sha256", "")).lower()
+
+
+def _automatic_rows(lesions, candidates, decisions) -> list[dict]:
+    """Every automatic lesion (by lesion id) with the reader's decision on its candidate."""
+    by_id = {as_int(r.get("lesion_id")): r for r in lesions}
+    cand_by_lesion = {as_int(c.get("lesion_id")): c for c in candidates if as_int(c.get("lesion_id")) > 0}
+    rows = []
+    for lid in sorted(by_id):
+        cand = cand_by_lesion.get(lid)
+        cid = as_int(cand.get("candidate_id")) if cand else None
+        row = dict(by_id[lid], candidate_id="" if cid is None else cid)
+        row.update(_review_cells(decisions.get(cid)))
+        rows.append(row)
+    return rows
+
+
+def _review_cells(decision) -> dict:
+    if decision is None:
+        return {"reviewed_status": "unreviewed", "mimic_type": "", "reviewer": "", "review_time": ""}
+    return {"reviewed_status": decision["decision"], "mimic_type": decision["mimic_type"],
+            "reviewer": decision["reviewer"], "review_time": decision["time"]}
+
+
+def _added_rows(candidates, decisions, lesion_cols, first_id) -> list[dict]:
+    """Candidates the algorithm rejected and the reader confirmed, as lesions ``first_id``, ..."""
+    rows = []
+    for cand in candidates:
+        decision = decisions.get(as_int(cand.get("candidate_id")))
+        if as_int(cand.get("lesion_id")) > 0 or decision is None or decision["decision"] != "confirmed":
+            continue
+        row = {c: cand.get(c, "") for c in lesion_cols}
+        row["lesion_id"] = first_id + len(rows)
+        row["certainty"] = row.get("certainty") or "possible"
+        if row.get("region", "") not in COUNTED_REGIONS:
+            row["region"] = "unknown"
+        for col in ("lobe", "hemisphere"):
+            row[col] = row.get(col) or "n/a"
+        row["region_source"] = cand.get("region_source") or "review"
+        row.update(_review_cells(decision), candidate_id=as_int(cand.get("candidate_id")), reviewed_status="added")
+        rows.append(row)
+    return rows
+
+
+def _reviewed_summary(summary, rows, decisions, n_candidates, decisions_tsv) -> dict:
+    """summary.json with counts and burden of the reader-confirmed lesions and a review block."""
+    confirmed = [r for r in rows if r["reviewed_status"] in ("confirmed", "added")]
+    reviewed = copy.deepcopy(summary)
+    reviewed["automatic"] = {"counts": summary.get("counts"), "burden_category": summary.get("burden_category")}
+    reviewed["counts"] = _counts(confirmed, (summary.get("counts") or {}).get("by_size"))
+    reviewed["burden_category"] = burden_category(len(confirmed))
+    reviewed["review"] = _review_block(rows, decisions, n_candidates, decisions_tsv)
+    notes = list(reviewed.get("notes") or [])
+    n_unreviewed = reviewed["review"]["unreviewed_lesions"]
+    if n_unreviewed:
+        notes.append(f"review incomplete: {n_unreviewed} automatic lesion(s) without a decision are not counted")
+    reviewed["notes"] = notes
+    return reviewed
+
+
+def _review_block(rows, decisions, n_candidates, decisions_tsv) -> dict:
+    times = sorted(d["time"] for d in decisions.values() if d["time"])
+    status = [r["reviewed_status"] for r in rows]
+    return {
+        "decisions_file": str(Path(decisions_tsv)),
+        "reviewers": sorted({d["reviewer"] for d in decisions.values()}),
+        "first_decision": times[0] if times else None,
+        "last_decision": times[-1] if times else None,
+        "candidates": n_candidates,
+        "decided": len(decisions),
+        "undecided": n_candidates - len(decisions),
+        "unreviewed_lesions": status.count("unreviewed"),
+        "confirmed": status.count("confirmed"),
+        "rejected": status.count("rejected"),
+        "added": status.count("added"),
+        "mimics": {m: sum(d["mimic_type"] == m for d in decisions.values()) for m in MIMIC_TYPES if m},
+        "complete": "unreviewed" not in status,
+        "counts_are": "reader-confirmed lesions only (reviewed_status confirmed or added)",
+    }
+
+
 def decisions_text(decisions, summary, candidates) -> str:
-    """The normalised decisions table (one row per decided candidate)."""
-    sha = (summary.get("input") or {}).get("sha256", "")
+    """The normalised decisions table (one row per decided candidate), as TSV text."""
+    sha = _input(summary).get("sha256", "")
     by_id = {as_int(c.get("candidate_id")): c for c in candidates}
     rows = []
     for cid in sorted(decisions):
@@ -309,13 +326,14 @@ def decisions_text(decisions, summary, candidates) -> str:
         rows.append({"sha256": sha, "candidate_id": cid, "lesion_id": as_int(cand.get("lesion_id")),
                      "decision": dec["decision"], "mimic_type": dec["mimic_type"],
                      "reviewer": dec["reviewer"], "time": dec["time"],
-                     "x_mm": cand.get("x_mm", ""), "y_mm": cand.get("y_mm", ""),
-                     "z_mm": cand.get("z_mm", "")})
-    return tsv_text(DECISION_COLUMNS, rows)
+                     "x_mm": cand.get("x_mm", ""), "y_mm": cand.get("y_mm", ""), "z_mm": cand.get("z_mm", "")})
+    return tsv_text(rows, DECISION_COLUMNS)
 
 
+# --------------------------------------------------------------------------- counts
 def _size_bins(template) -> list[tuple[str, float, float]] | None:
-    """Parse by_size keys like ``<2mm``, ``2-5mm``, ``>=5mm`` / ``lt2``... into bins; None if not."""
+    """Bins ``(key, low, high)`` (mm) from by_size keys like ``<2mm``, ``2-5mm``, ``>=5mm``, so the
+    reviewed counts use the bins of the automatic summary; None when a key is not such a range."""
     if not isinstance(template, dict) or not template:
         return None
     bins = []
@@ -343,12 +361,11 @@ def _size_bins(template) -> list[tuple[str, float, float]] | None:
 def _counts(lesions, by_size_template=None) -> dict:
     """Counts in the summary.json layout for a list of lesion rows."""
     certainty = [r.get("certainty", "") for r in lesions]
-    by_region = {reg: 0 for reg in REGIONS}
+    by_region = {reg: 0 for reg in COUNTED_REGIONS}
     for r in lesions:
         reg = r.get("region", "unknown")
         by_region[reg if reg in by_region else "unknown"] += 1
-    bins = _size_bins(by_size_template) or [("<2mm", -math.inf, 2.0), ("2-5mm", 2.0, 5.0),
-                                            ("5-10mm", 5.0, 10.0), (">=10mm", 10.0, math.inf)]
+    bins = _size_bins(by_size_template) or [(label, lo, hi) for lo, hi, label in SIZE_BINS_MM]
     by_size = {key: 0 for key, _lo, _hi in bins}
     for r in lesions:
         d = as_float(r.get("diameter_mm"))
@@ -360,9 +377,10 @@ def _counts(lesions, by_size_template=None) -> dict:
             "possible": certainty.count("possible"), "by_size": by_size, "by_region": by_region}
 
 
+# --------------------------------------------------------------------------- reading a review back
 def review_state(scan_dir) -> dict | None:
     """The review summary of a scan folder (``summary_reviewed.json``), or None if unreviewed."""
-    path = Path(scan_dir) / "summary_reviewed.json"
+    path = Path(scan_dir) / REVIEWED_SUMMARY_FILE
     if not path.is_file():
         return None
     try:
@@ -373,7 +391,7 @@ def review_state(scan_dir) -> dict | None:
 
 def read_applied_decisions(scan_dir) -> dict[str, dict]:
     """Decisions applied earlier (``review_decisions.tsv``), keyed by candidate id as string."""
-    path = Path(scan_dir) / "review_decisions.tsv"
+    path = Path(scan_dir) / REVIEW_DECISIONS_FILE
     if not path.is_file():
         return {}
     try:

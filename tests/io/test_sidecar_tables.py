@@ -52,3 +52,10 @@ def test_bad_tables_name_the_file(tmp_path):
     (tmp_path / "list.json").write_text("[1]")
     with pytest.raises(InputError, match="list.json: JSON is not an object"):
         read_json(tmp_path / "list.json")
+
+
+def test_text_cells_stay_one_cell(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text(tsv_text([{"note": 'a\tb\nc', "q": '"quoted" start'}], ("note", "q")))
+    _, rows = read_tsv(path)
+    assert rows == [{"note": "a b c", "q": '"quoted" start'}]

@@ -2,14 +2,14 @@
 
 - :func:`make_scan_output` writes a fake detector output folder that follows
   docs/contract.md (a synthetic brain with dark spheres and a vein, stored in a
-  non-canonical voxel order, with hand-made TSV / JSON), until the real detector exists.
+  non-canonical voxel order, with hand-made TSV / JSON; SWI and filtered phase in the folder
+  as the detector writes them with ``--report``), without running the detector.
 - :func:`launch_chromium` starts Debian's /usr/bin/chromium headless through Playwright,
   with no network and no browser download.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,12 +17,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--disable-dev-shm-usage",
-]
+from microbleeds.contract import FILTERED_PHASE_FILE, LESION_COLUMNS, SWI_FILE
+from microbleeds.io.nifti import file_sha256
+from microbleeds.io.tables import tsv_text
+from microbleeds.review.screenshot import CHROMIUM, CHROMIUM_ARGS
 
 # Stored voxel order: axis 0 runs posterior (-y), axis 1 runs to the patient's left (-x),
 # axis 2 superior (+z, 2 mm). Deliberately not RAS so the report must reorient.
@@ -37,13 +35,6 @@ BRAIN_RADII = np.array([62.0, 78.0, 52.0])  # x, y, z half-axes of the ellipsoid
 
 REASONS = ["tubular", "too_small", "faint", "calcification", "brain_edge", "too_large"]
 REGIONS = ["lobar", "deep", "infratentorial"]
-
-
-def sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read())
-    return digest.hexdigest()
 
 
 def world_grid(shape=SHAPE, affine=AFFINE):
@@ -131,26 +122,18 @@ def make_scan_output(root, n_candidates=5, seed=0, name="sub-01_swi", with_phase
                                     lobe="frontal" if region == "lobar" else "n/a",
                                     hemisphere="left" if cx < 0 else "right",
                                     region_source="atlas"))
-    # reorder lesion columns as the contract says
-    lesion_cols = ["lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k", "diameter_mm",
-                   "max_inplane_diameter_mm", "volume_mm3", "contrast", "confidence",
-                   "certainty", "region", "lobe", "hemisphere", "region_source"]
     cand_cols = ["candidate_id", "status", "reason", "lesion_id", "x_mm", "y_mm", "z_mm", "i",
                  "j", "k", "diameter_mm", "volume_mm3", "contrast", "confidence", "elongation",
                  "certainty", "region"]
-    _write_tsv(out / "lesions.tsv", lesion_cols, lesion_rows)
-    _write_tsv(out / "candidates.tsv", cand_cols, cand_rows)
+    (out / "lesions.tsv").write_text(tsv_text(lesion_rows, LESION_COLUMNS, ".4g"))
+    (out / "candidates.tsv").write_text(tsv_text(cand_rows, cand_cols, ".4g"))
 
     mag_path = inputs / f"{name}.nii.gz"
     nib.save(nib.Nifti1Image(mag.astype(np.float32), AFFINE), mag_path)
-    images = {}
     if with_phase:
         swi = mag * np.where(phase > 0, np.clip(1 - phase / 0.6, 0, 1) ** 4, 1.0)
-        swi_path = inputs / f"{name}_SWI.nii.gz"
-        ph_path = inputs / f"{name}_phase_filtered.nii.gz"
-        nib.save(nib.Nifti1Image(swi.astype(np.float32), AFFINE), swi_path)
-        nib.save(nib.Nifti1Image(phase.astype(np.float32), AFFINE), ph_path)
-        images = {"swi": str(swi_path), "phase_filtered": str(ph_path)}
+        nib.save(nib.Nifti1Image(swi.astype(np.float32), AFFINE), out / SWI_FILE)
+        nib.save(nib.Nifti1Image(phase.astype(np.float32), AFFINE), out / FILTERED_PHASE_FILE)
     nib.save(nib.Nifti1Image(labels, AFFINE), out / "labels.nii.gz")
     nib.save(nib.Nifti1Image(mask.astype(np.uint8), AFFINE), out / "mask.nii.gz")
 
@@ -165,10 +148,9 @@ def make_scan_output(root, n_candidates=5, seed=0, name="sub-01_swi", with_phase
     in_path = os.path.relpath(mag_path, out) if relative_input else str(mag_path)
     summary = {
         "software": {"name": "microbleeds", "version": "0.1.0"},
-        "input": {"path": in_path, "sha256": sha256(mag_path), "shape": list(SHAPE),
+        "input": {"path": in_path, "sha256": file_sha256(mag_path), "shape": list(SHAPE),
                   "voxel_size_mm": [1.0, 1.0, 2.0], "affine": AFFINE.tolist()},
         "phase": {"handedness": "right"} if with_phase else None,
-        "images": images,
         "acquisition": {"sequence": "SWI", "field_strength_t": 3.0, "echo_time_ms": 20.0},
         "pipeline": {"name": "swi-3t", "version": "1", "parameters": {}},
         "counts": counts,
@@ -178,19 +160,6 @@ def make_scan_output(root, n_candidates=5, seed=0, name="sub-01_swi", with_phase
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return out
-
-
-def _write_tsv(path, columns, rows):
-    lines = ["\t".join(columns)]
-    for row in rows:
-        lines.append("\t".join(_fmt(row.get(c, "")) for c in columns))
-    Path(path).write_text("\n".join(lines) + "\n")
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def chromium_available() -> bool:

@@ -13,10 +13,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_browser import make_scan_output  # noqa: E402
 
+from microbleeds.contract import DECISION_COLUMNS, RESULT_FILES, burden_category  # noqa: E402
 from microbleeds.errors import InputError  # noqa: E402
-from microbleeds.review.decisions import DECISION_COLUMNS, apply_review, burden_category, find_scan_dirs, read_tsv  # noqa: E402
-
-AUTOMATIC = ("lesions.tsv", "candidates.tsv", "labels.nii.gz", "mask.nii.gz", "summary.json")
+from microbleeds.io.results import find_scan_dirs  # noqa: E402
+from microbleeds.io.tables import read_tsv  # noqa: E402
+from microbleeds.review.cohort import write_cohort  # noqa: E402
+from microbleeds.review.decisions import apply_review  # noqa: E402
+from microbleeds.review.page import build_report  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def scan_dir(tmp_path_factory):
 
 
 def _digest(folder):
-    return {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in AUTOMATIC}
+    return {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in RESULT_FILES}
 
 
 def _write_decisions(path, sha, rows, columns=DECISION_COLUMNS[:7]):
@@ -150,8 +153,6 @@ def test_not_a_decisions_file(scan_dir):
 
 
 def test_find_scan_dirs_and_cohort(tmp_path):
-    from microbleeds.review.page import build_report, write_cohort
-
     a = make_scan_output(tmp_path / "run", n_candidates=5, name="sub-01_swi", with_phase=False)
     b = make_scan_output(tmp_path / "run", n_candidates=3, seed=2, name="sub-02_swi",
                          with_phase=False)
@@ -173,6 +174,15 @@ def test_find_scan_dirs_and_cohort(tmp_path):
     assert (root / rows[0]["report"]).is_file()
 
 
+def test_cohort_missing_values_are_na(tmp_path):
+    d = make_scan_output(tmp_path, n_candidates=2, with_phase=False)
+    summary = json.loads((d / "summary.json").read_text())
+    summary["acquisition"].update(field_strength_t=1.5, echo_time_ms=None)
+    (d / "summary.json").write_text(json.dumps(summary))
+    _cols, rows = read_tsv(write_cohort(tmp_path / "out")["tsv"])
+    assert (rows[0]["field_strength_t"], rows[0]["echo_time_ms"], rows[0]["reviewers"]) == ("1.5", "n/a", "")
+
+
 def test_apply_review_finds_scan_folder_under_root(tmp_path):
     a = make_scan_output(tmp_path / "run", n_candidates=3, name="sub-01_swi", with_phase=False)
     b = make_scan_output(tmp_path / "run", n_candidates=3, seed=7, name="sub-02_swi",
@@ -187,8 +197,6 @@ def test_apply_review_finds_scan_folder_under_root(tmp_path):
 
 
 def test_no_candidates(tmp_path):
-    from microbleeds.review.page import build_report
-
     d = make_scan_output(tmp_path, n_candidates=0, with_phase=False)
     page = build_report(d).read_text()
     assert "0 candidates" in page

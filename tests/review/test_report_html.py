@@ -16,8 +16,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest_browser import chromium_available, launch_chromium, make_scan_output  # noqa: E402
 
 from microbleeds.errors import InputError  # noqa: E402
-from microbleeds.review.decisions import apply_review, read_tsv  # noqa: E402
-from microbleeds.review.page import Volume, _view_world, build_report, build_reports, mosaic, screenshot, write_cohort  # noqa: E402
+from microbleeds.io.tables import read_tsv  # noqa: E402
+from microbleeds.review.cohort import write_cohort  # noqa: E402
+from microbleeds.review.decisions import apply_review  # noqa: E402
+from microbleeds.review.images import Volume, mosaic, view_world  # noqa: E402
+from microbleeds.review.markup import asset  # noqa: E402
+from microbleeds.review.page import build_report, build_reports  # noqa: E402
+from microbleeds.review.screenshot import screenshot  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +52,17 @@ def test_report_self_contained(scan_dir):
     data = json.loads(re.search(r"id=mb-data>(.*?)</script>", page, re.S).group(1))
     sha = json.loads((scan_dir / "summary.json").read_text())["input"]["sha256"]
     assert data["sha256"] == sha and len(data["candidates"]) == 6
+    assert f"<style>\n{asset('report.css')}</style>" in page and f"<script>\n{asset('report.js')}</script>" in page
+    assert "image not found" not in page and "changed since detection" not in page
+
+
+def test_changed_input_warned(tmp_path):
+    d = make_scan_output(tmp_path, n_candidates=2, with_phase=False)
+    path = tmp_path / "inputs" / "sub-01_swi.nii.gz"
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) + 1, img.affine), path)
+    page = build_report(d).read_text()
+    assert "has changed since detection" in page and page.count("data:image/png;base64,") == 1 + 2 * 3
 
 
 def test_report_without_images(tmp_path):
@@ -79,26 +95,26 @@ def _lr_volume():
     ijk = np.indices(shape).reshape(3, -1)
     x, y, z = (affine[:3, :3] @ ijk + affine[:3, 3:4]).reshape((3,) + shape)
     data = np.where(x > 0, 1000.0, 100.0) + np.where((y > 0) & (z > 0), 500.0, 0.0)
-    return Volume("magnitude", None, data.astype(np.float32), affine), affine, shape
+    return Volume("magnitude", data.astype(np.float32), affine), affine, shape
 
 
 def test_crop_orientation_radiological():
     vol, _affine, _shape = _lr_volume()
-    img = vol.sample(_view_world((0.0, 0.0, 10.0), "axial"))
+    img = vol.sample(view_world((0.0, 0.0, 10.0), "axial"))
     # radiological: patient's right (bright) on the image's left; anterior (brighter) on top
     assert img[:, :20].mean() > img[:, -20:].mean() + 500
     assert img[:20, :20].mean() > img[-20:, :20].mean() + 300
-    neuro = vol.sample(_view_world((0.0, 0.0, 10.0), "axial", radiological=False))
+    neuro = vol.sample(view_world((0.0, 0.0, 10.0), "axial", radiological=False))
     assert neuro[:, -20:].mean() > neuro[:, :20].mean() + 500
-    cor = vol.sample(_view_world((-5.0, 5.0, 0.0), "coronal"))
+    cor = vol.sample(view_world((-5.0, 5.0, 0.0), "coronal"))
     assert cor[:, :20].mean() > cor[:, -20:].mean()            # right on the left
-    sag = vol.sample(_view_world((-5.0, 0.0, 0.0), "sagittal"))
+    sag = vol.sample(view_world((-5.0, 0.0, 0.0), "sagittal"))
     assert sag[:20, :20].mean() > sag[-20:, -20:].mean()       # superior-anterior top-left
 
 
 def test_mosaic_marks_lesion_where_it_is():
     vol, affine, shape = _lr_volume()
-    mask = nib.Nifti1Image(np.ones(shape, np.uint8), affine)
+    mask = np.ones(shape, bool)
     lesion = {"lesion_id": 1, "candidate_id": 7, "x": 20.0, "y": 20.0, "z": 10.0, "d": 3.0}
     uri, W, H, panels, markers = mosaic(vol, mask, [lesion])
     assert 4 <= len(panels) <= 12
