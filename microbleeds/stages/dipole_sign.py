@@ -1,8 +1,47 @@
-"""Dipole sign: is a compact focus paramagnetic (hemosiderin) or diamagnetic (calcium), and which
-sign convention does this scanner's phase use (handedness, from the veins and the foci)?
+"""Dipole sign: is a compact dark focus paramagnetic (hemosiderin: microbleed) or diamagnetic
+(calcium: calcification), and which sign convention does this scanner's phase use (handedness)?
 
-Conventions and physics are those of :mod:`microbleeds.stages.phase` (``phase_sign`` +1: stored
-phase increases with the local field). Phase in radians, lengths in mm, susceptibility in ppm.
+* :func:`source_susceptibility_sign` fits the dipole field around one focus and says which sign
+  of susceptibility explains its phase better.
+* :func:`estimate_phase_sign` settles the phase convention of a scan from the veins (their field
+  depends on their direction to B0) and from the compact dark foci (assumed paramagnetic).
+* :func:`candidate_signs` writes each candidate's ``phase_score`` and ``phase_sign``.
+
+Pure functions on numpy arrays plus an affine; :func:`microbleeds.stages.phase.compute_swi` calls
+:func:`estimate_phase_sign` when the convention is not forced.
+
+Phase sign convention (``phase_sign``)
+--------------------------------------
+Vendors store phase with either sign. A phase image's convention is ``+1`` when the stored phase
+*increases* with the local field::
+
+    phase = +gamma * dB * TE          (phase_sign = +1)
+    phase = -gamma * dB * TE          (phase_sign = -1)
+
+with ``gamma = 2*pi*42.577 MHz/T`` and ``dB`` the local field offset (T) along B0. Multiplying a
+stored phase by its ``phase_sign`` therefore gives ``psi = gamma * dB * TE``: the phase that is
+*positive* where the field is increased, e.g. in the two lobes along B0 of the dipole field of a
+paramagnetic source (hemosiderin, deoxygenated blood), or inside a paramagnetic vein running
+parallel to B0.
+
+Physics used (Lorentz-sphere corrected, ``dchi`` = susceptibility difference to tissue, SI):
+
+* sphere of radius ``a``: inside ``dB = 0``; outside
+  ``dB = B0 * dchi/3 * (a/r)**3 * (3 cos^2(theta) - 1)``, theta the angle between ``r`` and
+  B0. Paramagnetic (dchi > 0): positive lobes along B0, negative equatorial ring (half as big).
+* infinite cylinder at angle theta to B0: inside ``dB = B0 * dchi * (3 cos^2(theta) - 1) / 6``
+  (``+dchi/3`` parallel, ``-dchi/6`` perpendicular); outside a ``cos(2 phi) / rho**2`` pattern
+  that averages to zero around the vessel.
+
+Haacke's "right-handed" systems (classic negative phase mask, veins with negative phase) are
+``phase_sign = -1`` here. Which vendor / software version stores which sign is not reliable,
+so :func:`estimate_phase_sign` determines it from the veins in the data. On the real 7 T
+Siemens crop in ``shared/data/real/romeo-small-gre`` it finds ``+1`` (146 vein segments, 88 %
+agreement, every echo alone agrees), which matches the default of CLEAR-SWI (attenuates
+positive phase) on the same data.
+
+Units: phase in radians, lengths in mm, volumes in mm^3, susceptibility in ppm; sizes in voxels
+where named so.
 """
 
 from __future__ import annotations
@@ -21,14 +60,77 @@ _PI = math.pi
 SOURCE_RADIUS_PER_DIAMETER = (0.3, 0.4, 0.5)
 TRUSTED_SIGN = ("forced", "high", "moderate")  # phase-sign confidence that lets the calcification rule act
 
-# --------------------------------------------------------------------------------------------
-# 5./6. Dipole sign of a compact source and handedness from veins
-# --------------------------------------------------------------------------------------------
+# ---- the dipole fit of one compact source (source_susceptibility_sign)
+MIN_SOURCE_RADIUS_VOXELS = 0.5  # fitted radius at least half the smallest voxel size (mm)
+MIN_SHELL_VOXELS = 3.0  # the fitted shell reaches at least 3 (largest) voxel sizes beyond the radius
+MIN_BOX_VOXELS = 3  # a neighbourhood cut by the image edge to fewer voxels along an axis: no fit
+BACKGROUND_MIN_RADII = 2.0  # local background magnitude: median of the shell beyond 2 radii ...
+MIN_BACKGROUND_VOXELS = 5  # ... if it holds at least 5 voxels, else the median of the whole box
+REFINE_RADII = 1.5  # the centre moves to the darkness-weighted centroid within 1.5 radii
+MIN_WEIGHT = 0.05  # weight (magnitude / background)^2 below which a dark, dephased voxel is left out
+MIN_FIT_VOXELS = 10  # fewer usable shell voxels: score NaN
+# The coupling c (radians at model value 1) is searched on a log grid from 0.02 rad of phase at
+# the voxel of largest |model| up to 3 pi rad (several wraps) at the voxel of median |model|.
+COUPLING_MIN_PHASE_RAD = 0.02
+COUPLING_MAX_PHASE_RAD = 3.0 * _PI
+N_COUPLINGS = 72  # grid points per sign
+COHERENCE_CHUNK = 8192  # shell voxels per block of the coherence sums: bounds the memory of large candidates
+MIN_RESIDUAL_DISPERSION = 1e-4  # floor of 1 - f_best^2 in the noise level (a perfect fit keeps a finite z)
+
+# ---- the phase convention from veins and compact foci (estimate_phase_sign)
+MASK_FRACTION_OF_P99 = 0.1  # default brain mask: magnitude above 10 % of its 99th percentile, holes filled
+MIN_MASK_VOXELS = 100  # fewer brain voxels: default sign
+LOCAL_MEAN_SIGMA_MM = 4.0  # Gaussian sigma (mm) of the local mean the magnitude is divided by
+MIN_DARK_VOXELS = 20  # fewer dark voxels: default sign
+MIN_HESSIAN_SIGMA_MM = 0.7  # default Hessian scale: small veins; larger scales pick up tissue boundaries
+EIGH_CHUNK = 500_000  # Hessians per eigen-decomposition: bounds eigh's temporaries
+# A dark tube has two large positive eigenvalues and one small one (along the vein): the smallest
+# |eigenvalue| under half the middle one, the middle one above 0.1 of the 90th percentile of the
+# largest |eigenvalue| in the dark voxels.
+TUBE_MAX_AXIAL_RATIO = 0.5
+TUBE_MIN_STRENGTH = 0.1
+TUBE_SCALE_PERCENTILE = 90
+MIN_TUBE_VOXELS = 10  # fewer tube voxels: no vein evidence
+MIN_UNIT_VOXELS = 3  # a block_mm cube with fewer tube voxels is not a test unit
+# Confidence of the vein evidence (Wilcoxon p over the units, units at least, weighted agreement at
+# least). The units are spatially correlated (one vein, residual background), so p is
+# anti-conservative: calibrated on phantoms whose dark veins carry no susceptibility, where
+# p >= 4e-4 and agreement <= 0.69.
+VEIN_HIGH_P, VEIN_HIGH_MIN_UNITS, VEIN_HIGH_AGREEMENT = 1e-6, 8, 0.72
+VEIN_MODERATE_P, VEIN_MODERATE_AGREEMENT = 1e-4, 0.65
+VEIN_LOW_P = 0.01
+MIN_FOCUS_VOXELS = 2  # a compact focus has at least 2 voxels
+FOCI_TRIED_PER_VOTE = 4  # at most 4 * max_foci of the darkest foci are fitted (undecided / elongated ones give no vote)
+MIN_SHAPE_VOXELS = 4  # the elongation test needs a spatial covariance of at least 4 voxels
+FOCUS_MAX_VARIANCE_RATIO = 9.0  # compact: largest / smallest spatial SD <= 3, i.e. variance ratio <= 9
+# floor (in units of the smallest voxel size) of the smallest spatial SD: a focus one voxel thin
+# has an SD of ~0 across, which would make every such focus elongated
+FOCUS_MIN_SD_VOXELS = 0.3
+# Confidence of the foci evidence: votes at least, agreeing fraction at least.
+FOCI_MODERATE_MIN_VOTES, FOCI_MODERATE_AGREEMENT = 5, 0.8
+FOCI_LOW_MIN_VOTES, FOCI_LOW_AGREEMENT = 3, 0.75
+FOCI_CONTRADICT_MIN_VOTES = 3  # this many foci disagreeing with confident veins lower the confidence
+
 
 def _unit(v):
+    """``v`` as a float64 unit vector."""
     v = np.asarray(v, dtype=np.float64).ravel()
     return v / max(np.linalg.norm(v), 1e-12)
 
+
+def _check_same_3d(phase, magnitude):
+    if phase.shape != magnitude.shape or phase.ndim != 3:
+        raise ValueError(f"phase {phase.shape} and magnitude {magnitude.shape} must be the same 3D shape")
+
+
+def _undecided():
+    """The result of a fit that cannot be made: score NaN, sign 0."""
+    return float("nan"), 0
+
+
+# --------------------------------------------------------------------------------------------
+# The dipole sign of one compact source
+# --------------------------------------------------------------------------------------------
 
 def source_susceptibility_sign(filtered_phase, magnitude, centre_vox, radius_mm,
                                voxel_size_mm, affine, b0_dir_world=(0, 0, 1), phase_sign=+1,
@@ -94,81 +196,42 @@ def source_susceptibility_sign(filtered_phase, magnitude, centre_vox, radius_mm,
     """
     ph = np.asarray(filtered_phase)
     mag = np.asarray(magnitude)
-    if ph.shape != mag.shape or ph.ndim != 3:
-        raise ValueError(f"phase {ph.shape} and magnitude {mag.shape} must be the same 3D shape")
+    _check_same_3d(ph, mag)
     if phase_sign not in (1, -1):
         raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
     vox = voxel_sizes(voxel_size_mm)
     A = np.asarray(affine, dtype=np.float64)[:3, :3]
     b0 = _unit(b0_dir_world)
-    a = max(float(radius_mm), 0.5 * float(vox.min()))
-    r_out = max(outer_factor * a, a + 3.0 * float(vox.max()))
-    c = np.asarray(centre_vox, dtype=np.float64).ravel()[:3]
-    half = np.ceil(r_out / vox).astype(int) + 1
-    lo = np.maximum(np.floor(c).astype(int) - half, 0)
-    hi = np.minimum(np.floor(c).astype(int) + half + 1, np.array(ph.shape))
-    if np.any(hi - lo < 3):
-        return float("nan"), 0
-    sl = tuple(slice(int(lo[d]), int(hi[d])) for d in range(3))
-    P = ph[sl].astype(np.float64) * phase_sign
-    M = mag[sl].astype(np.float64)
-    grids = np.meshgrid(*[np.arange(lo[d], hi[d], dtype=np.float64) for d in range(3)],
-                        indexing="ij")
-    ijk = np.stack(grids, axis=-1)
-
-    def geometry(centre):
-        rel = (ijk - centre) @ A.T
-        r = np.linalg.norm(rel, axis=-1)
-        return rel, r
-
-    rel, r = geometry(c)
-    far = (r > 2.0 * a) & (r <= r_out)
-    bg = float(np.median(M[far])) if far.sum() >= 5 else float(np.median(M))
+    a, r_out = _shell_radii(radius_mm, vox, outer_factor)
+    centre = np.asarray(centre_vox, dtype=np.float64).ravel()[:3]
+    box = _box_around(centre, r_out, vox, ph.shape)
+    if box is None:
+        return _undecided()
+    psi = ph[box].astype(np.float64) * phase_sign
+    M = mag[box].astype(np.float64)
+    ijk = _box_indices(box)
+    rel, r = _offsets_mm(ijk, centre, A)
+    bg = _background_magnitude(M, r, a, r_out)
     if not bg > 0:
-        return float("nan"), 0
+        return _undecided()
     if refine_centre:
-        near = r <= 1.5 * a
-        dark = np.clip(1.0 - M / bg, 0.0, None) * near
-        if dark.sum() > 0:
-            c = (ijk * dark[..., None]).sum(axis=(0, 1, 2)) / dark.sum()
-            rel, r = geometry(c)
-    rel_b0 = rel @ b0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos2 = np.where(r > 0, (rel_b0 / r) ** 2, 0.0)
-        model = np.where(r > 0, (a / r) ** 3 * (3.0 * cos2 - 1.0), 0.0)
+        refined = _darkness_centroid(ijk, M, r, a, bg)
+        if refined is not None:
+            rel, r = _offsets_mm(ijk, refined, A)
+    model = _dipole_pattern(rel @ b0, r, a)
     w = np.clip(M / bg, 0.0, 1.0) ** 2
-    use = (r > a) & (r <= r_out) & (w > 0.05) & np.isfinite(P)
-    if use.sum() < 10:
-        return float("nan"), 0
-    sel = np.flatnonzero(use)
-    if sel.size > max_voxels:  # large candidates: a deterministic random subset suffices
-        sel = np.sort(np.random.default_rng(0).choice(sel, max_voxels, replace=False))
+    sel = _shell_selection(r, a, r_out, w, psi, max_voxels)
+    if sel is None:
+        return _undecided()
     m_u = model.ravel()[sel]
     # voxels inform about c in proportion to |m| (least-squares information ~ m^2)
     w_u = w.ravel()[sel] * np.abs(m_u)
-    z_u = np.exp(1j * P.ravel()[sel])
-    absm = np.abs(m_u)
-    big = float(np.max(absm))
-    med = float(np.median(absm[absm > 0])) if np.any(absm > 0) else 0.0
-    if big <= 0 or med <= 0:
-        return float("nan"), 0
-    cs = np.geomspace(0.02 / big, 3.0 * _PI / med, 72)
-    # coherence for +c and -c: |sum w z exp(-i c m)|
-    wz = w_u * z_u
-    pos_c = np.zeros(cs.size, complex)
-    neg_c = np.zeros(cs.size, complex)
-    for start in range(0, m_u.size, 8192):  # chunks bound the memory for large candidates
-        E = np.exp(-1j * np.outer(cs, m_u[start:start + 8192]))
-        pos_c += E @ wz[start:start + 8192]
-        neg_c += np.conj(E) @ wz[start:start + 8192]
-    pos, neg = np.abs(pos_c), np.abs(neg_c)
-    sw = float(w_u.sum())
-    score = float((pos.max() - neg.max()) / sw)
-    # significance: coherence fluctuations of random phases are of order
-    # sqrt(sum w^2) / sum w, scaled by the residual dispersion sqrt(1 - f_best^2)
-    f_best = float(max(pos.max(), neg.max()) / sw)
-    noise = float(np.sqrt(np.sum(w_u**2)) / sw) * math.sqrt(max(1.0 - f_best**2, 1e-4))
-    z = score / noise
+    z_u = np.exp(1j * psi.ravel()[sel])
+    cs = _coupling_grid(m_u)
+    if cs is None:
+        return _undecided()
+    pos, neg = _coherence_both_signs(cs, m_u, w_u * z_u)
+    score, z, f_best = _score_and_z(pos, neg, w_u)
     if return_z:
         return score, z, f_best
     decided = abs(score) >= min_score and abs(z) >= min_z
@@ -176,26 +239,112 @@ def source_susceptibility_sign(filtered_phase, magnitude, centre_vox, radius_mm,
     return score, sign
 
 
-def _hessian_world_at(image, idx, vox, A, sigma_mm):
-    """Hessian (world mm) of the Gaussian-smoothed image at voxels ``idx``, shape (N, 3, 3).
+def _shell_radii(radius_mm, vox, outer_factor):
+    """Source radius ``a`` and outer radius of the fitted shell (mm)."""
+    a = max(float(radius_mm), MIN_SOURCE_RADIUS_VOXELS * float(vox.min()))
+    r_out = max(outer_factor * a, a + MIN_SHELL_VOXELS * float(vox.max()))
+    return a, r_out
 
-    One derivative volume at a time is held in memory.
+
+def _box_around(centre, r_out, vox, shape):
+    """Slices of the box of half-width ``r_out`` mm (+1 voxel) around ``centre`` (voxels), cut to
+    the image; None if it is thinner than :data:`MIN_BOX_VOXELS` along an axis."""
+    half = np.ceil(r_out / vox).astype(int) + 1
+    lo = np.maximum(np.floor(centre).astype(int) - half, 0)
+    hi = np.minimum(np.floor(centre).astype(int) + half + 1, np.array(shape))
+    if np.any(hi - lo < MIN_BOX_VOXELS):
+        return None
+    return tuple(slice(int(lo[d]), int(hi[d])) for d in range(3))
+
+
+def _box_indices(box):
+    """Voxel indices (float64, shape box + (3,)) of every voxel of the box."""
+    grids = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float64) for s in box], indexing="ij")
+    return np.stack(grids, axis=-1)
+
+
+def _offsets_mm(ijk, centre, A):
+    """World offsets (mm) of the voxels ``ijk`` from ``centre`` (voxels), and their lengths."""
+    rel = (ijk - centre) @ A.T
+    r = np.linalg.norm(rel, axis=-1)
+    return rel, r
+
+
+def _background_magnitude(M, r, a, r_out):
+    """Median magnitude of the shell beyond :data:`BACKGROUND_MIN_RADII` radii (or of the box)."""
+    far = (r > BACKGROUND_MIN_RADII * a) & (r <= r_out)
+    return float(np.median(M[far])) if far.sum() >= MIN_BACKGROUND_VOXELS else float(np.median(M))
+
+
+def _darkness_centroid(ijk, M, r, a, bg):
+    """Centroid (voxels) within :data:`REFINE_RADII` radii, weighted by the darkness
+    ``1 - M / bg``; None if nothing there is darker than the background."""
+    near = r <= REFINE_RADII * a
+    dark = np.clip(1.0 - M / bg, 0.0, None) * near
+    if not dark.sum() > 0:
+        return None
+    return (ijk * dark[..., None]).sum(axis=(0, 1, 2)) / dark.sum()
+
+
+def _dipole_pattern(rel_b0, r, a):
+    """``(a / r)**3 * (3 cos^2(theta) - 1)`` (0 at r = 0): the sphere's field per unit coupling;
+    ``rel_b0`` is the offset (mm) along B0, ``r`` its length (mm)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos2 = np.where(r > 0, (rel_b0 / r) ** 2, 0.0)
+        return np.where(r > 0, (a / r) ** 3 * (3.0 * cos2 - 1.0), 0.0)
+
+
+def _shell_selection(r, a, r_out, w, psi, max_voxels):
+    """Flat indices of the fitted shell voxels (a fixed random subset of ``max_voxels`` beyond),
+    None if fewer than :data:`MIN_FIT_VOXELS`."""
+    use = (r > a) & (r <= r_out) & (w > MIN_WEIGHT) & np.isfinite(psi)
+    if use.sum() < MIN_FIT_VOXELS:
+        return None
+    sel = np.flatnonzero(use)
+    if sel.size > max_voxels:  # large candidates: a deterministic random subset suffices
+        sel = np.sort(np.random.default_rng(0).choice(sel, max_voxels, replace=False))
+    return sel
+
+
+def _coupling_grid(m_u):
+    """Log-spaced couplings ``c > 0`` (radians per unit of the model) to try; None if the model
+    vanishes."""
+    absm = np.abs(m_u)
+    big = float(np.max(absm))
+    med = float(np.median(absm[absm > 0])) if np.any(absm > 0) else 0.0
+    if big <= 0 or med <= 0:
+        return None
+    return np.geomspace(COUPLING_MIN_PHASE_RAD / big, COUPLING_MAX_PHASE_RAD / med, N_COUPLINGS)
+
+
+def _coherence_both_signs(cs, m_u, wz):
+    """``|sum w z exp(-i c m)|`` for each coupling ``+c`` and ``-c`` (unnormalised)."""
+    pos_c = np.zeros(cs.size, complex)
+    neg_c = np.zeros(cs.size, complex)
+    for start in range(0, m_u.size, COHERENCE_CHUNK):
+        stop = start + COHERENCE_CHUNK
+        E = np.exp(-1j * np.outer(cs, m_u[start:stop]))
+        pos_c += E @ wz[start:stop]
+        neg_c += np.conj(E) @ wz[start:stop]
+    return np.abs(pos_c), np.abs(neg_c)
+
+
+def _score_and_z(pos, neg, w_u):
+    """Score (best paramagnetic minus best diamagnetic coherence), its z and the best coherence.
+
+    Coherence fluctuations of random phases are of order ``sqrt(sum w^2) / sum w``, scaled by the
+    residual dispersion ``sqrt(1 - f_best^2)``.
     """
-    sig = [sigma_mm / v for v in vox]
-    Hv = np.empty((idx[0].size, 3, 3), dtype=np.float32)
-    img = np.asarray(image, dtype=np.float32)
-    for i in range(3):
-        for j in range(i, 3):
-            order = [0, 0, 0]
-            order[i] += 1
-            order[j] += 1
-            d = ndi.gaussian_filter(img, sig, order=order, mode="nearest", truncate=4.0)[idx]
-            Hv[:, i, j] = d
-            Hv[:, j, i] = d
-    Ainv = np.linalg.inv(A).astype(np.float32)
-    # world = A ijk + t  =>  H_world = A^-T H_vox A^-1
-    return np.einsum("ka,nkl,lb->nab", Ainv, Hv, Ainv)
+    sw = float(w_u.sum())
+    score = float((pos.max() - neg.max()) / sw)
+    f_best = float(max(pos.max(), neg.max()) / sw)
+    noise = float(np.sqrt(np.sum(w_u**2)) / sw) * math.sqrt(max(1.0 - f_best**2, MIN_RESIDUAL_DISPERSION))
+    return score, score / noise, f_best
 
+
+# --------------------------------------------------------------------------------------------
+# The phase convention (handedness) from veins and compact foci
+# --------------------------------------------------------------------------------------------
 
 def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_world=(0, 0, 1),
                         sigma_mm=None, dark_percentile=15.0, default=+1, max_foci=30,
@@ -214,7 +363,7 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
        percentile inside the mask.
     2. Hessian of the magnitude (Gaussian scale ``sigma_mm``, world mm via the affine): dark
        tubes have two large positive eigenvalues and one small one; its eigenvector is the
-       vein direction. Dark voxels that are tube-like are grouped into connected segments.
+       vein direction.
     3. The estimate is the sign of ``sum v * phase * g`` over tube voxels (``v`` = tube
        strength). Tube voxels are grouped into units by ``block_mm`` cubes in world space
        (>= 3 voxels each): the p-value is a Wilcoxon signed-rank test of the unit sums,
@@ -229,7 +378,7 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
        microbleeds or vessel cross-sections). >= 5 foci with >= 80 % agreement give
        ``moderate``, >= 3 with >= 75 % ``low``. They decide when the vein evidence is weak,
        lower the confidence when they contradict it, and raise two agreeing weak lines of
-       evidence to ``moderate``.
+       evidence to ``moderate`` (see :func:`_settle_sign`).
 
     Estimate on 3D-filtered phase (the cylinder physics is 3D; 2D in-plane filtering distorts
     the field of in-plane veins). Multi-echo: the combined phase, or any single echo.
@@ -268,177 +417,269 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
         +1 or -1.
     evidence : dict
         JSON-serialisable: ``confidence`` (``high|moderate|low|none``), ``method``,
-        ``vessel_voxels``, ``vessel_units``, ``vessel_agreement`` (weighted fraction of
-        segments agreeing), ``vessel_p`` (sign test), ``vessel_statistic``, ``foci``,
-        ``foci_agreement``, ``note``.
+        ``vessel_voxels`` (tube voxels), ``vessel_units``, ``vessel_agreement`` (weighted
+        fraction of units agreeing), ``vessel_p`` (Wilcoxon signed-rank test of the units),
+        ``vessel_statistic``, ``foci`` (votes), ``foci_agreement``, ``note``, ``sign``.
     """
-    from scipy.stats import wilcoxon
-
     ph = np.asarray(filtered_phase, dtype=np.float32)
     mag = np.asarray(magnitude, dtype=np.float32)
-    if ph.shape != mag.shape or ph.ndim != 3:
-        raise ValueError(f"phase {ph.shape} and magnitude {mag.shape} must be the same 3D shape")
+    _check_same_3d(ph, mag)
     A = np.asarray(affine, dtype=np.float64)[:3, :3]
     vox = np.linalg.norm(A, axis=0)
-    b0 = _unit(b0_dir_world)
     if sigma_mm is None:
-        sigma_mm = max(0.7, float(vox.min()))
+        sigma_mm = max(MIN_HESSIAN_SIGMA_MM, float(vox.min()))
     if mask is None:
-        mask = ndi.binary_fill_holes(mag > 0.1 * np.percentile(mag, 99))
+        mask = ndi.binary_fill_holes(mag > MASK_FRACTION_OF_P99 * np.percentile(mag, 99))
     mask = np.asarray(mask, bool)
+    default = int(default)
     ev = {"confidence": "none", "method": "default", "vessel_voxels": 0, "vessel_units": 0,
           "vessel_agreement": None, "vessel_p": None, "vessel_statistic": None, "foci": 0,
           "foci_agreement": None, "note": ""}
-    if mask.sum() < 100:
+    if mask.sum() < MIN_MASK_VOXELS:
         ev["note"] = "too few brain voxels"
-        return int(default), ev
-
-    local = ndi.gaussian_filter(mag * mask, [4.0 / v for v in vox], mode="nearest")
-    norm = ndi.gaussian_filter(mask.astype(np.float32), [4.0 / v for v in vox], mode="nearest")
-    rel = np.divide(mag, local / np.maximum(norm, 1e-6), out=np.ones_like(mag),
-                    where=local > 0)
-    thr = np.percentile(rel[mask], dark_percentile)
-    dark = mask & (rel < thr)
+        return default, ev
+    rel = _relative_magnitude(mag, mask, vox)
+    dark = mask & (rel < np.percentile(rel[mask], dark_percentile))
     idx = np.nonzero(dark)
-    if idx[0].size < 20:
+    if idx[0].size < MIN_DARK_VOXELS:
         ev["note"] = "too few dark voxels"
-        return int(default), ev
+        return default, ev
 
-    Hw = _hessian_world_at(mag, idx, vox, A, sigma_mm)
-    n_dark = Hw.shape[0]
-    lam_s = np.empty((n_dark, 3), np.float32)
-    axis_vec = np.empty((n_dark, 3), np.float32)
-    for start in range(0, n_dark, 500_000):  # chunks bound eigh's temporaries
-        lam, vec = np.linalg.eigh(Hw[start:start + 500_000])
-        order = np.argsort(np.abs(lam), axis=1)
-        lam_s[start:start + 500_000] = np.take_along_axis(lam, order, axis=1)
-        axis_vec[start:start + 500_000] = np.take_along_axis(vec, order[:, None, :1],
-                                                              axis=2)[:, :, 0]
-    del Hw
-    small, midl, large = lam_s[:, 0], lam_s[:, 1], lam_s[:, 2]  # by |lambda|
-    scale = np.percentile(np.abs(large), 90) + 1e-12
-    tube = (midl > 0) & (large > 0) & (np.abs(small) < 0.5 * midl) & (midl > 0.1 * scale)
-
-    # ---- veins
-    n_tube = int(tube.sum())
-    ev["vessel_voxels"] = n_tube
-    vessel_sign, vessel_conf, vessel_stat = 0, "none", 0.0
-    if n_tube >= 10:
-        cosb = axis_vec[tube] @ b0
-        g = 3.0 * cosb**2 - 1.0
-        v = midl[tube] * (1.0 - np.abs(small[tube]) / midl[tube])
-        x = ph[idx][tube] * g
-        vessel_stat = float(np.sum(v * x) / np.sum(v))
-        # units: blocks of block_mm in world space (veins cross and connect, so connected
-        # components are not independent units; blocks also split long veins)
-        pts = np.stack([i[tube] for i in idx], axis=1).astype(np.float64) @ A.T
-        blk = np.floor(pts / float(block_mm)).astype(np.int64)
-        _, seg = np.unique(blk, axis=0, return_inverse=True)
-        seg = seg.ravel() + 1
-        nlab = int(seg.max())
-        seg_sum = np.bincount(seg, weights=v * x, minlength=nlab + 1)[1:]
-        seg_w = np.bincount(seg, weights=v * np.abs(x), minlength=nlab + 1)[1:]
-        vox_per_seg = np.bincount(seg, minlength=nlab + 1)[1:]
-        keep = (seg_w > 0) & (vox_per_seg >= 3)
-        seg_sum, seg_w = seg_sum[keep], seg_w[keep]
-        nseg = int(keep.sum())
-        ev["vessel_units"] = nseg
-        ev["vessel_statistic"] = round(vessel_stat, 6)
-        if nseg > 0 and vessel_stat != 0:
-            vessel_sign = 1 if vessel_stat > 0 else -1
-            agree = np.sign(seg_sum) == vessel_sign
-            ev["vessel_agreement"] = round(float(seg_w[agree].sum() / seg_w.sum()), 4)
-            # Wilcoxon signed-rank test over segments (segments are the independent units;
-            # ranks keep one large vein from dominating)
-            if nseg >= 2 and np.any(seg_sum != 0):
-                p = float(wilcoxon(seg_sum[seg_sum != 0]).pvalue)
-            else:
-                p = 1.0
-            ev["vessel_p"] = float(f"{p:.3g}")
-            # units are spatially correlated (one vein, residual background), so p is
-            # anti-conservative: thresholds calibrated on phantoms with dark veins without
-            # susceptibility (p >= 4e-4, agreement <= 0.69 there)
-            if p < 1e-6 and nseg >= 8 and ev["vessel_agreement"] >= 0.72:
-                vessel_conf = "high"
-            elif p < 1e-4 and ev["vessel_agreement"] >= 0.65:
-                vessel_conf = "moderate"
-            elif p < 0.01:
-                vessel_conf = "low"
-
-    # ---- compact dark foci (assumed paramagnetic): small, round dark components
-    foci_votes = []
-    dlab, nd = ndi.label(dark & (rel < focus_rel), structure=np.ones((3, 3, 3)))
-    if nd:
-        voxvol = float(np.prod(vox))
-        sizes = np.bincount(dlab.ravel(), minlength=nd + 1)[1:]
-        ok = (sizes >= 2) & (sizes * voxvol <= max_focus_mm3)
-        cand = np.nonzero(ok)[0] + 1
-        if cand.size:
-            darkness = ndi.mean(rel, dlab, index=cand)
-            objs = ndi.find_objects(dlab)
-            for lab_id in cand[np.argsort(darkness)][: 4 * max_foci]:
-                if len(foci_votes) >= max_foci:
-                    break
-                sl = objs[lab_id - 1]
-                sub = dlab[sl] == lab_id
-                pts = np.argwhere(sub) + np.array([s_.start for s_ in sl])
-                world = pts @ A.T
-                if len(pts) >= 4:
-                    ev_ = np.linalg.eigvalsh(np.cov(world.T) + 1e-6 * np.eye(3))
-                    if ev_[-1] > 9.0 * max(ev_[0], (0.3 * vox.min()) ** 2):
-                        continue  # elongated: not a compact focus
-                centre = pts.mean(axis=0)
-                radius = max((3.0 * len(pts) * voxvol / (4.0 * _PI)) ** (1 / 3),
-                             float(vox.min()))
-                _, sg = source_susceptibility_sign(ph, mag, centre, radius, vox, affine,
-                                                   b0_dir_world, +1)
-                if sg != 0:
-                    foci_votes.append(sg)
-    ev["foci"] = len(foci_votes)
-    foci_sign = 0
-    if foci_votes:
-        mean_vote = float(np.mean(foci_votes))
-        foci_sign = 1 if mean_vote > 0 else (-1 if mean_vote < 0 else 0)
-        if foci_sign:
-            ev["foci_agreement"] = round(float(np.mean(np.array(foci_votes) == foci_sign)), 4)
-
-    n_foci = len(foci_votes)
-    foci_conf = "none"
-    if foci_sign and n_foci >= 5 and ev["foci_agreement"] >= 0.8:
-        foci_conf = "moderate"
-    elif foci_sign and n_foci >= 3 and ev["foci_agreement"] >= 0.75:
-        foci_conf = "low"
-    if vessel_conf in ("high", "moderate"):
-        sign, ev["confidence"], ev["method"] = vessel_sign, vessel_conf, "vein orientation"
-        if foci_sign and foci_sign != vessel_sign and n_foci >= 3:
-            ev["note"] = "compact foci disagree with the veins"
-            ev["confidence"] = "moderate" if vessel_conf == "high" else "low"
-        elif foci_conf != "none" and foci_sign == vessel_sign:
-            ev["method"] = "vein orientation and dipole of compact foci"
-    elif foci_conf != "none" and (vessel_conf == "none" or vessel_sign in (0, foci_sign)):
-        # veins without significant evidence (p >= 0.1) do not veto the compact foci
-        sign, ev["method"] = foci_sign, "dipole of compact foci"
-        ev["confidence"] = foci_conf
-        if vessel_conf == "low":  # two weak, independent, agreeing lines of evidence
-            ev["confidence"] = "moderate"
-            ev["method"] = "vein orientation and dipole of compact foci"
-    elif vessel_sign and vessel_conf == "low" and not (foci_conf != "none"
-                                                        and foci_sign != vessel_sign):
-        sign, ev["confidence"], ev["method"] = vessel_sign, "low", "vein orientation"
-    else:
-        sign = int(default)
-        ev["note"] = (ev["note"] + "; " if ev["note"] else "") + (
-            "veins and compact foci disagree" if vessel_sign and foci_sign
-            and vessel_sign != foci_sign else "insufficient evidence"
-        ) + f"; default sign {int(default):+d} used"
+    tube, axis, strength = _tube_voxels(mag, idx, vox, A, sigma_mm)
+    points_mm = np.stack([i[tube] for i in idx], axis=1).astype(np.float64) @ A.T
+    vessel_sign, vessel_conf = _vein_evidence(ph[idx][tube], axis, strength, points_mm,
+                                              _unit(b0_dir_world), block_mm, ev)
+    votes = _foci_votes(ph, mag, affine, dark & (rel < focus_rel), rel, vox, b0_dir_world,
+                        max_foci, max_focus_mm3)
+    foci_sign, foci_conf = _foci_evidence(votes, ev)
+    sign = _settle_sign(vessel_sign, vessel_conf, foci_sign, foci_conf, len(votes), default, ev)
     ev["sign"] = int(sign)
     return int(sign), ev
 
 
-# --------------------------------------------------------------------------------------------
-# Convenience: the whole phase branch
-# --------------------------------------------------------------------------------------------
+def _relative_magnitude(mag, mask, vox):
+    """Magnitude divided by its local mean inside the mask (Gaussian, sigma
+    :data:`LOCAL_MEAN_SIGMA_MM`); 1 where the local mean is 0."""
+    sigma = [LOCAL_MEAN_SIGMA_MM / v for v in vox]
+    local = ndi.gaussian_filter(mag * mask, sigma, mode="nearest")
+    norm = ndi.gaussian_filter(mask.astype(np.float32), sigma, mode="nearest")
+    return np.divide(mag, local / np.maximum(norm, 1e-6), out=np.ones_like(mag), where=local > 0)
 
+
+def _hessian_world_at(image, idx, vox, A, sigma_mm):
+    """Hessian (world mm) of the Gaussian-smoothed image at voxels ``idx``, shape (N, 3, 3).
+
+    One derivative volume at a time is held in memory.
+    """
+    sig = [sigma_mm / v for v in vox]
+    Hv = np.empty((idx[0].size, 3, 3), dtype=np.float32)
+    img = np.asarray(image, dtype=np.float32)
+    for i in range(3):
+        for j in range(i, 3):
+            order = [0, 0, 0]
+            order[i] += 1
+            order[j] += 1
+            d = ndi.gaussian_filter(img, sig, order=order, mode="nearest", truncate=4.0)[idx]
+            Hv[:, i, j] = d
+            Hv[:, j, i] = d
+    Ainv = np.linalg.inv(A).astype(np.float32)
+    # world = A ijk + t  =>  H_world = A^-T H_vox A^-1
+    return np.einsum("ka,nkl,lb->nab", Ainv, Hv, Ainv)
+
+
+def _eigen_by_magnitude(H):
+    """Eigenvalues of each symmetric 3x3 ``H`` sorted by ``|lambda|`` (N, 3) and the eigenvector
+    of the smallest ``|lambda|`` (N, 3), float32."""
+    n = H.shape[0]
+    lam_s = np.empty((n, 3), np.float32)
+    axis_vec = np.empty((n, 3), np.float32)
+    for start in range(0, n, EIGH_CHUNK):
+        stop = start + EIGH_CHUNK
+        lam, vec = np.linalg.eigh(H[start:stop])
+        order = np.argsort(np.abs(lam), axis=1)
+        lam_s[start:stop] = np.take_along_axis(lam, order, axis=1)
+        axis_vec[start:stop] = np.take_along_axis(vec, order[:, None, :1], axis=2)[:, :, 0]
+    return lam_s, axis_vec
+
+
+def _tube_voxels(mag, idx, vox, A, sigma_mm):
+    """Which dark voxels ``idx`` are tube-like (bool), and for those their axis (world unit
+    vectors) and tube strength ``v = lambda_mid * (1 - |lambda_small| / lambda_mid)``."""
+    Hw = _hessian_world_at(mag, idx, vox, A, sigma_mm)
+    lam_s, axis_vec = _eigen_by_magnitude(Hw)
+    del Hw
+    small, midl, large = lam_s[:, 0], lam_s[:, 1], lam_s[:, 2]  # by |lambda|
+    scale = np.percentile(np.abs(large), TUBE_SCALE_PERCENTILE) + 1e-12
+    tube = ((midl > 0) & (large > 0) & (np.abs(small) < TUBE_MAX_AXIAL_RATIO * midl)
+            & (midl > TUBE_MIN_STRENGTH * scale))
+    strength = midl[tube] * (1.0 - np.abs(small[tube]) / midl[tube])
+    return tube, axis_vec[tube], strength
+
+
+def _vein_evidence(phase, axis, strength, points_mm, b0, block_mm, ev):
+    """Sign (0 if none) and confidence of the vein evidence from the tube voxels' phase, axis,
+    strength and world position (mm); fills the ``vessel_*`` entries of ``ev``."""
+    ev["vessel_voxels"] = int(phase.size)
+    if phase.size < MIN_TUBE_VOXELS:
+        return 0, "none"
+    cosb = axis @ b0
+    g = 3.0 * cosb**2 - 1.0
+    x = phase * g
+    vessel_stat = float(np.sum(strength * x) / np.sum(strength))
+    unit_sum, unit_w = _block_units(points_mm, block_mm, strength * x, strength * np.abs(x))
+    n_units = int(unit_sum.size)
+    ev["vessel_units"] = n_units
+    ev["vessel_statistic"] = round(vessel_stat, 6)
+    if n_units == 0 or vessel_stat == 0:
+        return 0, "none"
+    vessel_sign = 1 if vessel_stat > 0 else -1
+    agree = np.sign(unit_sum) == vessel_sign
+    ev["vessel_agreement"] = round(float(unit_w[agree].sum() / unit_w.sum()), 4)
+    p = _signed_rank_p(unit_sum)
+    ev["vessel_p"] = float(f"{p:.3g}")
+    return vessel_sign, _vein_confidence(p, n_units, ev["vessel_agreement"])
+
+
+def _block_units(points_mm, block_mm, values, weights):
+    """Sums of ``values`` and of ``weights`` per ``block_mm`` world cube holding at least
+    :data:`MIN_UNIT_VOXELS` points and a positive weight.
+
+    Veins cross and connect, so connected components are not independent units; blocks also
+    split long veins.
+    """
+    blk = np.floor(points_mm / float(block_mm)).astype(np.int64)
+    _, unit = np.unique(blk, axis=0, return_inverse=True)
+    unit = unit.ravel()
+    unit_sum = np.bincount(unit, weights=values)
+    unit_w = np.bincount(unit, weights=weights)
+    keep = (unit_w > 0) & (np.bincount(unit) >= MIN_UNIT_VOXELS)
+    return unit_sum[keep], unit_w[keep]
+
+
+def _signed_rank_p(unit_sums):
+    """Wilcoxon signed-rank p of the unit sums (ranks keep one large vein from dominating);
+    1 with fewer than 2 units or none non-zero."""
+    from scipy.stats import wilcoxon  # scipy.stats is slow to import: only when needed
+
+    if unit_sums.size >= 2 and np.any(unit_sums != 0):
+        return float(wilcoxon(unit_sums[unit_sums != 0]).pvalue)
+    return 1.0
+
+
+def _vein_confidence(p, n_units, agreement):
+    """``high|moderate|low|none`` from the p-value, unit count and agreement (see the VEIN_*
+    constants for the calibration)."""
+    if p < VEIN_HIGH_P and n_units >= VEIN_HIGH_MIN_UNITS and agreement >= VEIN_HIGH_AGREEMENT:
+        return "high"
+    if p < VEIN_MODERATE_P and agreement >= VEIN_MODERATE_AGREEMENT:
+        return "moderate"
+    if p < VEIN_LOW_P:
+        return "low"
+    return "none"
+
+
+def _foci_votes(ph, mag, affine, focus_voxels, rel, vox, b0_dir_world, max_foci, max_focus_mm3):
+    """Dipole signs (+1 / -1) of up to ``max_foci`` compact foci, darkest first.
+
+    Foci are the connected components (26-neighbourhood) of ``focus_voxels`` with at least
+    :data:`MIN_FOCUS_VOXELS` voxels and at most ``max_focus_mm3``, not elongated; each is fitted
+    as a sphere of its equivalent radius (at least the smallest voxel size) in convention +1.
+    Undecided fits give no vote.
+    """
+    votes = []
+    labels, n_labels = ndi.label(focus_voxels, structure=np.ones((3, 3, 3)))
+    if not n_labels:
+        return votes
+    voxvol = float(np.prod(vox))
+    sizes = np.bincount(labels.ravel(), minlength=n_labels + 1)[1:]
+    ok = (sizes >= MIN_FOCUS_VOXELS) & (sizes * voxvol <= max_focus_mm3)
+    cand = np.nonzero(ok)[0] + 1
+    if not cand.size:
+        return votes
+    darkness = ndi.mean(rel, labels, index=cand)
+    objs = ndi.find_objects(labels)
+    A = np.asarray(affine, dtype=np.float64)[:3, :3]
+    for lab_id in cand[np.argsort(darkness)][: FOCI_TRIED_PER_VOTE * max_foci]:
+        if len(votes) >= max_foci:
+            break
+        sl = objs[lab_id - 1]
+        pts = np.argwhere(labels[sl] == lab_id) + np.array([s_.start for s_ in sl])
+        if _is_elongated(pts @ A.T, vox):
+            continue
+        centre = pts.mean(axis=0)
+        radius = max((3.0 * len(pts) * voxvol / (4.0 * _PI)) ** (1 / 3), float(vox.min()))
+        _, sign = source_susceptibility_sign(ph, mag, centre, radius, vox, affine, b0_dir_world, +1)
+        if sign != 0:
+            votes.append(sign)
+    return votes
+
+
+def _is_elongated(world, vox):
+    """Whether the points ``world`` (mm) are elongated: largest / smallest spatial variance above
+    :data:`FOCUS_MAX_VARIANCE_RATIO` (the smallest SD floored); False below
+    :data:`MIN_SHAPE_VOXELS` points."""
+    if len(world) < MIN_SHAPE_VOXELS:
+        return False
+    variances = np.linalg.eigvalsh(np.cov(world.T) + 1e-6 * np.eye(3))
+    return variances[-1] > FOCUS_MAX_VARIANCE_RATIO * max(variances[0], (FOCUS_MIN_SD_VOXELS * vox.min()) ** 2)
+
+
+def _foci_evidence(votes, ev):
+    """Majority sign (0 on a tie or without votes) and confidence of the foci votes; fills
+    ``foci`` and ``foci_agreement`` of ``ev``."""
+    ev["foci"] = len(votes)
+    if not votes:
+        return 0, "none"
+    mean_vote = float(np.mean(votes))
+    foci_sign = 1 if mean_vote > 0 else (-1 if mean_vote < 0 else 0)
+    if not foci_sign:
+        return 0, "none"
+    agreement = round(float(np.mean(np.array(votes) == foci_sign)), 4)
+    ev["foci_agreement"] = agreement
+    if len(votes) >= FOCI_MODERATE_MIN_VOTES and agreement >= FOCI_MODERATE_AGREEMENT:
+        return foci_sign, "moderate"
+    if len(votes) >= FOCI_LOW_MIN_VOTES and agreement >= FOCI_LOW_AGREEMENT:
+        return foci_sign, "low"
+    return foci_sign, "none"
+
+
+def _settle_sign(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default, ev):
+    """The sign from the two lines of evidence; sets ``confidence``, ``method`` and ``note``.
+
+    * Confident veins (high / moderate) decide; foci disagreeing (at least
+      :data:`FOCI_CONTRADICT_MIN_VOTES`) lower the confidence by one step.
+    * Else confident foci (moderate / low) decide unless the veins (low) disagree; veins without
+      evidence (none: too few tube voxels or p >= :data:`VEIN_LOW_P`) do not veto them. Low veins
+      agreeing with the foci raise the confidence to moderate (two weak, independent lines).
+    * Else low veins decide when the foci give no confident sign.
+    * Else ``default``.
+    """
+    if vessel_conf in ("high", "moderate"):
+        ev["confidence"], ev["method"] = vessel_conf, "vein orientation"
+        if foci_sign and foci_sign != vessel_sign and n_foci >= FOCI_CONTRADICT_MIN_VOTES:
+            ev["note"] = "compact foci disagree with the veins"
+            ev["confidence"] = "moderate" if vessel_conf == "high" else "low"
+        elif foci_conf != "none" and foci_sign == vessel_sign:
+            ev["method"] = "vein orientation and dipole of compact foci"
+        return vessel_sign
+    # here vessel_conf is "low" (vessel_sign +-1) or "none"
+    if foci_conf != "none" and (vessel_conf == "none" or vessel_sign == foci_sign):
+        ev["confidence"], ev["method"] = foci_conf, "dipole of compact foci"
+        if vessel_conf == "low":
+            ev["confidence"], ev["method"] = "moderate", "vein orientation and dipole of compact foci"
+        return foci_sign
+    if vessel_conf == "low" and foci_conf == "none":
+        ev["confidence"], ev["method"] = "low", "vein orientation"
+        return vessel_sign
+    disagree = vessel_sign and foci_sign and vessel_sign != foci_sign
+    ev["note"] = (("veins and compact foci disagree" if disagree else "insufficient evidence")
+                  + f"; default sign {default:+d} used")
+    return default
+
+
+# --------------------------------------------------------------------------------------------
+# Per-candidate dipole sign
+# --------------------------------------------------------------------------------------------
 
 def candidate_signs(rows, swi_result, scan):
     """Sign (+1 paramagnetic, -1 diamagnetic, 0 undecided) and strength of each candidate's
@@ -446,7 +687,8 @@ def candidate_signs(rows, swi_result, scan):
 
     The susceptibility source lies somewhere inside the half-depth outline (blooming), so the
     dipole is fitted from three inner radii, 0.6, 0.8 and 1.0 of the outline's radius: the sign is
-    decided when at least one fit decides and none contradicts it.
+    decided when at least one fit decides and none contradicts it. Sets ``phase_trusted``,
+    ``phase_score`` and ``phase_sign`` of each row.
     """
     trusted = swi_result.sign_evidence.get("confidence") in TRUSTED_SIGN
     for row in rows:

@@ -1,43 +1,23 @@
-"""Phase handling for SWI / GRE-T2*: scaling, multi-echo combination, high-pass filtering,
-SWI, phase-sign (handedness) estimation and the per-candidate dipole sign.
+"""Phase branch of the detector: multi-echo combination, high-pass filtering of the wrapped phase,
+the susceptibility-weighted image (SWI) and its minimum intensity projection (mIP).
 
-Pure functions on numpy arrays plus affine / voxel sizes; only :func:`load_phase` and
-:func:`read_echo_times` touch files.
+:func:`phase_branch` is the stage: it reads the phase (scaling to radians in
+:mod:`microbleeds.io.phase_file`, echo times from the sidecar in :mod:`microbleeds.io.sidecar`),
+brings it to the canonical grid and runs :func:`compute_swi`: :func:`highpass_phase` per echo,
+:func:`combine_phases` / :func:`combine_magnitudes` over the echoes, the phase convention (forced,
+or estimated from the veins and compact foci by
+:func:`microbleeds.stages.dipole_sign.estimate_phase_sign`) and :func:`swi`. All other functions
+are pure, on numpy arrays plus affine / voxel sizes.
 
-Phase sign convention used throughout (``phase_sign``)
-------------------------------------------------------
-Vendors store phase with either sign. This module calls a phase image convention ``+1`` when
-the stored phase *increases* with the local field::
+``phase_sign`` is the convention of the stored phase: ``+1`` when it increases with the local
+field (``phase = +gamma * dB * TE``), ``-1`` when it decreases (Haacke's "right-handed" systems,
+veins with negative phase). The convention, the field of spheres and cylinders and how the sign is
+estimated are described in :mod:`microbleeds.stages.dipole_sign`. Veins perpendicular to B0 have a
+*negative* field inside, so a one-sided (paramagnetic) SWI mask does not darken them;
+``kind="symmetric"`` in :func:`phase_mask` darkens both.
 
-    phase = +gamma * dB * TE          (phase_sign = +1)
-    phase = -gamma * dB * TE          (phase_sign = -1)
-
-with ``gamma = 2*pi*42.577 MHz/T`` and ``dB`` the local field offset (T) along B0. Multiplying a
-stored phase by its ``phase_sign`` therefore gives ``psi = gamma * dB * TE``: the phase that is
-*positive* where the field is increased, e.g. in the two lobes along B0 of the dipole field of a
-paramagnetic source (hemosiderin, deoxygenated blood), or inside a paramagnetic vein running
-parallel to B0.
-
-Physics used (Lorentz-sphere corrected, ``dchi`` = susceptibility difference to tissue, SI):
-
-* sphere of radius ``a``: inside ``dB = 0``; outside
-  ``dB = B0 * dchi/3 * (a/r)**3 * (3 cos^2(theta) - 1)``, theta the angle between ``r`` and
-  B0. Paramagnetic (dchi > 0): positive lobes along B0, negative equatorial ring (half as big).
-* infinite cylinder at angle theta to B0: inside ``dB = B0 * dchi * (3 cos^2(theta) - 1) / 6``
-  (``+dchi/3`` parallel, ``-dchi/6`` perpendicular); outside a ``cos(2 phi) / rho**2`` pattern
-  that averages to zero around the vessel.
-
-Haacke's "right-handed" systems (classic negative phase mask, veins with negative phase) are
-``phase_sign = -1`` here. Which vendor / software version stores which sign is not reliable,
-so :func:`estimate_phase_sign` determines it from the veins in the data. On the real 7 T
-Siemens crop in ``shared/data/real/romeo-small-gre`` it finds ``+1`` (146 vein segments, 88 %
-agreement, every echo alone agrees), which matches the default of CLEAR-SWI (attenuates
-positive phase) on the same data. Note that veins perpendicular to B0 have a *negative*
-field inside, so a one-sided (paramagnetic) mask does not darken them; ``kind="symmetric"``
-in :func:`phase_mask` darkens both.
-
-Units: phase in radians, echo times in ms, frequencies in Hz, susceptibility in ppm,
-lengths in mm, sizes of windows in voxels (k-space samples) unless named ``*_mm``.
+Units: phase in radians, echo times in ms, frequencies in Hz, field offsets in ppm of B0,
+lengths in mm, widths of k-space windows in samples unless named ``*_mm``.
 """
 
 from __future__ import annotations
@@ -53,16 +33,19 @@ from scipy import ndimage as ndi
 from ..contract import GAMMA_BAR_HZ_PER_T
 from ..errors import InputError
 from ..io.nifti import to_canonical, voxel_sizes
-from ..io.phase_file import load_phase, phase_to_radians, wrap_phase  # noqa: F401
-from ..io.sidecar import read_echo_times  # noqa: F401
+from ..io.phase_file import load_phase, wrap_phase
+from ..io.sidecar import read_echo_times
 from .dipole_sign import estimate_phase_sign
 
 _PI = math.pi
+_HZ_PER_RAD_PER_MS = 1000.0 / (2 * _PI)  # angular frequency (radians / ms) -> frequency (Hz)
+
+# Homodyne window widths are given in k-space samples at a 256 matrix (the same fraction of
+# k-space at any matrix size); a window is at least 2 samples wide.
+WINDOW_REFERENCE_MATRIX = 256.0
+MIN_WINDOW_SAMPLES = 2.0
 
 __all__ = [
-    "phase_to_radians",
-    "load_phase",
-    "read_echo_times",
     "combine_magnitudes",
     "combine_phases",
     "homodyne_highpass",
@@ -75,14 +58,16 @@ __all__ = [
     "frequency_to_ppm",
     "compute_swi",
     "SWIResult",
+    "phase_branch",
 ]
 
 
 # --------------------------------------------------------------------------------------------
-# 2. Echo times and multi-echo combination
+# Echo times and multi-echo combination
 # --------------------------------------------------------------------------------------------
 
 def _te_array(echo_times_ms, n):
+    """Echo times (ms) as a float64 vector of ``n`` positive values."""
     te = np.asarray(echo_times_ms, dtype=np.float64).ravel()
     if te.size != n:
         raise ValueError(f"{te.size} echo times for {n} echoes")
@@ -176,7 +161,7 @@ def combine_phases(phase, magnitude, echo_times_ms, reference_te_ms=None, output
         ref = float(te.max()) if reference_te_ms is None else float(reference_te_ms)
         return (omega * np.float32(ref)).astype(np.float32)
     if output == "hz":
-        return (omega * np.float32(1000.0 / (2 * _PI))).astype(np.float32)
+        return (omega * np.float32(_HZ_PER_RAD_PER_MS)).astype(np.float32)
     raise ValueError(f"unknown output {output!r}")
 
 
@@ -226,7 +211,7 @@ def frequency_to_ppm(frequency_hz, b0_t):
 
 
 # --------------------------------------------------------------------------------------------
-# 3. High-pass filtering of wrapped phase (on the complex signal)
+# High-pass filtering of wrapped phase (on the complex signal)
 # --------------------------------------------------------------------------------------------
 
 def slice_axis_from_affine(affine):
@@ -248,6 +233,7 @@ def slice_axis_from_affine(affine):
 
 
 def _complex(magnitude, phase):
+    """Complex64 image ``|S| exp(i phi)`` (unit magnitude if None)."""
     ph = np.asarray(phase, dtype=np.float32)
     if magnitude is None:
         return np.exp(1j * ph).astype(np.complex64)
@@ -322,8 +308,8 @@ def homodyne_highpass(magnitude, phase, voxel_size_mm=None, window=32, window_mm
         if window_mm is not None:
             width = n * vox[a] / float(window_mm)
         else:
-            width = float(window) * n / 256.0
-        width = float(np.clip(width, 2.0, n))
+            width = float(window) * n / WINDOW_REFERENCE_MATRIX
+        width = float(np.clip(width, MIN_WINDOW_SAMPLES, n))
         # spatial kernel of the Hanning window reaches ~2 n / width voxels
         p = int(min(n, math.ceil(2.0 * n / width) + 1))
         n_pad = sfft.next_fast_len(n + 2 * p)
@@ -422,7 +408,7 @@ def highpass_phase(magnitude, phase, voxel_size_mm, method="homodyne", window=32
 
 
 # --------------------------------------------------------------------------------------------
-# 4. SWI
+# SWI
 # --------------------------------------------------------------------------------------------
 
 def phase_mask(filtered_phase, phase_sign=+1, kind="paramagnetic"):
@@ -438,7 +424,7 @@ def phase_mask(filtered_phase, phase_sign=+1, kind="paramagnetic"):
     filtered_phase : numpy.ndarray
         High-pass filtered phase in radians (values beyond +-pi are clipped).
     phase_sign : {+1, -1}
-        Phase convention of the data (see module docstring).
+        Phase convention of the data (see :mod:`microbleeds.stages.dipole_sign`).
     kind : {"paramagnetic", "symmetric"}
         ``"paramagnetic"``: the classic one-sided mask above. ``"symmetric"``:
         ``1 - |phi| / pi``, attenuating both signs (veins perpendicular to B0 have a negative
@@ -469,7 +455,7 @@ def swi(magnitude, filtered_phase, phase_sign=+1, power=4, kind="paramagnetic"):
     filtered_phase : numpy.ndarray
         High-pass filtered phase in radians, same shape.
     phase_sign : {+1, -1}
-        Phase convention (see module docstring).
+        Phase convention (see :mod:`microbleeds.stages.dipole_sign`).
     power : float
         Number of multiplications by the mask (4 by default, Haacke 2004).
     kind : {"paramagnetic", "symmetric"}
@@ -539,9 +525,10 @@ class SWIResult:
     frequency_hz : numpy.ndarray of float32 or None
         Local frequency in Hz in the data's own sign (None without echo times).
     phase_sign : int
-        Convention used (+1 / -1, see module docstring).
+        Convention used (+1 / -1, see :mod:`microbleeds.stages.dipole_sign`).
     sign_evidence : dict
-        Evidence from :func:`estimate_phase_sign` or ``{"method": "forced"}``.
+        Evidence from :func:`estimate_phase_sign`, or ``{"method": "forced", "confidence":
+        "forced", "sign": phase_sign}``.
     mip : numpy.ndarray of float32 or None
         Sliding-window minimum intensity projection of the SWI.
     parameters : dict
@@ -620,41 +607,21 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
     vox = voxel_sizes(None, affine)
     sax = slice_axis_from_affine(affine)
     hp = highpass_phase(mag, ph, vox, method, window, window_mm, sigma_mm, mode, sax)
-    freq = None
-    if n_echo > 1:
-        te = _te_array(echo_times_ms, n_echo)
-        ref = float(te.max()) if reference_te_ms is None else float(reference_te_ms)
-        omega, _ = _omega(hp, mag, te)
-        filt = (omega * np.float32(ref)).astype(np.float32)
-        freq = (omega * np.float32(1000.0 / (2 * _PI))).astype(np.float32)
-        del omega
-        cmag = combine_magnitudes(mag, te, "t2star")
+    te = _te_array(echo_times_ms, n_echo) if n_echo > 1 else None
+    if te is not None:
+        filt, freq, cmag, ref = _combine_echoes(hp, mag, te, reference_te_ms)
     else:
-        mag3 = mag[..., 0] if mag.ndim == 4 else mag
-        filt = hp[..., 0] if hp.ndim == 4 else hp
-        cmag = mag3
-        ref = None
-        if echo_times_ms is not None:
-            ref = float(np.ravel(echo_times_ms)[0])
-            freq = (filt / (2 * _PI * ref / 1000.0)).astype(np.float32)
+        filt, freq, cmag, ref = _single_echo(hp, mag, echo_times_ms)
     if phase_sign is None:
         # the vein physics holds for the 3D field: estimate on 3D homodyne-filtered phase
         hp3 = hp if mode == "3d" and method == "homodyne" else highpass_phase(
             mag, ph, vox, "homodyne", window, window_mm, sigma_mm, "3d", sax)
-        if n_echo > 1:
-            filt3 = combine_phases(hp3, mag, te, ref, "radians")
-        else:
-            filt3 = hp3[..., 0] if hp3.ndim == 4 else hp3
+        filt3 = _first_echo(hp3) if te is None else combine_phases(hp3, mag, te, ref, "radians")
         sign, ev = estimate_phase_sign(filt3, cmag, affine, mask, b0_dir_world)
     else:
-        if phase_sign not in (1, -1):
-            raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
-        sign, ev = int(phase_sign), {"method": "forced", "confidence": "forced",
-                                     "sign": int(phase_sign)}
+        sign, ev = _forced_sign(phase_sign)
     out = swi(cmag, filt, sign, power, mask_kind)
-    mip = None
-    if mip_slab_mm is not None:
-        mip = minimum_intensity_projection(out, affine, mip_slab_mm)
+    mip = None if mip_slab_mm is None else minimum_intensity_projection(out, affine, mip_slab_mm)
     params = {"highpass": method, "window": window, "window_mm": window_mm,
               "sigma_mm": sigma_mm if method == "gaussian" else None, "mode": mode,
               "slice_axis": sax, "power": power, "reference_te_ms": ref,
@@ -666,12 +633,60 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
     return SWIResult(out, cmag, filt, freq, sign, ev, mip, params)
 
 
+def _combine_echoes(hp, mag, te, reference_te_ms):
+    """Several echoes: filtered phase (radians at the reference TE), local frequency (Hz),
+    T2*-weighted magnitude and the reference TE (ms, default the longest echo)."""
+    ref = float(te.max()) if reference_te_ms is None else float(reference_te_ms)
+    omega, _ = _omega(hp, mag, te)
+    filt = (omega * np.float32(ref)).astype(np.float32)
+    freq = (omega * np.float32(_HZ_PER_RAD_PER_MS)).astype(np.float32)
+    del omega
+    return filt, freq, combine_magnitudes(mag, te, "t2star"), ref
+
+
+def _single_echo(hp, mag, echo_times_ms):
+    """One echo: filtered phase (radians), frequency (Hz, None without an echo time), magnitude
+    and the echo time (ms, or None), 3D."""
+    cmag = _first_echo(mag)
+    filt = _first_echo(hp)
+    if echo_times_ms is None:
+        return filt, None, cmag, None
+    ref = float(np.ravel(echo_times_ms)[0])
+    return filt, (filt / (2 * _PI * ref / 1000.0)).astype(np.float32), cmag, ref
+
+
+def _first_echo(volume):
+    """The 3D volume of a single-echo image, 3D or 4D with one echo."""
+    return volume[..., 0] if volume.ndim == 4 else volume
+
+
+def _forced_sign(phase_sign):
+    """The sign and evidence of a convention given by the user."""
+    if phase_sign not in (1, -1):
+        raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
+    return int(phase_sign), {"method": "forced", "confidence": "forced", "sign": int(phase_sign)}
+
+
 def phase_branch(scan, phase, brain, params, echo_times_ms=None):
     """Load the phase, high-pass filter it, settle its sign and compute the SWI (canonical).
 
+    Parameters
+    ----------
+    scan : microbleeds.stages.load.Scan
+        The loaded magnitude (canonical; ``echoes`` for multi-echo, native grid and path).
+    phase : str, path, list of paths, nibabel image or numpy.ndarray
+        The phase (see :func:`microbleeds.io.phase_file.load_phase`); an array is on the
+        magnitude's own (native) grid.
+    brain : numpy.ndarray of bool
+        Brain mask (canonical) for the sign estimate.
+    params : microbleeds.presets.Parameters
+        ``phase_sign`` (+1, -1 or None to estimate) and ``highpass_window_vox``.
+    echo_times_ms : sequence of float, optional
+        Echo times in ms; multi-echo without them reads the BIDS sidecar.
+
     Returns
     -------
-    swi_result : phase.SWIResult
+    swi_result : SWIResult
     how : str
         How the phase values were scaled to radians.
     """
@@ -686,6 +701,5 @@ def phase_branch(scan, phase, brain, params, echo_times_ms=None):
         if echo_times_ms is None:
             raise InputError(scan.path, "multi-echo phase needs echo times (BIDS sidecar EchoTime or --echo-times)")
     result = compute_swi(magnitude, radians, scan.affine, echo_times_ms=echo_times_ms,
-                                      phase_sign=params.phase_sign, window=params.highpass_window_vox,
-                                      mask=brain)
+                         phase_sign=params.phase_sign, window=params.highpass_window_vox, mask=brain)
     return result, how

@@ -1,0 +1,336 @@
+"""Tests of microbleeds.stages.dipole_sign: the per-candidate dipole sign (microbleed vs
+calcification) and the phase convention (handedness) from veins and compact foci, on synthetic
+phantoms with analytic fields and on the sample phantom.
+"""
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from microbleeds.contract import GAMMA_BAR_HZ_PER_T
+from microbleeds.io.phase_file import load_phase
+from microbleeds.stages import dipole_sign as D
+from microbleeds.stages import phase as P
+
+GAMMA = 2 * np.pi * GAMMA_BAR_HZ_PER_T
+B0 = np.array([0.0, 0.0, 1.0])
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic phantoms: analytic fields of spheres and infinite cylinders, computed on a
+# supersampled grid and averaged to voxels (intravoxel dephasing -> blooming), wrapped phase,
+# smooth background phase, complex noise
+# --------------------------------------------------------------------------------------------
+
+def random_affine(rng, vox):
+    """Affine with randomly permuted and flipped axes for voxel sizes ``vox`` (mm)."""
+    perm = rng.permutation(3)
+    flips = rng.choice([-1, 1], 3)
+    A = np.eye(4)
+    A[:3, :3] = 0
+    for col in range(3):
+        A[perm[col], col] = flips[col] * vox[col]
+    A[:3, 3] = rng.uniform(-50, 50, 3)
+    return A
+
+
+def _fine_world(shape, A, ss):
+    off = (np.arange(ss) + 0.5) / ss - 0.5
+    axes = [(np.arange(n)[:, None] + off[None, :]).ravel() for n in shape]
+    ijk = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
+    return ijk @ A[:3, :3].T + A[:3, 3]
+
+
+def _sphere_field(x, centre, a, dchi_ppm):
+    """dB/B0 of a sphere (Lorentz corrected): 0 inside, dchi/3 (a/r)^3 (3cos^2-1) outside."""
+    d = x - centre
+    r = np.linalg.norm(d, axis=-1)
+    cos = (d @ B0) / np.maximum(r, 1e-9)
+    f = dchi_ppm * 1e-6 / 3 * (a / np.maximum(r, a)) ** 3 * (3 * cos**2 - 1)
+    inside = r < a
+    f[inside] = 0.0
+    return f, inside
+
+
+def _cylinder_field(x, p, u, a, dchi_ppm):
+    """dB/B0 of an infinite cylinder: inside dchi (3cos^2 th - 1)/6, outside
+    dchi/2 sin^2 th (a/rho)^2 cos 2phi."""
+    u = u / np.linalg.norm(u)
+    d = x - p
+    q = d - (d @ u)[..., None] * u
+    rho = np.linalg.norm(q, axis=-1)
+    cth = u @ B0
+    inside = rho < a
+    f = np.zeros(rho.shape)
+    f[inside] = dchi_ppm * 1e-6 * (3 * cth**2 - 1) / 6
+    bp = B0 - cth * u
+    nb = np.linalg.norm(bp)
+    if nb > 1e-9:
+        cphi = (q @ bp) / (np.maximum(rho, 1e-9) * nb)
+        out = dchi_ppm * 1e-6 / 2 * (1 - cth**2) * (a / np.maximum(rho, 1e-9)) ** 2 * (
+            2 * cphi**2 - 1)
+        f[~inside] = out[~inside]
+    return f, inside
+
+
+def make_volume(rng, shape, A, sources, b0_t=3.0, te_ms=20.0, snr=20.0, conv=+1, ss=3):
+    """Magnitude and wrapped phase (convention ``conv``) of a phantom.
+
+    ``sources``: ``("sphere", centre_world, a_mm, dchi_ppm, magnitude_inside)`` or
+    ``("cyl", point_world, direction, a_mm, dchi_ppm, magnitude_inside)``.
+    """
+    x = _fine_world(shape, A, ss)
+    db = np.zeros(x.shape[:3])
+    M = np.ones(x.shape[:3])
+    for s in sources:
+        if s[0] == "sphere":
+            f, ins = _sphere_field(x, s[1], s[2], s[3])
+            M[ins] = np.minimum(M[ins], s[4])
+        else:
+            f, ins = _cylinder_field(x, s[1], s[2], s[3], s[4])
+            M[ins] = np.minimum(M[ins], s[5])
+        db += f
+    psi = GAMMA * b0_t * db * te_ms * 1e-3
+    c0 = x.reshape(-1, 3).mean(0)
+    g = rng.normal(size=3)
+    g *= 0.3 / np.linalg.norm(g)  # background: 0.3 rad/mm gradient, offset, curvature
+    bg = (x - c0) @ g + rng.uniform(-np.pi, np.pi) + 0.01 * rng.uniform(-1, 1) * (
+        (x - c0) ** 2).sum(-1)
+    z = M * np.exp(1j * (conv * psi + bg))
+    s_ = z.shape
+    z = z.reshape(s_[0] // ss, ss, s_[1] // ss, ss, s_[2] // ss, ss).mean(axis=(1, 3, 5))
+    z = z + (rng.normal(size=z.shape) + 1j * rng.normal(size=z.shape)) / (snr * np.sqrt(2))
+    return np.abs(z).astype(np.float32), np.angle(z).astype(np.float32)
+
+
+
+# --------------------------------------------------------------------------------------------
+# per-candidate dipole sign
+# --------------------------------------------------------------------------------------------
+
+def _sphere_trial(rng, truth, conv):
+    vox = np.array([(1, 1, 1), (0.5, 0.5, 1.0), (0.8, 0.8, 0.8), (0.47, 0.47, 2.0)][
+        rng.integers(4)], float)
+    shape = tuple(int(round(20 / v)) for v in vox)
+    A = random_affine(rng, vox)
+    b0 = float(rng.choice([1.5, 3.0, 7.0]))
+    te = {1.5: 40.0, 3.0: 20.0, 7.0: 12.0}[b0] * rng.uniform(0.7, 1.3)
+    a = rng.uniform(0.5, 1.5)
+    dchi = truth * rng.uniform(0.5, 3.0)
+    cv = np.array(shape) / 2 + rng.uniform(-2, 2, 3)
+    cw = A[:3, :3] @ cv + A[:3, 3]
+    mag, ph = make_volume(rng, shape, A, [("sphere", cw, a, dchi, 0.1)], b0, te,
+                          rng.uniform(8, 40), conv, ss=2)
+    hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
+    dark = mag < 0.6  # the candidate as a detector would see it: its dark blob
+    radius = max((3 * dark.sum() * np.prod(vox) / (4 * np.pi)) ** (1 / 3), 0.5 * vox.min())
+    centre = cv + rng.normal(0, 0.3, 3)  # detection error
+    return hp, mag, centre, radius, vox, A
+
+
+def test_dipole_sign_classification_rate():
+    rng = np.random.default_rng(2024)
+    n, correct, wrong_sign = 0, 0, 0
+    for trial in range(64):
+        truth = 1 if trial % 2 else -1  # +1 microbleed (paramagnetic), -1 calcification
+        conv = 1 if (trial // 2) % 2 else -1  # both vendor conventions, sign forced
+        hp, mag, c, r, vox, A = _sphere_trial(rng, truth, conv)
+        score, sign = D.source_susceptibility_sign(hp, mag, c, r, vox, A, phase_sign=conv)
+        n += 1
+        correct += sign == truth
+        wrong_sign += sign == -truth
+    rate = correct / n
+    print(f"dipole sign classification: {correct}/{n} = {rate:.3f}, wrong sign {wrong_sign}")
+    assert rate >= 0.95
+    assert wrong_sign <= 1
+
+
+def test_dipole_sign_independent_of_array_orientation():
+    rng = np.random.default_rng(7)
+    vox = np.array([0.5, 0.5, 1.0])
+    shape = (40, 40, 20)
+    A = np.diag([0.5, 0.5, 1.0, 1.0])
+    cv = np.array([20.3, 19.6, 10.2])
+    mag, ph = make_volume(rng, shape, A, [("sphere", A[:3, :3] @ cv, 0.8, 1.5, 0.1)], ss=3)
+    hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
+    ref = D.source_susceptibility_sign(hp, mag, cv, 1.5, vox, A)
+    assert ref[1] == 1
+    # permute and flip the array; the affine follows so world coordinates are unchanged
+    perm, flip = (2, 0, 1), (True, False, True)
+    hp2, mag2 = np.transpose(hp, perm), np.transpose(mag, perm)
+    for ax, f in enumerate(flip):
+        if f:
+            hp2, mag2 = np.flip(hp2, ax), np.flip(mag2, ax)
+    n2 = np.array(hp2.shape)
+    # new index j maps to old index i: i[perm[ax]] = j[ax] (or n-1-j[ax] if flipped)
+    M = np.zeros((4, 4))
+    M[3, 3] = 1
+    for ax in range(3):
+        M[perm[ax], ax] = -1 if flip[ax] else 1
+        M[perm[ax], 3] = n2[ax] - 1 if flip[ax] else 0
+    A2 = A @ M
+    cv2 = np.linalg.solve(M[:3, :3], cv - M[:3, 3])
+    out = D.source_susceptibility_sign(hp2, mag2, cv2, 1.5, vox[list(perm)], A2)
+    assert out[1] == 1
+    assert abs(out[0] - ref[0]) < 1e-6
+
+
+def test_dipole_sign_undecided_without_field():
+    rng = np.random.default_rng(11)
+    undecided = 0
+    for _ in range(6):
+        hp, mag, c, r, vox, A = _sphere_trial(rng, 0, +1)  # dark sphere, no susceptibility
+        undecided += D.source_susceptibility_sign(hp, mag, c, r, vox, A)[1] == 0
+    assert undecided == 6
+
+
+def test_dipole_sign_undecided_on_random_phase():
+    rng = np.random.default_rng(13)
+    decided = 0
+    for _ in range(24):
+        shape = (40, 40, 20)
+        A = random_affine(rng, (0.5, 0.5, 1.0))
+        ph = rng.uniform(-np.pi, np.pi, shape)
+        mag = rng.uniform(0.2, 1.0, shape)
+        centre = rng.uniform(5, 35, 3) * np.array([1, 1, 0.5])
+        decided += D.source_susceptibility_sign(ph, mag, centre, rng.uniform(0.5, 3.0),
+                                                (0.5, 0.5, 1.0), A)[1] != 0
+    assert decided <= 1
+
+
+# --------------------------------------------------------------------------------------------
+# handedness from veins; both conventions give the same classification
+# --------------------------------------------------------------------------------------------
+
+def _vein_phantom(rng, conv, n_veins=24, veins_chi=True):
+    vox = np.array([0.5, 0.5, 1.0])
+    shape = (48, 48, 24)
+    A = random_affine(rng, vox)
+    ctr = A[:3, :3] @ (np.array(shape) / 2) + A[:3, 3]
+    src = []
+    for _ in range(n_veins):
+        u = rng.normal(size=3)
+        src.append(("cyl", ctr + rng.uniform(-8, 8, 3), u / np.linalg.norm(u),
+                    rng.uniform(0.3, 0.7), rng.uniform(0.25, 0.45) * veins_chi, 0.5))
+    lesions = []
+    for chi_sign in (1, 1, -1):  # two microbleeds, one calcification
+        cv = np.array(shape) / 2 + rng.uniform(-8, 8, 3) * np.array([2, 2, 0.6])
+        src.append(("sphere", A[:3, :3] @ cv + A[:3, 3], rng.uniform(0.7, 1.2),
+                    chi_sign * rng.uniform(1.0, 2.5), 0.1))
+        lesions.append((cv, chi_sign))
+    return vox, A, src, lesions
+
+
+def test_handedness_from_veins_both_conventions():
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        vox, A, src, lesions = _vein_phantom(rng, +1)
+        classes = {}
+        for conv in (+1, -1):
+            mag, ph = make_volume(np.random.default_rng(seed + 10), (48, 48, 24), A, src,
+                                  3.0, 20.0, 20.0, conv, ss=2)
+            hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
+            sign, ev = D.estimate_phase_sign(hp, mag, A)
+            print(conv, sign, ev)
+            assert sign == conv
+            assert ev["confidence"] in ("high", "moderate")
+            json.dumps(ev)
+            classes[conv] = [D.source_susceptibility_sign(hp, mag, cv, 1.2, vox, A,
+                                                          phase_sign=sign)[1]
+                             for cv, _ in lesions]
+        assert classes[+1] == classes[-1] == [chi for _, chi in lesions]
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_handedness_without_susceptibility_is_not_confident(seed):
+    rng = np.random.default_rng(seed)
+    vox, A, src, _ = _vein_phantom(rng, +1, veins_chi=False)
+    src = [s for s in src if s[0] == "cyl"]  # dark veins without any field
+    mag, ph = make_volume(rng, (48, 48, 24), A, src, ss=2)
+    hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
+    sign, ev = D.estimate_phase_sign(hp, mag, A, default=-1)
+    assert ev["confidence"] in ("none", "low")
+    if ev["confidence"] == "none":
+        assert sign == -1 and "default sign -1" in ev["note"]
+
+
+# --------------------------------------------------------------------------------------------
+# cross-check on the independent physical phantom of microbleeds.bench.phantoms (sample_data/)
+# --------------------------------------------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+
+
+@pytest.mark.skipif(not (SAMPLE / "sample.json").exists(), reason="sample phantom not present")
+def test_sample_phantom_cmb_vs_calcification():
+    import csv
+
+    meta = json.loads((SAMPLE / "sample.json").read_text())
+    conv = -1 if "-gamma" in meta.get("phase_sign_convention", "").replace(" ", "") else +1
+    mimg = nib.load(str(SAMPLE / meta["files"]["magnitude"]))
+    mag = mimg.get_fdata(dtype=np.float32)
+    ph, _ = load_phase(SAMPLE / meta["files"]["phase"], mag.shape, mimg.affine)
+    vox = np.array(mimg.header.get_zooms()[:3], float)
+    hp = P.homodyne_highpass(mag, ph, vox, mode="3d")
+    ok = n = 0
+    with open(SAMPLE / meta["files"]["truth_tsv"], encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            xyz = np.array([float(row[k]) for k in ("x_mm", "y_mm", "z_mm")])
+            ijk = np.linalg.solve(mimg.affine[:3, :3], xyz - mimg.affine[:3, 3])
+            _, sign = D.source_susceptibility_sign(hp, mag, ijk, float(row["diameter_mm"]) / 2,
+                                                   vox, mimg.affine, phase_sign=conv)
+            n += 1
+            ok += sign == (1 if row["type"] == "cmb" else -1)
+    print(f"sample phantom: {ok}/{n} lesions classified by dipole sign (convention {conv:+d})")
+    assert ok >= 0.9 * n
+
+
+# --------------------------------------------------------------------------------------------
+# how the two lines of evidence settle the sign
+# --------------------------------------------------------------------------------------------
+
+def _settle(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default=+1):
+    ev = {"confidence": "none", "method": "default", "note": ""}
+    sign = D._settle_sign(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default, ev)
+    return sign, ev["confidence"], ev["method"], ev["note"]
+
+
+@pytest.mark.parametrize("case,expect", [
+    # confident veins decide; disagreeing foci (>= 3) lower the confidence by one step
+    ((-1, "high", 0, "none", 0), (-1, "high", "vein orientation", "")),
+    ((-1, "high", 1, "none", 3), (-1, "moderate", "vein orientation", "compact foci disagree with the veins")),
+    ((-1, "moderate", 1, "low", 4), (-1, "low", "vein orientation", "compact foci disagree with the veins")),
+    ((-1, "high", 1, "none", 2), (-1, "high", "vein orientation", "")),
+    ((1, "moderate", 1, "low", 3), (1, "moderate", "vein orientation and dipole of compact foci", "")),
+    # confident foci decide when the veins have no evidence; weak agreeing veins raise them
+    ((-1, "none", 1, "moderate", 6), (1, "moderate", "dipole of compact foci", "")),
+    ((0, "none", -1, "low", 3), (-1, "low", "dipole of compact foci", "")),
+    ((-1, "low", -1, "low", 3), (-1, "moderate", "vein orientation and dipole of compact foci", "")),
+    # weak veins decide alone when the foci give no confident sign, but not against confident foci
+    ((1, "low", -1, "none", 2), (1, "low", "vein orientation", "")),
+    ((1, "low", -1, "low", 3), (-1, "none", "default", "veins and compact foci disagree; default sign -1 used")),
+    ((0, "none", 0, "none", 0), (-1, "none", "default", "insufficient evidence; default sign -1 used")),
+])
+def test_settle_sign_rules(case, expect):
+    assert _settle(*case, default=-1) == expect
+
+
+def test_vein_confidence_thresholds():
+    assert D._vein_confidence(1e-7, 8, 0.72) == "high"
+    assert D._vein_confidence(1e-7, 7, 0.72) == "moderate"  # too few units for high
+    assert D._vein_confidence(1e-7, 8, 0.71) == "moderate"
+    assert D._vein_confidence(1e-5, 20, 0.64) == "low"
+    assert D._vein_confidence(0.009, 20, 0.9) == "low"
+    assert D._vein_confidence(0.01, 20, 0.9) == "none"
+
+
+def test_compact_and_elongated_foci():
+    vox = np.array([0.5, 0.5, 1.0])
+    ball = np.argwhere(np.ones((3, 3, 3), bool)) * vox
+    rod = np.argwhere(np.ones((12, 1, 1), bool)) * vox
+    assert not D._is_elongated(ball, vox)
+    assert D._is_elongated(rod, vox)
+    assert not D._is_elongated(rod[:3], vox)  # too few voxels for a shape
