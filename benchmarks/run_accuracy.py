@@ -12,7 +12,6 @@ and ``accuracy.json`` and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -28,7 +27,10 @@ from baselines import BASELINES  # noqa: E402
 import microbleeds  # noqa: E402
 from microbleeds.bench import evaluate  # noqa: E402
 from microbleeds.bench.phantoms import PhantomParams, simulate, write_phantom  # noqa: E402
-from microbleeds.io.tables import tsv_text  # noqa: E402
+from microbleeds.bench.truth_table import TRUTH_SUFFIX  # noqa: E402
+from microbleeds.contract import LESIONS_FILE  # noqa: E402
+from microbleeds.io.atomic import atomic_write_text  # noqa: E402
+from microbleeds.io.tables import json_text, tsv_text  # noqa: E402
 
 CACHE = HERE / ".cache"
 OUT = HERE / "results"
@@ -62,7 +64,7 @@ def phantom_files(name):
     """Simulate (once; cached) and return the phantom's file paths."""
     folder = CACHE / "phantoms"
     paths = {"magnitude": folder / f"{name}_mag.nii.gz", "phase": folder / f"{name}_phase.nii.gz",
-             "truth_tsv": folder / f"{name}_truth.tsv"}
+             "truth_tsv": folder / f"{name}{TRUTH_SUFFIX}"}
     if not all(p.is_file() for p in paths.values()):
         folder.mkdir(parents=True, exist_ok=True)
         params = replace(BASE, **SUITE[name][0])
@@ -81,13 +83,14 @@ def run_microbleeds(name, files, use_phase, preset, overrides=None):
 
 def run_baseline(method, name, files):
     folder = CACHE / "results" / method / name
-    if (folder / "lesions.tsv").is_file() and (folder / "seconds.txt").is_file():
+    if (folder / LESIONS_FILE).is_file() and (folder / "seconds.txt").is_file():
         return folder  # baselines do not change between runs: cached with their run time
     start = time.perf_counter()
     rows = BASELINES[method](files["magnitude"])
+    seconds = time.perf_counter() - start
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "seconds.txt").write_text(f"{time.perf_counter() - start:.3f}\n")
-    (folder / "lesions.tsv").write_text(tsv_text(rows, ("lesion_id", "x_mm", "y_mm", "z_mm", "diameter_mm")))
+    atomic_write_text(folder / LESIONS_FILE, tsv_text(rows, ("lesion_id", "x_mm", "y_mm", "z_mm", "diameter_mm")))
+    atomic_write_text(folder / "seconds.txt", f"{seconds:.3f}\n")  # last: marks the cache entry complete
     return folder
 
 
@@ -182,8 +185,8 @@ def main(argv=None):
                                       for s in result.scans}}
     lines = _markdown(table, names, hi_snr)
     OUT.mkdir(exist_ok=True)
-    (OUT / "accuracy.md").write_text("\n".join(lines) + "\n")
-    (OUT / "accuracy.json").write_text(json.dumps(table, indent=2, default=lambda o: None) + "\n")
+    atomic_write_text(OUT / "accuracy.md", "\n".join(lines) + "\n")
+    atomic_write_text(OUT / "accuracy.json", json_text(table))  # NaN as null: strict JSON
     print("\n".join(lines))
 
 

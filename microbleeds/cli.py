@@ -175,13 +175,12 @@ def _evaluate_parser(sub):
 
 
 def _edges(text):
+    from .bench.evaluate import check_edges
+
     try:
-        edges = tuple(float(x) for x in text.replace(" ", ",").split(",") if x)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not comma-separated numbers: {text!r}") from None
-    if not edges or min(edges) <= 0 or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise argparse.ArgumentTypeError(f"diameter bin edges must be positive and strictly increasing: {text!r}")
-    return edges
+        return tuple(check_edges([x for x in text.replace(" ", ",").split(",") if x]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_evaluate(args):

@@ -1,6 +1,7 @@
 """Small painted test volumes (not physical phantoms): a head-like ellipsoid with dark balls,
 dark tubes and Rician-like noise, for fast unit tests of the pipeline's mechanics."""
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -41,3 +42,12 @@ def head_volume(shape=(96, 96, 48), voxel_mm=(1.0, 1.0, 2.0), balls=(), tubes=()
     affine = np.diag(list(vox) + [1.0])
     affine[:3, 3] = -centre * vox
     return noisy.astype(np.float32), affine, [np.asarray(b[0], float) for b in balls]
+
+
+def nifti_file(path, data, affine=None, slope=None):
+    """Save ``data`` as a NIfTI file (identity affine by default, optional scl_slope); returns the path."""
+    img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
+    if slope is not None:
+        img.header.set_slope_inter(slope, 0.0)
+    nib.save(img, str(path))
+    return str(path)

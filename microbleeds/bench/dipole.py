@@ -1,4 +1,4 @@
-"""Magnetic dipole field helpers for the phantom generator (private).
+"""Magnetic dipole fields for the phantom generator.
 
 Units: susceptibility in ppm (SI, relative to the surrounding tissue or water), fields as the
 relative field shift ``dB / B0`` in ppm, lengths in mm, phases in radians.
@@ -16,6 +16,8 @@ Two ways to get the field of a susceptibility distribution are provided:
 :func:`source_factor` evaluates, for one small sphere, the complex intra-voxel average
 ``mean(w(x) exp(i phi(x)))`` over a sub-voxel grid of every acquisition voxel of a local patch
 (the sub-sampling adapts to the local phase gradient), which is what a scanner measures.
+
+The numba kernels live in :mod:`.dipole_kernels`, imported on first use.
 """
 
 from __future__ import annotations
@@ -24,10 +26,8 @@ import math
 
 import numpy as np
 import scipy.fft as sfft
-from numba import njit, prange
 
-#: Proton gyromagnetic ratio / 2 pi, in Hz/T (CODATA 2018).
-GAMMA_BAR_HZ_PER_T = 42.577478518e6
+from ..contract import GAMMA_BAR_HZ_PER_T
 
 
 def phase_per_ppm(b0_t: float, te_ms: float, sign: float = -1.0) -> float:
@@ -67,7 +67,9 @@ def dipole_kernel_rfft(shape, voxel_size_mm, b0_dir, method: str = "spatial") ->
     b = b / np.linalg.norm(b)
     vs = np.asarray([float(v) for v in voxel_size_mm], dtype=np.float64)
     if method == "spatial":
-        d = _spatial_dipole(np.asarray(shape, dtype=np.int64), vs, b)
+        from .dipole_kernels import spatial_dipole
+
+        d = spatial_dipole(np.asarray(shape, dtype=np.int64), vs, b)
         spec = sfft.rfftn(d, workers=-1)
         out = spec.real.astype(np.float32)
         # remove the lattice's local (delta) term: on an anisotropic lattice the sampled
@@ -102,28 +104,6 @@ def _lattice_sphere_sum(vs, b, radius):
     return float(np.sum(d))
 
 
-@njit(cache=True, parallel=True)
-def _spatial_dipole(shape, vs, b):
-    out = np.empty((shape[0], shape[1], shape[2]), dtype=np.float32)
-    vol = vs[0] * vs[1] * vs[2] / (4.0 * math.pi)
-    for i in prange(shape[0]):
-        ii = i if i <= shape[0] // 2 else i - shape[0]
-        x = ii * vs[0]
-        for j in range(shape[1]):
-            jj = j if j <= shape[1] // 2 else j - shape[1]
-            y = jj * vs[1]
-            for k in range(shape[2]):
-                kk = k if k <= shape[2] // 2 else k - shape[2]
-                z = kk * vs[2]
-                r2 = x * x + y * y + z * z
-                if r2 == 0.0:
-                    out[i, j, k] = 0.0
-                else:
-                    pb = x * b[0] + y * b[1] + z * b[2]
-                    out[i, j, k] = vol * (3.0 * pb * pb / r2 - 1.0) / (r2 * math.sqrt(r2))
-    return out
-
-
 def field_from_chi(chi_ppm, voxel_size_mm, b0_dir, workers=None, method="spatial") -> np.ndarray:
     """Relative field ``dB/B0`` (ppm, float32) of a susceptibility map by k-space convolution.
 
@@ -155,76 +135,6 @@ def sphere_field_ppm(rel_mm, radius_mm, chi_ppm, b0_dir=(0.0, 0.0, 1.0)) -> np.n
         cos2 = (rel @ b) ** 2 / r2
         f = (chi_ppm / 3.0) * (radius_mm / r) ** 3 * (3.0 * cos2 - 1.0)
     return np.where(r > radius_mm, f, 0.0)
-
-
-@njit(cache=True, parallel=True)
-def _source_factor_kernel(mat, trans, lo, pshape, centre, radius, chi_ppm, bdir, ppp,
-                          inside_amp, max_sub, factor, frac):
-    n0, n1, n2 = pshape[0], pshape[1], pshape[2]
-    vs = np.empty(3)
-    for a in range(3):
-        vs[a] = math.sqrt(mat[0, a] ** 2 + mat[1, a] ** 2 + mat[2, a] ** 2)
-    half_diag = 0.5 * math.sqrt(vs[0] ** 2 + vs[1] ** 2 + vs[2] ** 2)
-    amp = abs(ppp * chi_ppm) / 3.0
-    a3 = radius ** 3
-    total = n0 * n1 * n2
-    for flat in prange(total):
-        i = flat // (n1 * n2)
-        rem = flat - i * n1 * n2
-        j = rem // n2
-        k = rem - j * n2
-        fi = lo[0] + i
-        fj = lo[1] + j
-        fk = lo[2] + k
-        cx = mat[0, 0] * fi + mat[0, 1] * fj + mat[0, 2] * fk + trans[0] - centre[0]
-        cy = mat[1, 0] * fi + mat[1, 1] * fj + mat[1, 2] * fk + trans[1] - centre[1]
-        cz = mat[2, 0] * fi + mat[2, 1] * fj + mat[2, 2] * fk + trans[2] - centre[2]
-        rc = math.sqrt(cx * cx + cy * cy + cz * cz)
-        reff = rc - half_diag
-        if reff < radius:
-            reff = radius
-        # largest phase gradient near this voxel (rad / mm), |grad| <= 6 amp a^3 / r^4
-        grad = 6.0 * amp * a3 / reff ** 4
-        nsub = np.empty(3, dtype=np.int64)
-        for a in range(3):
-            n = int(math.ceil(grad * vs[a] / 0.5))
-            if rc - half_diag <= radius:
-                nres = int(math.ceil(vs[a] / (radius / 3.0)))
-                if nres > n:
-                    n = nres
-                if n < 3:
-                    n = 3
-            if n < 1:
-                n = 1
-            if n > max_sub:
-                n = max_sub
-            nsub[a] = n
-        sre = 0.0
-        sim = 0.0
-        nin = 0
-        for u in range(nsub[0]):
-            du = (u + 0.5) / nsub[0] - 0.5
-            for v in range(nsub[1]):
-                dv = (v + 0.5) / nsub[1] - 0.5
-                for w in range(nsub[2]):
-                    dw = (w + 0.5) / nsub[2] - 0.5
-                    px = cx + mat[0, 0] * du + mat[0, 1] * dv + mat[0, 2] * dw
-                    py = cy + mat[1, 0] * du + mat[1, 1] * dv + mat[1, 2] * dw
-                    pz = cz + mat[2, 0] * du + mat[2, 1] * dv + mat[2, 2] * dw
-                    r2 = px * px + py * py + pz * pz
-                    if r2 <= radius * radius:
-                        sre += inside_amp
-                        nin += 1
-                    else:
-                        pb = px * bdir[0] + py * bdir[1] + pz * bdir[2]
-                        cos2 = pb * pb / r2
-                        r3 = r2 * math.sqrt(r2)
-                        phi = ppp * (chi_ppm / 3.0) * (a3 / r3) * (3.0 * cos2 - 1.0)
-                        sre += math.cos(phi)
-                        sim += math.sin(phi)
-        nt = nsub[0] * nsub[1] * nsub[2]
-        factor[i, j, k] = complex(sre / nt, sim / nt)
-        frac[i, j, k] = nin / nt
 
 
 def source_patch_radius_mm(radius_mm, chi_ppm, ppp, tol_rad=0.01, max_mm=40.0) -> float:
@@ -280,7 +190,9 @@ def source_factor(affine, shape, centre_mm, radius_mm, chi_ppm, ppp, b0_dir=(0.0
     factor = np.ones(tuple(int(p) for p in pshape), dtype=np.complex128)
     frac = np.zeros(tuple(int(p) for p in pshape), dtype=np.float64)
     if np.all(pshape > 0):
-        _source_factor_kernel(mat, trans, lo, pshape, centre, float(radius_mm), float(chi_ppm), b,
-                              float(ppp), float(inside_amp), int(max_sub), factor, frac)
+        from .dipole_kernels import source_factor_kernel
+
+        source_factor_kernel(mat, trans, lo, pshape, centre, float(radius_mm), float(chi_ppm), b,
+                             float(ppp), float(inside_amp), int(max_sub), factor, frac)
     slices = tuple(slice(int(a), int(a + p)) for a, p in zip(lo, pshape))
     return slices, factor, frac

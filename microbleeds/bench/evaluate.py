@@ -69,53 +69,42 @@ Files written by :func:`write_evaluation`
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import math
-import re
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, stats
 
-from ..contract import burden_category  # noqa: F401 (one definition, re-exported)
+from .. import __version__
+from ..contract import BURDEN_CATEGORIES, LESIONS_FILE, burden_category
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
+from ..io.tables import NA, json_text, jsonable, tsv_text
+from .truth_table import TRUTH_REGIONS, TRUTH_SUFFIX, TRUTH_TYPES
 
 __all__ = [
     "DEFAULT_MAX_DISTANCE_MM",
     "DEFAULT_DIAMETER_EDGES_MM",
-    "REGIONS",
-    "BURDEN_CATEGORIES",
     "MatchPair",
     "Matching",
     "EvaluationResult",
     "read_truth",
     "read_detections",
     "match",
+    "diameter_bin_labels",
     "score_scan",
     "evaluate_pairs",
     "pair_folders",
     "evaluate_folders",
     "write_evaluation",
     "format_table",
-    "burden_category",
-    "add_arguments",
-    "main_args",
 ]
 
 DEFAULT_MAX_DISTANCE_MM = 3.0
 DEFAULT_DIAMETER_EDGES_MM = (1.0, 1.5, 2.5, 5.0)
-REGIONS = ("lobar", "deep", "infratentorial")
-BURDEN_CATEGORIES = ("0", "1", "2-4", ">=5")
-TRUTH_TYPES = ("cmb", "calcification")
 
-TRUTH_SUFFIX = "_truth.tsv"
-LESIONS_FILE = "lesions.tsv"
 JSON_FILE = "evaluation.json"
 SCANS_FILE = "evaluation_scans.tsv"
 MATCHES_FILE = "evaluation_matches.tsv"
@@ -123,7 +112,6 @@ TEXT_FILE = "evaluation.txt"
 
 _TRUTH_REQUIRED = ("truth_id", "type", "x_mm", "y_mm", "z_mm", "diameter_mm", "region")
 _DET_REQUIRED = ("lesion_id", "x_mm", "y_mm", "z_mm", "diameter_mm")
-_NA = "n/a"
 _NAN = float("nan")
 
 
@@ -378,7 +366,9 @@ def _assign(a_xyz, b_xyz, limit):
         return []
     big = (min(len(a), len(b)) + 1) * (limit + 1.0) * 2.0
     cost = np.where(allowed, d, big)
-    rows, cols = optimize.linear_sum_assignment(cost)
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(cost)
     return [(int(r), int(c), float(d[r, c])) for r, c in zip(rows, cols) if allowed[r, c]]
 
 
@@ -452,7 +442,8 @@ def _median(values):
     return float(np.median(v)) if v else _NAN
 
 
-def _check_edges(edges):
+def check_edges(edges):
+    """Diameter-bin edges (mm) as floats; ValueError unless positive and strictly increasing."""
     e = [float(x) for x in edges]
     if not e or any(not math.isfinite(x) or x <= 0 for x in e) or any(
             b <= a for a, b in zip(e, e[1:])):
@@ -469,7 +460,7 @@ def diameter_bin_labels(edges=DEFAULT_DIAMETER_EDGES_MM):
 
     ``(1.0, 1.5, 2.5, 5.0)`` gives ``["<1.0", "1.0-1.5", "1.5-2.5", "2.5-5.0", ">=5.0"]``.
     """
-    e = _check_edges(edges)
+    e = check_edges(edges)
     labels = [f"<{_fmt_edge(e[0])}"]
     labels += [f"{_fmt_edge(a)}-{_fmt_edge(b)}" for a, b in zip(e, e[1:])]
     labels.append(f">={_fmt_edge(e[-1])}")
@@ -520,7 +511,7 @@ def score_scan(truth_rows, detected_rows, max_distance_mm=DEFAULT_MAX_DISTANCE_M
         ``burden_detected``, ``burden_agree``, and ``matches`` (per-lesion rows; see
         :func:`write_evaluation`).  Undefined ratios are NaN.
     """
-    edges = _check_edges(diameter_edges_mm)
+    edges = check_edges(diameter_edges_mm)
     labels = diameter_bin_labels(edges)
     m = matching if matching is not None else match(truth_rows, detected_rows, max_distance_mm)
     cmbs = [t for t in truth_rows if t.get("type", "cmb") == "cmb"]
@@ -542,8 +533,8 @@ def score_scan(truth_rows, detected_rows, max_distance_mm=DEFAULT_MAX_DISTANCE_M
     hits = [t["truth_id"] in hit_ids for t in cmbs]
     by_diam = _sens_table(labels, [labels[_bin_index(float(t["diameter_mm"]), edges)]
                                    for t in cmbs], hits)
-    by_region = _sens_table(REGIONS, [str(t.get("region", "unknown")) or "unknown"
-                                      for t in cmbs], hits)
+    by_region = _sens_table(TRUTH_REGIONS, [str(t.get("region", "unknown")) or "unknown"
+                                            for t in cmbs], hits)
 
     bt, bd = burden_category(len(cmbs)), burden_category(len(detected_rows))
     res = {
@@ -641,6 +632,8 @@ def _count_agreement(true_counts, det_counts):
     out["loa_lower"] = out["mean_difference"] - 1.96 * sd if n > 1 else _NAN
     out["loa_upper"] = out["mean_difference"] + 1.96 * sd if n > 1 else _NAN
     if n >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+        from scipy import stats
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r, p = stats.pearsonr(x, y)
@@ -725,7 +718,7 @@ def _pool(scans, labels):
         "diameter_error_mean_signed_mm": _mean(derr),
         "diameter_error_mean_abs_mm": _mean([abs(x) for x in derr]),
         "by_diameter": pool_table("by_diameter", labels),
-        "by_region": pool_table("by_region", REGIONS),
+        "by_region": pool_table("by_region", TRUTH_REGIONS),
         "mean_of_scans": {
             "sensitivity": _mean(defined("sensitivity")),
             "n_scans_sensitivity": len(defined("sensitivity")),
@@ -769,11 +762,11 @@ class EvaluationResult:
     settings: dict
 
     def to_dict(self):
-        """JSON-ready dict (NaN and infinities become None)."""
+        """JSON-ready dict (numpy values as Python ones, NaN as None)."""
         scans = [{k: v for k, v in s.items() if k not in ("matches",) and not k.startswith("_")}
                  for s in self.scans]
-        return _jsonable({
-            "software": {"name": "microbleeds", "version": _version()},
+        return jsonable({
+            "software": {"name": "microbleeds", "version": __version__},
             "settings": self.settings,
             "definitions": {
                 "sensitivity": "TP / (TP + FN); null if the scan has no true CMB",
@@ -793,31 +786,6 @@ class EvaluationResult:
             "scans": scans,
             "matches": self.matches,
         })
-
-
-def _version():
-    try:
-        from .. import __version__
-        return __version__
-    except ImportError:  # pragma: no cover
-        return "unknown"
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _scan_name(truth_path):
@@ -853,7 +821,7 @@ def evaluate_pairs(pairs, max_distance_mm=DEFAULT_MAX_DISTANCE_MM,
     ValueError
         No pairs, or bad settings.
     """
-    edges = _check_edges(diameter_edges_mm)
+    edges = check_edges(diameter_edges_mm)
     labels = diameter_bin_labels(edges)
     scans = []
     for item in pairs:
@@ -973,22 +941,13 @@ def evaluate_folders(truth_dir, results_dir, max_distance_mm=DEFAULT_MAX_DISTANC
 # writing
 # --------------------------------------------------------------------------------------------
 
-def _cell(v):
-    if v is None:
-        return _NA
-    if isinstance(v, (bool, np.bool_)):
-        return "true" if v else "false"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.6g}" if math.isfinite(v) else _NA
-    return str(v)
-
-
 def _slug(label):
     return (label.replace("<", "lt").replace(">=", "ge").replace("-", "_")
             .replace(".", "p"))
 
+
+_FLOAT_FORMAT = ".6g"
+"""Floats in the evaluation TSVs: 6 significant digits."""
 
 _SCAN_COLUMNS = ["scan", "n_truth_cmb", "n_truth_calcification", "n_detected", "tp", "fp", "fn",
                  "calcifications_reported", "sensitivity", "precision", "f1", "fp_per_scan",
@@ -1012,17 +971,8 @@ def _scan_rows(result):
         r += [s["by_diameter"].get(b, {}).get("sensitivity") for b in labels]
         r += [s["by_region"].get(g, {}).get("sensitivity") for g in regions]
         r += [s.get("truth_file"), s.get("detections")]
-        rows.append([_cell(v) for v in r])
+        rows.append(dict(zip(header, r)))
     return header, rows
-
-
-def _tsv_text(header, rows):
-    import io
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def write_evaluation(result, out_dir):
@@ -1057,11 +1007,11 @@ def write_evaluation(result, out_dir):
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / JSON_FILE, "scans": out / SCANS_FILE,
              "matches": out / MATCHES_FILE, "text": out / TEXT_FILE}
-    atomic_write_text(paths["json"], json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(paths["json"], json_text(result.to_dict()))
     header, rows = _scan_rows(result)
-    atomic_write_text(paths["scans"], _tsv_text(header, rows))
-    mrows = [[_cell(r.get(c)) for c in _MATCH_COLUMNS] for r in result.matches]
-    atomic_write_text(paths["matches"], _tsv_text(_MATCH_COLUMNS, mrows))
+    atomic_write_text(paths["scans"], tsv_text(rows, header, _FLOAT_FORMAT))
+    mrows = [{c: r.get(c) for c in _MATCH_COLUMNS} for r in result.matches]
+    atomic_write_text(paths["matches"], tsv_text(mrows, _MATCH_COLUMNS, _FLOAT_FORMAT))
     atomic_write_text(paths["text"], format_table(result) + "\n")
     return paths
 
@@ -1072,7 +1022,7 @@ def write_evaluation(result, out_dir):
 
 def _f(v, nd=2):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
+        return NA
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return str(int(v))
     return f"{float(v):.{nd}f}"
@@ -1153,82 +1103,3 @@ def format_table(result):
     out += _grid(["true \\ detected"] + cats,
                  [[c] + ba["confusion"][i] for i, c in enumerate(cats)])
     return "\n".join(out)
-
-
-# --------------------------------------------------------------------------------------------
-# command line (to be mounted by cli.py as ``microbleeds evaluate``)
-# --------------------------------------------------------------------------------------------
-
-def _edges_arg(text):
-    try:
-        return tuple(_check_edges([float(x) for x in re.split(r"[,\s]+", text.strip()) if x]))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_arguments(parser):
-    """Add the ``evaluate`` arguments to an :class:`argparse.ArgumentParser` (or subparser).
-
-    Arguments: ``truth_dir``, ``results_dir``, ``-o/--output`` (folder for the files of
-    :func:`write_evaluation`; omitted: print only), ``--max-distance`` (mm, default 3),
-    ``--diameter-bins`` (comma-separated edges, mm, default ``1,1.5,2.5,5``),
-    ``--definite-only``, ``--skip-missing``, ``--quiet``.
-    """
-    parser.add_argument("truth_dir", help="folder with <name>_truth.tsv files (searched "
-                                          "recursively)")
-    parser.add_argument("results_dir", help="detector output folder (per-scan folders "
-                                            "<name>*/lesions.tsv, searched recursively)")
-    parser.add_argument("-o", "--output", default=None,
-                        help="write evaluation.json, evaluation_scans.tsv, "
-                             "evaluation_matches.tsv and evaluation.txt here")
-    parser.add_argument("--max-distance", type=float, default=DEFAULT_MAX_DISTANCE_MM,
-                        metavar="MM", help="largest centroid distance of a match, mm "
-                                           "(default %(default)s)")
-    parser.add_argument("--diameter-bins", type=_edges_arg, default=DEFAULT_DIAMETER_EDGES_MM,
-                        metavar="EDGES", help="true-diameter bin edges, mm, comma-separated "
-                                              "(default 1,1.5,2.5,5)")
-    parser.add_argument("--definite-only", action="store_true",
-                        help="count only lesions with certainty 'definite'")
-    parser.add_argument("--skip-missing", action="store_true",
-                        help="leave out truth files without a results folder instead of "
-                             "failing")
-    parser.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
-    return parser
-
-
-def main_args(args):
-    """Run an evaluation from parsed arguments (see :func:`add_arguments`).
-
-    Prints the table (unless ``args.quiet``), writes files if ``args.output`` is set and
-    returns exit code 0.  :class:`InputError` propagates for the caller to report.
-    """
-    result = evaluate_folders(
-        args.truth_dir, args.results_dir,
-        max_distance_mm=getattr(args, "max_distance", DEFAULT_MAX_DISTANCE_MM),
-        diameter_edges_mm=getattr(args, "diameter_bins", DEFAULT_DIAMETER_EDGES_MM),
-        include_possible=not getattr(args, "definite_only", False),
-        on_missing="skip" if getattr(args, "skip_missing", False) else "error")
-    if not getattr(args, "quiet", False):
-        print(format_table(result))
-    if getattr(args, "output", None):
-        paths = write_evaluation(result, args.output)
-        if not getattr(args, "quiet", False):
-            print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
-
-
-def main(argv=None):
-    """Stand-alone entry point: ``python -m microbleeds.evaluate TRUTH_DIR RESULTS_DIR``."""
-    parser = add_arguments(argparse.ArgumentParser(
-        prog="python -m microbleeds.evaluate",
-        description="Score detector output folders against phantom ground truth."))
-    args = parser.parse_args(argv)
-    try:
-        return main_args(args)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,8 +1,8 @@
-"""Load: read a NIfTI magnitude (and optional mask) into a validated :class:`Scan`.
+"""Load: a NIfTI magnitude (3D, or 4D echoes) and an optional user mask into a validated :class:`Scan`.
 
-Everything downstream works on the scan in its closest-canonical (RAS+) voxel order, so results
-do not depend on how the file stores its axes. :func:`from_canonical` takes a canonical array
-back to the file's own grid for writing.
+Files are read and checked by :mod:`microbleeds.io.nifti`. Everything downstream works on the scan
+in its closest-canonical (RAS+) voxel order, so results do not depend on how the file stores its
+axes; :func:`microbleeds.io.nifti.from_canonical` takes a canonical array back to the file's grid.
 """
 
 from __future__ import annotations

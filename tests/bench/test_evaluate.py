@@ -1,6 +1,5 @@
 """Tests of microbleeds.bench.evaluate: matching, scores, undefined values, files."""
 
-import argparse
 import csv
 import json
 import math
@@ -211,11 +210,6 @@ def test_bad_settings_raise_value_error():
         ev.score_scan([], [], diameter_edges_mm=(2.0, 1.0))
 
 
-def test_burden_category():
-    assert [ev.burden_category(n) for n in (0, 1, 2, 4, 5, 30)] == ["0", "1", "2-4", "2-4",
-                                                                     ">=5", ">=5"]
-
-
 # ---------------------------------------------------------------- many scans, pooling
 
 @pytest.fixture
@@ -354,15 +348,15 @@ def test_format_table(study):
     assert "Lin CCC" in text and "2.5-5.0" in text
 
 
-def test_main_args(study, tmp_path, capsys):
-    parser = ev.add_arguments(argparse.ArgumentParser())
-    args = parser.parse_args([str(study[0]), str(study[1]), "-o", str(tmp_path / "o"),
-                              "--max-distance", "0.4", "--diameter-bins", "1,2"])
-    assert ev.main_args(args) == 0
-    data = json.loads((tmp_path / "o" / "evaluation.json").read_text())
+def test_settings_reach_the_files(study, tmp_path):
+    res = ev.evaluate_folders(*study, max_distance_mm=0.4, diameter_edges_mm=(1, 2))
+    paths = ev.write_evaluation(res, tmp_path / "o")
+    data = json.loads(paths["json"].read_text())
     assert data["settings"]["diameter_bins"] == ["<1.0", "1.0-2.0", ">=2.0"]
+    assert data["settings"]["max_distance_mm"] == 0.4
     assert data["pooled"]["tp"] == 4                 # the 0.5 mm offset in p01 is now too far
-    assert "pooled" in capsys.readouterr().out
+    header = paths["scans"].read_text().splitlines()[0].split("\t")
+    assert "sensitivity_diameter_1p0_2p0" in header and "sensitivity_diameter_ge2p0" in header
 
 
 # ---------------------------------------------------------------- bad input

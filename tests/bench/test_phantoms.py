@@ -11,8 +11,10 @@ import pytest
 
 from microbleeds.bench import phantoms as P
 from microbleeds.bench.dipole import field_from_chi, phase_per_ppm, source_factor, sphere_field_ppm
+from microbleeds.bench.phantoms.head import _BASE_ELLIPSOIDS, _E_VENT, _make_anatomy
+from microbleeds.bench.phantoms.params import _BRAIN
 
-ROMEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "romeo-small-gre"
+ROMEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "romeo-small-gre"
 
 TINY = dict(fov_mm=(112.0, 132.0, 96.0), voxel_size_mm=(1.5, 1.5, 2.0), head_scale=0.75,
             n_veins=15, n_cmb=6, n_calcifications=1, cmb_diameter_range_mm=(1.5, 4.0))
@@ -239,7 +241,7 @@ def test_outputs_ranges_and_truth_table(tiny):
     n_calc = sum(t["type"] == "calcification" for t in ph.truth)
     assert n_cmb == TINY["n_cmb"] and n_calc == TINY["n_calcifications"]
     for t in ph.truth:
-        assert list(t) == P.TRUTH_COLUMNS
+        assert tuple(t) == P.TRUTH_COLUMNS
         assert t["region"] in ("lobar", "deep", "infratentorial")
         if t["type"] == "cmb":
             assert 1.5 <= t["diameter_mm"] <= 4.0 and 0.5 <= t["chi_ppm"] <= 1.5
@@ -250,7 +252,7 @@ def test_outputs_ranges_and_truth_table(tiny):
 
 
 def _check_dark_and_placed(ph):
-    brain = np.isin(ph.tissue, list(P._BRAIN))
+    brain = np.isin(ph.tissue, list(_BRAIN))
     for t in ph.truth:
         ijk = _centre_ijk(ph, t)
         assert ph.truth_labels[ijk] == t["truth_id"]
@@ -284,8 +286,8 @@ def test_oblique_affine(tiny):
     assert abs(rot[0, 1]) > 0.2  # really oblique
     np.testing.assert_allclose(np.linalg.norm(ph.affine[:3, :3], axis=0), TINY["voxel_size_mm"])
     # the head is fixed in world space: a ventricle point is ventricle on both grids
-    ell = P._BASE_ELLIPSOIDS * TINY["head_scale"]
-    vent = ell[P._E_VENT[1], :3]
+    ell = _BASE_ELLIPSOIDS * TINY["head_scale"]
+    vent = ell[_E_VENT[1], :3]
     for p in (tiny, ph):
         inv = np.linalg.inv(p.affine)
         ijk = tuple(np.rint(inv[:3, :3] @ vent + inv[:3, 3]).astype(int))
@@ -298,7 +300,7 @@ def test_region_weights_place_cmbs_in_that_region(region):
     ph = P.simulate(P.PhantomParams(seed=4, region_weights={region: 1.0}, n_calcifications=0,
                                     **{k: v for k, v in TINY.items() if k != "n_calcifications"}))
     assert len(ph.truth) == TINY["n_cmb"]
-    anat = P._make_anatomy(ph.params, np.random.default_rng(4))
+    anat = _make_anatomy(ph.params, np.random.default_rng(4))
     for t in ph.truth:
         centre = anat.points(np.array([[t["x_mm"], t["y_mm"], t["z_mm"]]]))[0][0]
         if centre == P.WM:
@@ -349,7 +351,7 @@ def test_air_interface_darkens_frontobasal_brain():
     with_air = P.simulate(P.PhantomParams(with_air_interface=True, **kw))
     without = P.simulate(P.PhantomParams(with_air_interface=False, **kw))
     assert np.any(with_air.tissue == P.SINUS) and not np.any(without.tissue == P.SINUS)
-    brain = np.isin(without.tissue, list(P._BRAIN))
+    brain = np.isin(without.tissue, list(_BRAIN))
     ratio = with_air.magnitude[brain] / np.maximum(without.magnitude[brain], 1e-6)
     # a dropout somewhere at the brain edge near the sinus, nothing far away
     assert np.sum(ratio < 0.5) > 5
@@ -374,7 +376,7 @@ def test_write_phantom_files(tiny, tmp_path):
     np.testing.assert_array_equal(lab, tiny.truth_labels)
     with open(paths["truth_tsv"], newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    assert list(rows[0].keys()) == P.TRUTH_COLUMNS
+    assert tuple(rows[0]) == P.TRUTH_COLUMNS
     assert len(rows) == len(tiny.truth)
     assert float(rows[0]["x_mm"]) == pytest.approx(tiny.truth[0]["x_mm"], abs=1e-3)
     side = json.loads(Path(paths["sidecar"]).read_text())

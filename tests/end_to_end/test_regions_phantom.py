@@ -31,6 +31,9 @@ import pytest
 import microbleeds
 from microbleeds.bench import phantoms as P
 from microbleeds.bench.evaluate import match
+from microbleeds.bench.phantoms.head import _make_anatomy
+from microbleeds.bench.phantoms.params import _BRAIN
+from microbleeds.contract import MARS_JUXTACORTICAL_MM
 from microbleeds.stages.labels import read_lookup
 
 SEEDS = (7101, 7102, 7103)
@@ -131,7 +134,7 @@ def test_region_accuracy_with_label_map(phantoms):
 
 
 def _anatomy(ph):
-    return P._make_anatomy(ph.params, np.random.default_rng(int(ph.params.seed)))
+    return _make_anatomy(ph.params, np.random.default_rng(int(ph.params.seed)))
 
 
 def test_random_cmbs_are_centred_in_brain_tissue(phantoms):
@@ -140,7 +143,7 @@ def test_random_cmbs_are_centred_in_brain_tissue(phantoms):
         anat = _anatomy(ph)
         pts = np.array([[t["x_mm"], t["y_mm"], t["z_mm"]] for t in ph.truth])
         labs, _ = anat.points(pts)
-        assert np.isin(labs, P._BRAIN).all(), (ph.params.seed, labs)
+        assert np.isin(labs, _BRAIN).all(), (ph.params.seed, labs)
 
 
 def test_white_matter_truth_is_mars_juxtacortical_rule(phantoms):
@@ -166,9 +169,9 @@ def test_white_matter_truth_is_mars_juxtacortical_rule(phantoms):
             dg = float(ndi.distance_transform_edt(~deep_gm, sampling=(h, h, h))[n, n, n]) \
                 - t["diameter_mm"] / 2.0 if deep_gm.any() else np.inf
             regions[t["region"]] += 1
-            if abs(dc - P.JUXTACORTICAL_MM) < 0.75 or abs(dc - dg) < 0.75:
+            if abs(dc - MARS_JUXTACORTICAL_MM) < 0.75 or abs(dc - dg) < 0.75:
                 continue  # grid error near the boundary
-            want = "lobar" if (dc <= P.JUXTACORTICAL_MM and dc < dg) else "deep"
+            want = "lobar" if (dc <= MARS_JUXTACORTICAL_MM and dc < dg) else "deep"
             assert t["region"] == want, (ph.params.seed, t, dc, dg)
             if want == "deep":
                 assert t["lobe"] == "deep_white_matter"

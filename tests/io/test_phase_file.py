@@ -6,20 +6,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from synthetic import nifti_file
 
 from microbleeds.errors import InputError
 from microbleeds.io.phase_file import load_phase, phase_to_radians
 from microbleeds.io.sidecar import read_echo_times
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "romeo-small-gre"
-
-
-def _nifti(path, data, affine=None, slope=None):
-    img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
-    if slope is not None:
-        img.header.set_slope_inter(slope, 0.0)
-    nib.save(img, str(path))
-    return str(path)
 
 
 
@@ -126,7 +119,7 @@ def test_load_phase_validation(tmp_path):
     rng = np.random.default_rng(0)
     good = rng.uniform(-np.pi, np.pi, (8, 9, 7, 3)).astype(np.float32)
     mshape, maff = (8, 9, 7, 3), np.diag([0.5, 0.5, 1.0, 1.0])
-    ok = _nifti(tmp_path / "ok.nii.gz", good, maff)
+    ok = nifti_file(tmp_path / "ok.nii.gz", good, maff)
     rad, how = load_phase(ok, mshape, maff)
     assert rad.shape == mshape and "radians" in how
 
@@ -138,7 +131,7 @@ def test_load_phase_validation(tmp_path):
         "echoes.nii.gz": (good[..., :2], "phase has 2 echoes but the magnitude has 3"),
     }
     for name, (data, msg) in cases.items():
-        path = _nifti(tmp_path / name, data, maff)
+        path = nifti_file(tmp_path / name, data, maff)
         with pytest.raises(InputError) as exc:
             load_phase(path, mshape, maff)
         assert str(exc.value).startswith(path + ": "), str(exc.value)
@@ -147,7 +140,7 @@ def test_load_phase_validation(tmp_path):
 
     shifted = maff.copy()
     shifted[0, 3] = 2.0
-    path = _nifti(tmp_path / "affine.nii.gz", good, shifted)
+    path = nifti_file(tmp_path / "affine.nii.gz", good, shifted)
     with pytest.raises(InputError, match="affine.nii.gz: phase affine differs"):
         load_phase(path, mshape, maff)
     with pytest.raises(InputError, match="missing.nii: phase file does not exist"):
@@ -160,7 +153,7 @@ def test_load_phase_validation(tmp_path):
 def test_load_phase_one_file_per_echo(tmp_path):
     rng = np.random.default_rng(3)
     echoes = [rng.uniform(-np.pi, np.pi, (6, 6, 5)) for _ in range(3)]
-    paths = [_nifti(tmp_path / f"e{i}.nii", np.round(e / np.pi * 4096).astype(np.int16))
+    paths = [nifti_file(tmp_path / f"e{i}.nii", np.round(e / np.pi * 4096).astype(np.int16))
              for i, e in enumerate(echoes)]
     rad, how = load_phase(paths, (6, 6, 5, 3))
     assert rad.shape == (6, 6, 5, 3) and "Siemens" in how
@@ -172,7 +165,7 @@ def test_load_phase_one_file_per_echo(tmp_path):
 def test_load_phase_header_slope_file(tmp_path):
     rng = np.random.default_rng(4)
     raw = rng.uniform(-np.pi, np.pi, (7, 7, 6)).astype(np.float32)
-    path = _nifti(tmp_path / "scaled.nii", raw, slope=0.00117)
+    path = nifti_file(tmp_path / "scaled.nii", raw, slope=0.00117)
     rad, how = load_phase(path, (7, 7, 6))
     assert "header scale" in how
     np.testing.assert_allclose(rad, raw, atol=1e-5)

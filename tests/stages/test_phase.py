@@ -17,14 +17,6 @@ from microbleeds.stages import phase as P
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "romeo-small-gre"
 
 
-def _nifti(path, data, affine=None, slope=None):
-    img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
-    if slope is not None:
-        img.header.set_slope_inter(slope, 0.0)
-    nib.save(img, str(path))
-    return str(path)
-
-
 
 # --------------------------------------------------------------------------------------------
 # scaling of the stored phase (io.phase_file)

@@ -1,0 +1,221 @@
+"""Simulation of one phantom (the steps of the package docstring) and its simple SWI.
+
+Random numbers are drawn in a fixed order (head geometry, veins, sources, bias, receiver phase,
+noise), so the output is the same bit for bit for a given seed and parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from ... import __version__
+from ..dipole import field_from_chi, phase_per_ppm
+from ..truth_table import TRUTH_COLUMNS, TRUTH_REGIONS
+from .grid import _simulation_grid
+from .head import _make_anatomy
+from .params import _TISSUE_PROPS, _VEIN_PROPS, SIGN_CONVENTION, TISSUE_LABELS, WM, Phantom, PhantomParams
+from .sources import _apply_sources, _explicit_sources, _place_sources, _warn_if_not_all_placed
+from .veins import _make_veins
+
+
+def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
+    """Simulate one SWI / GRE phantom.
+
+    Parameters
+    ----------
+    params : PhantomParams, optional
+        All parameters; keyword ``overrides`` replace fields of it (or of the defaults).
+
+    Returns
+    -------
+    Phantom
+        Magnitude, wrapped phase (rad), simple SWI, truth label map and truth table on an
+        acquisition grid with affine ``phantom.affine`` (world RAS+ mm).
+    """
+    params = _checked(dataclasses.replace(params or PhantomParams(), **overrides))
+    t0 = time.perf_counter()
+    timings = {}
+    rng = np.random.default_rng(int(params.seed))
+    anat = _make_anatomy(params, rng)
+    params = _resolved(params, anat)
+    grid = _simulation_grid(params)
+    b0w = np.asarray(params.b0_direction, dtype=np.float64)
+    b0w = b0w / np.linalg.norm(b0w)
+    ppp = phase_per_ppm(params.b0_t, params.te_ms)
+    vpts, vrad = _make_veins(params, rng, anat, grid.rot, grid.fov_lo, grid.fov_hi)
+    timings["veins_s"] = time.perf_counter() - t0
+    signal, vein_fraction, tissue = _tissue_signal(params, anat, grid, vpts, vrad, ppp, b0w, timings)
+
+    t1 = time.perf_counter()
+    explicit = _explicit_sources(params, anat)
+    rows = _place_sources(params, rng, anat, grid, vpts, vrad, explicit)
+    _warn_if_not_all_placed(params, rows, explicit)
+    truth_labels = np.zeros(grid.shape, dtype=np.int16)
+    _apply_sources(signal, grid.affine, rows, ppp, b0w, float(params.cmb_inside_signal), truth_labels)
+    truth = [{c: t[c] for c in TRUTH_COLUMNS} for t in (dict(truth_id=n + 1, **r) for n, r in enumerate(rows))]
+    timings["sources_s"] = time.perf_counter() - t1
+
+    t1 = time.perf_counter()
+    noise = _bias_phase_noise(params, rng, signal, tissue, grid)
+    magnitude = np.abs(signal).astype(np.float32)
+    phase = np.angle(signal).astype(np.float32)
+    swi = simple_swi(signal, voxel_size_mm=grid.voxel_mm, sigma_mm=params.swi_hp_sigma_mm,
+                     power=params.swi_power)
+    timings["noise_swi_s"] = time.perf_counter() - t1
+    timings["total_s"] = time.perf_counter() - t0
+    info = _info(grid, ppp, b0w, noise, vpts, truth, timings)
+    return Phantom(magnitude=magnitude, phase=phase, swi=swi, truth_labels=truth_labels,
+                   tissue=tissue, vein_fraction=vein_fraction, affine=grid.affine, truth=truth,
+                   params=params, info=info)
+
+
+def _checked(params: PhantomParams) -> PhantomParams:
+    """``params``, or ValueError for a non-positive field / echo time or bad region weights."""
+    if params.b0_t <= 0 or params.te_ms <= 0:
+        raise ValueError("b0_t and te_ms must be positive")
+    weights = params.region_weights
+    if (set(weights) - set(TRUTH_REGIONS) or not weights or min(weights.values()) < 0
+            or sum(weights.values()) <= 0):
+        raise ValueError("region_weights must map lobar / deep / infratentorial to weights >= 0 "
+                         f"with a positive sum, got {params.region_weights!r}")
+    return params
+
+
+def _resolved(params: PhantomParams, anat) -> PhantomParams:
+    """``params`` with ``fov_mm`` and ``centre_mm`` set (the anatomy's defaults x ``head_scale``)."""
+    hs = float(params.head_scale)
+    fov = params.fov_mm if params.fov_mm is not None else np.asarray(anat.default_fov) * hs
+    centre = params.centre_mm if params.centre_mm is not None else np.asarray(anat.default_centre) * hs
+    return dataclasses.replace(params, fov_mm=tuple(float(v) for v in fov),
+                               centre_mm=tuple(float(v) for v in centre))
+
+
+def _luts(b0_t):
+    """Per-tissue M0, R2* (1/s, scaled linearly with B0 from 3 T) and chi (ppm) lookup tables."""
+    n_lab = max(_TISSUE_PROPS) + 1
+    m0 = np.array([_TISSUE_PROPS[t][0] for t in range(n_lab)], dtype=np.float64)
+    r2 = np.array([_TISSUE_PROPS[t][1] for t in range(n_lab)], dtype=np.float64) * (float(b0_t) / 3.0)
+    chi = np.array([_TISSUE_PROPS[t][2] for t in range(n_lab)], dtype=np.float64)
+    return m0, r2, chi
+
+
+def _tissue_signal(params, anat, grid, vpts, vrad, ppp, b0w, timings):
+    """Complex GRE signal of tissue and veins on the acquisition grid (steps 1-3 of the package
+    docstring); returns (signal complex64, venous fraction float32, tissue class uint8)."""
+    from .kernels import chi_grid, signal_decimate, stamp_tubes
+
+    t1 = time.perf_counter()
+    fine_mm = grid.voxel_mm / grid.oversampling
+    lab = anat.grid(grid.fmat, grid.ftrans, grid.fshape)
+    frac = np.zeros(tuple(int(n) for n in grid.fshape), dtype=np.float32)
+    if vpts.shape[0]:
+        h = float(np.exp(np.mean(np.log(fine_mm))))
+        stamp_tubes(vpts, vrad, np.linalg.inv(grid.fmat), grid.fmat, grid.ftrans, grid.fshape, h, frac)
+    timings["anatomy_s"] = time.perf_counter() - t1
+
+    m0_lut, r2_lut, chi_lut = _luts(params.b0_t)
+    t1 = time.perf_counter()
+    chi = chi_grid(lab, frac, chi_lut, _VEIN_PROPS[2])
+    fld = field_from_chi(chi, fine_mm, grid.rot.T @ b0w, workers=-1)  # B0 in the grid's axes
+    del chi
+    timings["field_s"] = time.perf_counter() - t1
+
+    t1 = time.perf_counter()
+    sig_e, vfrac_e = signal_decimate(lab, frac, fld, m0_lut, r2_lut, _VEIN_PROPS[0],
+                                     _VEIN_PROPS[1] * (float(params.b0_t) / 3.0), params.te_ms * 1e-3,
+                                     ppp, grid.oversampling, grid.eshape)
+    del lab, frac, fld
+    crop = tuple(slice(int(a), int(a + n)) for a, n in zip(grid.margin, grid.shape))
+    signal = np.ascontiguousarray(sig_e[crop])
+    vein_fraction = np.ascontiguousarray(vfrac_e[crop])
+    tissue = anat.grid(grid.affine[:3, :3], grid.affine[:3, 3], grid.shape)
+    timings["signal_s"] = time.perf_counter() - t1
+    return signal, vein_fraction, tissue
+
+
+def _bias_field(shape, affine, rng, strength):
+    """Smooth multiplicative receive bias (float32, exp of a quadratic in world position / 100 mm),
+    or None for ``strength <= 0``."""
+    if strength <= 0:
+        return None
+    coef = rng.normal(size=7)
+    ii, jj, kk = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij",
+                             sparse=True)
+    x = affine[0, 0] * ii + affine[0, 1] * jj + affine[0, 2] * kk + affine[0, 3]
+    y = affine[1, 0] * ii + affine[1, 1] * jj + affine[1, 2] * kk + affine[1, 3]
+    z = affine[2, 0] * ii + affine[2, 1] * jj + affine[2, 2] * kk + affine[2, 3]
+    x, y, z = x / 100.0, y / 100.0, z / 100.0
+    poly = (coef[0] * x + coef[1] * y + coef[2] * z + coef[3] * x * y + coef[4] * y * z
+            + coef[5] * (x * x - 0.3) + coef[6] * (z * z - 0.3))
+    return np.exp(strength * poly / 2.0).astype(np.float32)
+
+
+def _bias_phase_noise(params, rng, signal, tissue, grid) -> dict:
+    """Apply (in place) the receive bias, a constant receiver phase and complex Gaussian noise
+    (``sigma = mean white-matter magnitude / snr``); returns those values for the sidecar."""
+    bias = _bias_field(grid.shape, grid.affine, rng, float(params.bias_strength))
+    if bias is not None:
+        signal *= bias
+    phi0 = rng.uniform(-np.pi, np.pi)
+    signal *= np.complex64(np.exp(1j * phi0))
+    wm = tissue == WM
+    wm_mean = float(np.mean(np.abs(signal[wm]))) if np.any(wm) else float(np.mean(np.abs(signal)))
+    sigma = 0.0
+    if params.snr is not None and params.snr > 0:
+        sigma = wm_mean / float(params.snr)
+        noise = rng.standard_normal(size=(2,) + tuple(grid.shape), dtype=np.float32)
+        signal += (sigma * noise[0] + 1j * sigma * noise[1]).astype(np.complex64)
+    return {"receiver_phase_rad": float(phi0), "noise_sigma": sigma, "wm_mean_magnitude": wm_mean}
+
+
+def _info(grid, ppp, b0w, noise, vpts, truth, timings) -> dict:
+    """The derived values of a simulation (``Phantom.info``; the sidecar holds all but timings)."""
+    return {
+        "software": {"name": "microbleeds.phantoms", "version": __version__},
+        "shape": list(grid.shape),
+        "voxel_size_mm": [float(v) for v in grid.voxel_mm],
+        "affine": grid.affine.tolist(),
+        "oversampling": [int(o) for o in grid.oversampling],
+        "fine_shape": [int(n) for n in grid.fshape],
+        "margin_voxels": [int(v) for v in grid.margin],
+        "phase_sign_convention": SIGN_CONVENTION,
+        "phase_per_ppm_rad": ppp,
+        "b0_direction_world": b0w.tolist(),
+        **noise,
+        "n_vein_points": int(vpts.shape[0]),
+        "n_cmb_placed": sum(1 for t in truth if t["type"] == "cmb"),
+        "n_calcifications_placed": sum(1 for t in truth if t["type"] == "calcification"),
+        "tissue_labels": {str(k): v for k, v in TISSUE_LABELS.items()},
+        "tissue_properties_3t": {TISSUE_LABELS[k]: {"m0": v[0], "r2star_per_s": v[1], "chi_ppm": v[2]}
+                                 for k, v in _TISSUE_PROPS.items()},
+        "vein_properties_3t": {"m0": _VEIN_PROPS[0], "r2star_per_s": _VEIN_PROPS[1],
+                               "chi_ppm": _VEIN_PROPS[2]},
+        "r2star_scaling": "linear with B0 (3 T values x B0/3)",
+        "timings_s": timings,
+    }
+
+
+def simple_swi(signal_or_mag, phase=None, voxel_size_mm=(1.0, 1.0, 1.0), sigma_mm=4.0, power=4):
+    """Simple SWI: magnitude x (negative-phase mask)^power of a homodyne high-passed phase.
+
+    ``signal_or_mag`` is a complex image, or a magnitude with ``phase`` (rad). The high-pass
+    is ``angle(s * conj(G * s))`` with ``G`` a Gaussian of ``sigma_mm`` (mm; ``voxel_size_mm``
+    gives the voxel size). The mask is ``1 + phase/pi`` for negative phase and 1 otherwise
+    (paramagnetic = negative phase). This is the phantom's own SWI, kept apart from the detector's.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if phase is None:
+        s = np.asarray(signal_or_mag)
+    else:
+        s = np.asarray(signal_or_mag) * np.exp(1j * np.asarray(phase))
+    s = s.astype(np.complex64)
+    sig = [float(sigma_mm) / float(v) for v in voxel_size_mm]
+    lp = gaussian_filter(s.real, sig, mode="nearest") + 1j * gaussian_filter(s.imag, sig,
+                                                                             mode="nearest")
+    hp = np.angle(s * np.conj(lp))
+    mask = np.where(hp < 0, np.clip(1.0 + hp / np.pi, 0.0, 1.0), 1.0)
+    return (np.abs(s) * mask ** int(power)).astype(np.float32)
