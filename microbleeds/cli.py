@@ -14,7 +14,13 @@ from . import __version__
 from .errors import InputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+def sample_data() -> Path:
+    """The folder of the bundled sample scan (package data ``microbleeds.sample_data``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("microbleeds.sample_data")))
 
 
 def _detect_parser(sub):
@@ -60,7 +66,7 @@ def run_detect(args):
     options = {k: getattr(args, k) for k in ("min_diameter_mm", "max_diameter_mm", "echo", "field_strength_t",
                                              "echo_time_ms", "phase_sign", "use_atlas")}
     try:
-        run = detect_folder(args.paths or [SAMPLE_DATA], args.out, pipeline=args.pipeline, mask=args.mask,
+        run = detect_folder(args.paths or [sample_data()], args.out, pipeline=args.pipeline, mask=args.mask,
                             phase=args.phase, labels=args.labels, labels_t1w=args.labels_t1w,
                             echo_times_ms=args.echo_times_ms, write_images=args.write_swi, report=args.report,
                             force=args.force, progress=not args.quiet, **options)
