@@ -12,7 +12,8 @@ if any does. Run ``write`` with the code before a change (e.g. a ``git worktree`
 commit installed in a scratch venv) and after it, then ``compare``.
 
 Only the inputs' paths differ between two trees, and a tree records its own absolute paths
-(``summary.json`` ``input``): ``compare`` replaces each tree's root by ``<TREE>`` before comparing
+(``summary.json`` ``input``): ``compare`` replaces each tree's root by ``<TREE>`` and the repository
+it was written from (kept in ``.repository``) by ``<REPO>`` before comparing
 text files (JSON, TSV, HTML), masks the pages' "Generated <time>" line, and compares NIfTI and
 other files byte for byte.
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TEXT_SUFFIXES = (".json", ".tsv", ".html", ".txt", ".md")
+REPO_FILE = ".repository"
 WITH_LABELS = ("swi3t_1x1x2_snr30", "gre1.5t_0.9x0.9x3_snr20", "calc_swi3t_snr25")
 
 
@@ -65,6 +67,8 @@ def write_tree(out: Path, quick: bool = False) -> None:
     """Write phantoms and every result of this code under ``out``."""
     import microbleeds
 
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REPO_FILE).write_text(str(ROOT))  # where the sample came from, for compare
     phantoms, base, suite = _suite()
     names = list(suite)[:3] if quick else list(suite)
     folder = out / "phantoms"
@@ -106,19 +110,22 @@ def _sample_cli(out: Path) -> None:
 
 def _digest(path: Path, root: Path) -> str:
     data = path.read_bytes()
+    repo = (root / REPO_FILE).read_text() if (root / REPO_FILE).is_file() else str(ROOT)
     if path.suffix in TEXT_SUFFIXES:
-        data = data.replace(str(root.resolve()).encode(), b"<TREE>").replace(str(ROOT).encode(), b"<REPO>")
+        data = data.replace(str(root.resolve()).encode(), b"<TREE>").replace(repo.encode(), b"<REPO>")
     if path.suffix == ".html":  # the pages say when they were made
         data = re.sub(rb"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", b"Generated <TIME>", data)
     return hashlib.sha256(data).hexdigest()
 
 
+def tree_files(root: Path) -> dict:
+    """Relative path -> path of every result file of a tree."""
+    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() and p.name != REPO_FILE}
+
+
 def compare_trees(before: Path, after: Path) -> list[str]:
     """Lines naming each file that is missing on one side or whose bytes differ."""
-    def files(root):
-        return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
-
-    a, b = files(before), files(after)
+    a, b = tree_files(before), tree_files(after)
     problems = [f"only in {before}: {k}" for k in sorted(a.keys() - b.keys())]
     problems += [f"only in {after}: {k}" for k in sorted(b.keys() - a.keys())]
     problems += [f"differs: {k}" for k in sorted(a.keys() & b.keys()) if _digest(a[k], before) != _digest(b[k], after)]
@@ -139,7 +146,7 @@ def main(argv=None):
         write_tree(args.out, args.quick)
         return 0
     problems = compare_trees(args.before, args.after)
-    n = sum(1 for _ in args.before.rglob("*") if _.is_file())
+    n = len(tree_files(args.before))
     print("\n".join(problems) if problems else f"identical: {n} files")
     return 1 if problems else 0
 
