@@ -11,6 +11,7 @@ The command line's ``detect`` is this function plus argument parsing and printin
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,27 +68,32 @@ def detect_folder(paths, out_dir, pipeline=None, mask=None, phase=None, labels=N
         raise: they are listed in ``BatchResult.failed``.
     """
     from .api import detect
-    from .io.results import is_complete, write_result
+    from .io.results import is_complete, recover_results, write_result
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir)
     pipeline = pipeline or DEFAULT_PRESET
     overrides = {k: v for k, v in overrides.items() if v is not None}
     params = load_parameters(pipeline, **overrides)
-    scans = _plan(paths, out_dir, single_scan_options=(mask, phase, labels, labels_t1w))
+    scans, refused = _plan(paths, out_dir, single_scan_options=(mask, phase, labels, labels_t1w))
     images = bool(write_images or report)
     run = BatchResult()
+    for path, exc in refused:
+        _fail(run, path, str(exc), f"skipped {exc}", progress)
+    for parent in sorted({folder.parent for _, folder in scans}):
+        recover_results(parent)  # what a killed run left: old folders back, stale staging removed
     for path, folder in _progress(scans, progress):
         try:
-            scan_phase = phase or find_phase(path)
-            key = run_fingerprint(path, params, mask=mask, phase=scan_phase, labels=labels,
-                                  labels_t1w=labels_t1w, echo_times_ms=echo_times_ms, images=images)
-            if not force and is_complete(folder, key):
-                run.skipped.append((path, folder))
-                continue
-            result = detect(path, mask=mask, pipeline=pipeline, phase=scan_phase, echo_times_ms=echo_times_ms,
-                            labels=labels, labels_t1w=labels_t1w, **overrides)
-            write_result(result, folder.parent, folder.name, write_images=images, fingerprint=key)
+            with _scan_lock(path, folder):
+                scan_phase = phase or find_phase(path)
+                key = run_fingerprint(path, params, mask=mask, phase=scan_phase, labels=labels,
+                                      labels_t1w=labels_t1w, echo_times_ms=echo_times_ms, images=images)
+                if not force and is_complete(folder, key):
+                    run.skipped.append((path, folder))
+                    continue
+                result = detect(path, mask=mask, pipeline=pipeline, phase=scan_phase, echo_times_ms=echo_times_ms,
+                                labels=labels, labels_t1w=labels_t1w, **overrides)
+                write_result(result, folder.parent, folder.name, write_images=images, fingerprint=key)
             run.done.append((path, folder, result.summary))
         except InputError as exc:
             _fail(run, path, str(exc), f"skipped {exc}", progress)
@@ -99,18 +105,59 @@ def detect_folder(paths, out_dir, pipeline=None, mask=None, phase=None, labels=N
     return run
 
 
+@contextmanager
+def _scan_lock(path, folder):
+    """Hold the result folder's lock while scan ``path`` is checked, detected and written
+    (another run writing it makes this scan fail at once, naming the scan); folders created only
+    for the lock are removed again when the scan fails."""
+    from .io.results import FolderBusy, result_lock
+
+    created = []
+    parent = Path(folder).parent
+    while not parent.exists() and parent != parent.parent:
+        created.append(parent)
+        parent = parent.parent
+    try:
+        try:
+            lock = result_lock(folder)
+            lock.__enter__()
+        except FolderBusy as exc:
+            raise InputError(path, f"result folder {folder} is {exc.problem}") from None
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
+    finally:
+        for made in created:  # innermost first; only empty ones go
+            try:
+                made.rmdir()
+            except OSError:
+                break
+
+
 def _plan(paths, out_dir, single_scan_options):
-    """(path, result folder) of every scan found, after the checks that must pass before any runs."""
+    """(path, result folder) of every scan found, after the checks that must pass before any runs,
+    and (path, InputError) of the scans whose file name gives no usable result-folder name."""
+    from .io.results import result_name_problem
+
     scans = find_scans(paths, out_dir)
     if not scans:
         raise UsageError(f"no NIfTI scan found in {', '.join(map(str, paths))}")
     if any(option for option in single_scan_options) and len(scans) > 1:
         raise UsageError("--mask, --phase and --labels need a single scan")
-    targets = [out_dir / output_name(path, root) for path, root in scans]
-    clash = output_clash(targets)
+    planned, refused = [], []
+    for path, root in scans:
+        name = nifti_stem(path)  # not output_name(...).name: pathlib drops a name '' or '.'
+        problem = result_name_problem(name)
+        if problem:
+            refused.append((path, InputError(path, f"gives the result folder name {name!r}, which "
+                                                   f"{problem}; rename the file")))
+        else:
+            planned.append((path, out_dir / output_name(path, root)))
+    clash = output_clash([target for _, target in planned])
     if clash:
         raise UsageError(clash)
-    return [(path, target) for (path, _), target in zip(scans, targets)]
+    return planned, refused
 
 
 def _progress(scans, progress):

@@ -14,7 +14,7 @@ from ..io.atomic import atomic_write_text
 from ..io.results import find_scan_dirs, load_results
 from ..io.tables import tsv_text
 from .decisions import review_state
-from .markup import asset, escape, generated
+from .markup import asset, content_security_policy, escape, generated, relative_href
 
 COHORT_TSV_FILE = "cohort.tsv"
 COHORT_HTML_FILE = "cohort.html"
@@ -109,7 +109,7 @@ def _table_row(r) -> str:
     cells = []
     for c in SHOWN_COLUMNS:
         v = r.get(c, "")
-        v = f"<a href='{escape(r['report'])}'>{escape(v)}</a>" if c == "scan" and r.get("report") else escape(v)
+        v = f"<a href='{relative_href(r['report'])}'>{escape(v)}</a>" if c == "scan" and r.get("report") else escape(v)
         cls = f" class='rv-{escape(r.get('review'))}'" if c == "review" else ""
         cells.append(f"<td{cls}>{v}</td>")
     return "<tr>" + "".join(cells) + "</tr>"
@@ -120,13 +120,14 @@ def _cohort_page(root, rows):
     n_rev = sum(r.get("review") == "complete" for r in rows)
     n_part = sum(r.get("review") == "partial" for r in rows)
     heads = "".join(f"<th>{escape(HEADINGS.get(c, c))}</th>" for c in SHOWN_COLUMNS)
-    return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Microbleeds cohort</title>
+    script = "\n" + asset("cohort.js")
+    return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8>
+{content_security_policy(script)}<title>Microbleeds cohort</title>
 <style>{asset("cohort.css")}</style></head><body><h1>Cerebral microbleeds — cohort</h1>
 <p>{n} scan(s) under <code>{escape(root)}</code>; review complete for {n_rev}, partial for {n_part},
 none for {n - n_rev - n_part}.<br>Burden categories: {escape(_burden_text(rows))}.<br> <span class=dim>Counts are automatic unless under “confirmed”. Click a column to
 sort; click a scan for its report. Table: <code>{COHORT_TSV_FILE}</code>. Generated {generated()}.</span></p>
 <table id=t><thead><tr>{heads}</tr></thead>
 <tbody>{''.join(_table_row(r) for r in rows)}</tbody></table>
-<script>
-{asset("cohort.js")}</script></body></html>
+<script>{script}</script></body></html>
 """

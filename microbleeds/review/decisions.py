@@ -29,6 +29,7 @@ scanner RAS+ mm, diameters mm.
 from __future__ import annotations
 
 import copy
+import csv
 import math
 from pathlib import Path
 
@@ -46,8 +47,8 @@ from ..contract import (
     burden_category,
 )
 from ..errors import InputError
-from ..io.atomic import atomic_write_text
-from ..io.results import find_scan_dirs, is_scan_dir, load_results
+from ..io.atomic import atomic_write_files
+from ..io.results import find_scan_dirs, is_scan_dir, load_results, result_lock
 from ..io.tables import json_text, read_json, read_tsv, tsv_text
 
 COORD_TOLERANCE_MM = 1.0
@@ -86,6 +87,36 @@ class _BadRow(Exception):
     """A decisions row refused; the message names the problem (the caller adds file and line)."""
 
 
+def read_decision_rows(decisions_tsv) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The decisions table as (columns, [(line number, row)]); blank lines are skipped.
+
+    Raises InputError naming the line when a row has fewer or more cells than the header (a
+    row cut short or with a stray tab would otherwise be read with shifted or missing cells).
+    """
+    path = Path(decisions_tsv)
+    if not path.is_file():
+        raise InputError(path, "table does not exist")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)  # BIDS: no quoting
+            header = next(reader, None)
+            columns = [c.strip() for c in header or []]
+            rows = []
+            for cells in reader:
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue
+                if len(cells) != len(columns):
+                    raise InputError(path, f"line {reader.line_num}: {len(cells)} cell(s) but the header "
+                                           f"has {len(columns)} ({'missing' if len(cells) < len(columns) else 'extra'}"
+                                           f" tab-separated cells); not applied")
+                rows.append((reader.line_num, {c: v.strip() for c, v in zip(columns, cells)}))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"cannot read table ({exc})") from None
+    if not columns or columns == [""]:
+        raise InputError(path, "empty table: no header line")
+    return columns, rows
+
+
 def read_decisions(decisions_tsv, results: dict) -> dict[int, dict]:
     """Read and validate a decisions file against one scan's results (:func:`load_results`).
 
@@ -94,7 +125,7 @@ def read_decisions(decisions_tsv, results: dict) -> dict[int, dict]:
     ``undecided`` (or an empty decision) withdraws an earlier one.
     """
     path = Path(decisions_tsv)
-    columns, rows = read_tsv(path)
+    columns, rows = read_decision_rows(path)
     missing = [c for c in ("sha256", "candidate_id", "decision") if c not in columns]
     if missing:
         raise InputError(path, f"not a decisions file: missing column(s) {', '.join(missing)} "
@@ -104,7 +135,7 @@ def read_decisions(decisions_tsv, results: dict) -> dict[int, dict]:
         raise InputError(results["dir"] / SUMMARY_FILE, "no input.sha256 to check decisions against")
     candidates = {as_int(c.get("candidate_id"), -1): c for c in results["candidates"]}
     decisions: dict[int, dict] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         try:
             _check_scan(row, expected, results)
             cid = _check_candidate(row, candidates, results["dir"])
@@ -190,7 +221,15 @@ def apply_review(decisions_tsv, out_dir) -> dict[str, Path]:
     Raises InputError when the decisions are for another scan (checksum mismatch), name unknown
     candidates, or are malformed. The automatic result files are never modified.
     """
+    read_decision_rows(decisions_tsv)  # a malformed table is refused before anything else
     scan_dir = _scan_dir_for(decisions_tsv, Path(out_dir))
+    if not scan_dir.is_dir():
+        raise InputError(scan_dir, "scan results folder does not exist")
+    with result_lock(scan_dir):
+        return _apply(decisions_tsv, scan_dir)
+
+
+def _apply(decisions_tsv, scan_dir) -> dict[str, Path]:
     results = load_results(scan_dir)
     decisions = read_decisions(decisions_tsv, results)
     summary = results["summary"]
@@ -201,20 +240,21 @@ def apply_review(decisions_tsv, out_dir) -> dict[str, Path]:
     rows += _added_rows(candidates, decisions, lesion_cols, first_added)
     columns = lesion_cols + [c for c in REVIEW_COLUMNS if c not in lesion_cols]
     reviewed = _reviewed_summary(summary, rows, decisions, len(candidates), decisions_tsv)
-    return {
-        "lesions": atomic_write_text(scan_dir / REVIEWED_LESIONS_FILE, tsv_text(rows, columns)),
-        "summary": atomic_write_text(scan_dir / REVIEWED_SUMMARY_FILE, json_text(reviewed)),
-        "decisions": atomic_write_text(scan_dir / REVIEW_DECISIONS_FILE,
-                                       decisions_text(decisions, summary, candidates)),
-    }
+    written = atomic_write_files(scan_dir, {
+        REVIEWED_LESIONS_FILE: tsv_text(rows, columns).encode(),
+        REVIEWED_SUMMARY_FILE: json_text(reviewed).encode(),
+        REVIEW_DECISIONS_FILE: decisions_text(decisions, summary, candidates).encode(),
+    })
+    return {"lesions": written[REVIEWED_LESIONS_FILE], "summary": written[REVIEWED_SUMMARY_FILE],
+            "decisions": written[REVIEW_DECISIONS_FILE]}
 
 
 def _scan_dir_for(decisions_tsv, out_dir: Path) -> Path:
     """``out_dir`` if it is a scan folder, else the scan folder below it matching the checksum."""
     if is_scan_dir(out_dir) or not out_dir.is_dir():
         return out_dir
-    _cols, rows = read_tsv(decisions_tsv)
-    shas = {r.get("sha256", "").lower() for r in rows} - {""}
+    _cols, rows = read_decision_rows(decisions_tsv)
+    shas = {r.get("sha256", "").lower() for _line, r in rows} - {""}
     if len(shas) != 1:
         raise InputError(decisions_tsv, f"{out_dir} is not a scan results folder and the decisions "
                                         f"do not name exactly one input checksum")

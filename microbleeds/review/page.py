@@ -17,7 +17,6 @@ download) and :func:`microbleeds.review.decisions.apply_review` folds it into
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -25,10 +24,10 @@ from ..contract import COUNTED_REGIONS, REPORT_FILE, burden_category
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.nifti import nifti_stem
-from ..io.results import find_scan_dirs, is_scan_dir, load_results
+from ..io.results import find_scan_dirs, is_scan_dir, load_results, result_lock
 from .decisions import as_float, as_int, read_applied_decisions, review_state
 from .images import FOV_MM, VIEW_LETTERS, VIEWS, crop_png, load_volumes, mosaic, read_mask
-from .markup import asset, escape, generated, number
+from .markup import asset, content_security_policy, escape, generated, number, script_json
 
 MAX_CARDS = 300        # more candidates than this: the least confident rejected are listed only
 CROP_SHOW_PX = 108     # shown size of a crop, CSS pixels
@@ -62,6 +61,15 @@ def build_report(scan_dir, out=None, radiological=True, max_cards=MAX_CARDS) -> 
         candidates beyond the cap are listed in a table without pictures).
     """
     scan_dir = Path(scan_dir)
+    if not scan_dir.is_dir():
+        raise InputError(scan_dir, "scan results folder does not exist")
+    if out is not None:
+        return _build_report(scan_dir, out, radiological, max_cards)
+    with result_lock(scan_dir):  # the folder is not swapped under the page being written
+        return _build_report(scan_dir, out, radiological, max_cards)
+
+
+def _build_report(scan_dir, out, radiological, max_cards) -> Path:
     res = load_results(scan_dir)
     warnings: list[str] = []
     mask = read_mask(scan_dir, warnings)
@@ -181,10 +189,10 @@ def _info_rows(summary, volumes):
         ("Field strength", number(acq.get("field_strength_t"), 1, " T")),
         ("TE", number(acq.get("echo_time_ms"), 1, " ms")),
         ("Voxel size", " × ".join(number(v, 2) for v in vox) + " mm" if vox else "n/a"),
-        ("Matrix", " × ".join(str(s) for s in inp.get("shape") or []) or "n/a"),
+        ("Matrix", " × ".join(escape(s) for s in inp.get("shape") or []) or "n/a"),
         ("Preset", f"{escape(pipe.get('name', 'n/a'))} <span class=dim>v{escape(pipe.get('version', '?'))}</span>"),
         ("Software", f"{escape(sw.get('name', 'microbleeds'))} {escape(sw.get('version', ''))}"),
-        ("Images", ", ".join(v.label for v in volumes) or "none found"),
+        ("Images", ", ".join(escape(v.label) for v in volumes) or "none found"),
     ]
 
 
@@ -268,7 +276,7 @@ def _crops_html(c, center, volumes, radiological):
         for view in VIEWS:
             le, ri, to = VIEW_LETTERS[(view, radiological)]
             cells.append(
-                f"<td><div class=v><img alt='{vol.label} {view}' width={CROP_SHOW_PX} "
+                f"<td><div class=v><img alt='{escape(vol.label)} {view}' width={CROP_SHOW_PX} "
                 f"height={CROP_SHOW_PX} src='{crop_png(vol, center, view, radiological)}'>"
                 f"<i class=ring style='width:{ring:.1f}%;height:{ring:.1f}%'></i>"
                 f"<u class=l>{le}</u><u class=r>{ri}</u><u class=t>{to}</u></div></td>")
@@ -327,7 +335,8 @@ def _listed_html(listed_only):
 
 def _page(scan_dir, res, volumes, overview, shown, listed_only, warnings, radiological):
     data = _page_data(scan_dir, res)
-    data_json = json.dumps(data).replace("</", "<\\/")
+    data_json = script_json(data)
+    script = "\n" + asset("report.js")
     n_acc = sum(c["_accepted"] for c in shown)
     acc_cards = "".join(_card(c, volumes, radiological) for c in shown if c["_accepted"])
     rej_cards = "".join(_card(c, volumes, radiological) for c in shown if not c["_accepted"])
@@ -336,6 +345,7 @@ def _page(scan_dir, res, volumes, overview, shown, listed_only, warnings, radiol
     header = _header(res, volumes, warnings, review_state(scan_dir), scan_dir)
     return f"""<!DOCTYPE html>
 <html lang=en><head><meta charset=utf-8>
+{content_security_policy(script)}
 <meta name=viewport content='width=device-width, initial-scale=1'>
 <title>Microbleeds — {escape(data['scan'])}</title>
 <style>
@@ -373,7 +383,6 @@ def _page(scan_dir, res, volumes, overview, shown, listed_only, warnings, radiol
 browser (localStorage, keyed by the input's checksum) and saved as <code>{DECISIONS_FILE}</code>;
 apply them with <code>microbleeds review apply {DECISIONS_FILE} OUTDIR</code>.</footer>
 <script type=application/json id=mb-data>{data_json}</script>
-<script>
-{asset("report.js")}</script>
+<script>{script}</script>
 </body></html>
 """

@@ -140,3 +140,53 @@ def test_scan_names_with_phase_inside_an_entity_are_still_scans(tmp_path):
         (tmp_path / name).write_bytes(b"")
     names = sorted(p.name for p, _ in find_scans([tmp_path]))
     assert names == ["sub-01_T2starw.nii.gz", "sub-01_acq-multiphase_swi.nii.gz"]
+
+
+def test_a_batch_of_good_and_hostile_scans(tmp_path, painted, capsys):
+    """Bad names, an unreadable file and a folder another run is writing: exit 1, every good
+    scan written, every bad one reported once, nothing outside -o touched, nothing left over."""
+    import threading
+
+    from microbleeds.io.results import result_lock
+
+    volume, affine, _ = painted
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("good", "javascript:alert(1)", "locked", ".", ""):
+        nib.save(nib.Nifti1Image(volume, affine), src / f"{name}.nii.gz")
+    (src / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's")
+    bad = {"locked.nii.gz": "being written by another run", "broken.nii.gz": "",
+           "..nii.gz": "result folder name '.'", ".nii.gz": "result folder name ''"}
+    held, release = threading.Event(), threading.Event()
+
+    def other_run():
+        with result_lock(out / "locked"):
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    try:
+        assert held.wait(10)
+        code = main(["detect", str(src), "-o", str(out), "-q", "--report"])
+    finally:
+        release.set()
+        thread.join()
+    printed = capsys.readouterr().out
+    assert code == 1 and "2 done, 0 up to date, 4 failed" in printed
+    failed = [line for line in printed.splitlines() if line.startswith("  failed: ")]
+    assert len(failed) == len(bad)
+    for name, words in bad.items():
+        mine = [line for line in failed if f"{src / name}:" in line]
+        assert len(mine) == 1 and words in mine[0] and "Traceback" not in mine[0], name
+    for name in ("good", "javascript:alert(1)"):
+        assert json.loads((out / name / "summary.json").read_text())["counts"]["total"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+    assert sorted(p.name for p in out.iterdir()) == ["cohort.html", "cohort.tsv", "good", "javascript:alert(1)",
+                                                     "keep.txt"]
+    assert (out / "keep.txt").read_text() == "the user's"
+    cohort = (out / "cohort.html").read_text()
+    assert "href='javascript%3Aalert%281%29/report.html'" in cohort and "href='javascript:" not in cohort

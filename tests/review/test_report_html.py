@@ -261,6 +261,79 @@ def test_review_in_browser(tmp_path):
     assert "Reviewed" in page_text and "summary_reviewed.json" in page_text
 
 
+def _mb_data(page: str) -> str:
+    return re.search(r"id=mb-data>(.*?)</script>", page, re.S).group(1)
+
+
+HOSTILE = "a<!--<script>b"
+
+
+def test_a_hostile_scan_name_is_escaped_for_each_context(tmp_path):
+    d = make_scan_output(tmp_path, n_candidates=2, name=HOSTILE, with_phase=False)
+    page = build_report(d).read_text()
+    data = _mb_data(page)
+    assert not set("<>&") & set(data)                      # nothing in the JSON can end or derail it
+    assert json.loads(data)["scan"] == HOSTILE
+    assert page.count("<script") == 2 and HOSTILE not in page
+    assert "<title>Microbleeds — a&lt;!--&lt;script&gt;b</title>" in page
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', page).group(1)
+    assert "default-src 'none'" in csp and "script-src 'sha256-" in csp and "unsafe-inline" not in csp.split(";")[1]
+    assert page.index("Content-Security-Policy") < page.index("<style>") < page.index("<script")
+
+
+def test_cohort_links_are_relative_file_paths(tmp_path):
+    d = make_scan_output(tmp_path, n_candidates=2, name="javascript:alert(1)", with_phase=False)
+    build_report(d)
+    page = write_cohort(tmp_path / "out")["html"].read_text()
+    hrefs = re.findall(r"href='([^']*)'", page)
+    assert hrefs == ["javascript%3Aalert%281%29/report.html"]
+    assert "Content-Security-Policy" in page
+
+
+@pytest.mark.browser
+@browser
+def test_hostile_names_in_a_browser(tmp_path):
+    """The report of a scan named like a script opener still runs its script; a script injected
+    into the page is blocked by the page's policy; the cohort link opens the report file."""
+    sync_api = _playwright()
+    d = make_scan_output(tmp_path / "a", n_candidates=3, name=HOSTILE, with_phase=False)
+    report = build_report(d)
+    injected = tmp_path / "injected.html"
+    injected.write_text(report.read_text().replace("</body>", "<script>window.pwned = 1</script></body>"))
+    j = make_scan_output(tmp_path / "b", n_candidates=2, name="javascript:alert(1)", with_phase=False)
+    build_report(j)
+    cohort = write_cohort(tmp_path / "b" / "out")["html"]
+    with sync_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        try:
+            page = b.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(report.as_uri())
+            assert page.inner_text("#progress").startswith("0/3 decided")
+            page.keyboard.press("j")
+            page.keyboard.press("c")
+            assert page.inner_text("#c1 [data-role=dec]") == "confirmed"
+            assert errors == []
+            page.goto(injected.as_uri())
+            assert page.inner_text("#progress").startswith("1/3 decided")   # the page's own script runs
+            assert page.evaluate("typeof window.pwned") == "undefined"      # the injected one does not
+            assert any("Content Security Policy" in e for e in errors)
+            errors.clear()
+            page.goto(cohort.as_uri())
+            href = page.eval_on_selector("#t a", "a => a.href")
+            assert href == (j / "report.html").as_uri().replace(":alert(1)", "%3Aalert%281%29")
+            page.click("#t th >> nth=0")                                    # sorting still works
+            page.click("#t a")
+            page.wait_for_load_state()
+            assert page.url.startswith("file://") and page.url.endswith("/report.html")
+            assert page.inner_text("#progress").startswith("0/2 decided")
+            assert errors == []
+        finally:
+            b.close()
+
+
 @pytest.mark.browser
 @browser
 def test_screenshot(scan_dir, tmp_path):

@@ -204,3 +204,19 @@ def test_no_candidates(tmp_path):
     s = json.loads(apply_review(dec, d)["summary"].read_text())
     assert s["counts"]["total"] == 0 and s["burden_category"] == "0"
     assert s["review"]["complete"] is True
+
+
+@pytest.mark.parametrize("cells, problem", [(6, "6 cell(s) but the header has 7 (missing"),
+                                            (8, "8 cell(s) but the header has 7 (extra")])
+def test_a_malformed_row_is_refused_with_its_line_number(tmp_path, cells, problem):
+    scan = make_scan_output(tmp_path, n_candidates=3, with_phase=False)
+    sha = _sha(scan)
+    good = [sha, "1", "1", "confirmed", "", "Dr A", "2026-01-01T10:00:00Z"]
+    bad = (good + ["stray"])[:cells]
+    text = "\t".join(DECISION_COLUMNS[:7]) + "\n" + "\t".join(good) + "\n\n" + "\t".join(bad) + "\n"
+    (tmp_path / "dec.tsv").write_text(text)
+    with pytest.raises(InputError) as info:
+        apply_review(tmp_path / "dec.tsv", scan)
+    assert str(info.value).startswith(f"{tmp_path / 'dec.tsv'}: line 4: {problem}")
+    assert not (scan / "lesions_reviewed.tsv").exists()
+    assert not list(scan.glob(".*"))  # no temporary left behind either
