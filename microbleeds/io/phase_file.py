@@ -1,5 +1,6 @@
 """Phase files: read a phase image (one 3D/4D file or one file per echo), check it lies on the
-magnitude's grid, and scale its stored values to radians.
+magnitude's grid, and scale its stored values to radians. Files are read by
+:func:`microbleeds.io.nifti.read_volume` (gzip CRC, header, memory and geometry checks).
 
 Scanners and converters store phase in radians, degrees, milliradians or raw integer units, often
 with a header scale factor (nibabel applies it). :func:`phase_to_radians` recognises the range the
@@ -14,7 +15,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from .nifti import open_image
+from .nifti import read_volume
 
 # --------------------------------------------------------------------------------------------
 # 1. Scaling of stored phase to radians
@@ -146,21 +147,22 @@ def _squeeze_to_4d(arr):
 
 
 def _load_one(path_or_img):
-    """Path, image, data (float32, header scaling applied, at most 4D) and the header's scaling."""
+    """Path, image, data (float32, header scaling applied, at most 4D), the header's scaling and the
+    reader's notes (units converted, geometry repaired)."""
     if isinstance(path_or_img, (str, os.PathLike)):
-        path = str(path_or_img)
-        img = open_image(path, "phase")
-    else:
-        img = path_or_img
-        path = img.get_filename() or "<phase image>"
+        vol = read_volume(path_or_img, "phase")
+        return vol.path, vol.img, _squeeze_to_4d(vol.data), vol.slope, vol.inter, vol.notes
+    img = path_or_img
+    path = img.get_filename() or "<phase image>"
     dataobj = img.dataobj
     slope = getattr(dataobj, "slope", None)
     inter = getattr(dataobj, "inter", None)
     try:
-        data = np.asarray(img.get_fdata(dtype=np.float32))
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = np.asarray(img.get_fdata(dtype=np.float32))
     except Exception as exc:
         raise InputError(path, f"cannot read phase data ({type(exc).__name__})") from None
-    return path, img, _squeeze_to_4d(data), slope, inter
+    return path, img, _squeeze_to_4d(data), slope, inter, []
 
 
 def load_phase(path_or_img, magnitude_shape, magnitude_affine=None, atol_mm=1e-3):
@@ -183,7 +185,8 @@ def load_phase(path_or_img, magnitude_shape, magnitude_affine=None, atol_mm=1e-3
     radians : numpy.ndarray of float32
         Phase in radians, [-pi, pi), with the magnitude's shape.
     how : str
-        Which scaling case was detected (see :func:`phase_to_radians`).
+        Which scaling case was detected (see :func:`phase_to_radians`), followed by what the
+        reader repaired or assumed (e.g. units converted to mm), if anything.
 
     Raises
     ------
@@ -197,9 +200,10 @@ def load_phase(path_or_img, magnitude_shape, magnitude_affine=None, atol_mm=1e-3
         if len(path_or_img) == 1:
             return load_phase(path_or_img[0], magnitude_shape, magnitude_affine, atol_mm)
         parts, hows, affine = [], [], None
-        names = []
+        names, notes = [], []
         for item in path_or_img:
-            path, img, data, slope, inter = _load_one(item)
+            path, img, data, slope, inter, read_notes = _load_one(item)
+            notes.extend(n for n in read_notes if n not in notes)
             names.append(path)
             if data.ndim != 3:
                 raise InputError(path, f"one-echo phase file must be 3D, got shape {data.shape}")
@@ -219,16 +223,22 @@ def load_phase(path_or_img, magnitude_shape, magnitude_affine=None, atol_mm=1e-3
             out[..., e], how = phase_to_radians(data, path, slope, inter)
             hows.append(how)
         uniq = list(dict.fromkeys(hows))
-        return out, "; ".join(uniq) if len(uniq) == 1 else " | ".join(
-            f"echo {i + 1}: {h}" for i, h in enumerate(hows))
+        how = "; ".join(uniq) if len(uniq) == 1 else " | ".join(f"echo {i + 1}: {h}" for i, h in enumerate(hows))
+        return out, _with_notes(how, notes)
 
-    path, img, data, slope, inter = _load_one(path_or_img)
+    path, img, data, slope, inter, notes = _load_one(path_or_img)
     _check_grid(path, data.shape, img.affine, magnitude_shape, magnitude_affine, atol_mm)
     mshape = tuple(int(s) for s in magnitude_shape)
     if len(mshape) == 3 and data.ndim == 4:
         data = data[..., 0]
     _check_values(path, data)
-    return phase_to_radians(data, path, slope, inter)
+    radians, how = phase_to_radians(data, path, slope, inter)
+    return radians, _with_notes(how, notes)
+
+
+def _with_notes(how, notes):
+    """The scaling text, followed by what the reader repaired (units, geometry), if anything."""
+    return "; ".join([how, *notes])
 
 
 def _fmt(shape):

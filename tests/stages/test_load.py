@@ -10,9 +10,11 @@ from microbleeds.errors import InputError
 from microbleeds.io.nifti import from_canonical, to_canonical
 from microbleeds.stages.load import load_mask, load_scan
 
+VOXEL_3MM = np.diag([3.0, 3.0, 3.0, 1.0])  # small test grids of 10-12 voxels span a plausible 30-36 mm
+
 
 def _save(path, data, affine=None):
-    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), np.eye(4) if affine is None else affine), path)
+    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), VOXEL_3MM if affine is None else affine), path)
     return path
 
 
@@ -60,10 +62,11 @@ def test_constant(tmp_path, value):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_non_finite(tmp_path, bad):
-    data = np.random.default_rng(0).random((10, 10, 10))
-    data[3, 3, 3] = bad
-    _expect(_save(tmp_path / "nan.nii.gz", data), ["NaN or infinite"])
+def test_non_finite_inside_the_brain(tmp_path, painted, bad):
+    volume, affine, _ = painted
+    data = volume.copy()
+    data[48, 48, 24] = bad
+    _expect(_save(tmp_path / "nan.nii.gz", data, affine), ["NaN or infinite voxels inside the brain"])
 
 
 def _raw_with_pixdim(path, pixdim_xyz):
@@ -81,7 +84,7 @@ def test_zero_or_negative_voxel_size(tmp_path, pixdim):
 
 
 def test_singular_affine(tmp_path):
-    affine = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    affine = np.array([[3, 3, 0, 0], [3, 3, 0, 0], [0, 0, 3, 0], [0, 0, 0, 1]], float)
     _expect(_save(tmp_path / "singular.nii.gz", np.random.default_rng(0).random((10, 10, 10)), affine),
             ["singular", "zero"])
 
