@@ -40,6 +40,13 @@ class Parameters:
     bias_correction: bool = False
     mask_opening_mm: float = 4.0
     background_sigma_mm: float = 6.0
+    # the mask's physiology check (a failed check is a warning in the summary and on stderr):
+    # "whole" = the field of view holds the whole brain, "partial" = a slab or partial field of
+    # view (no lower volume bound, a mask filling the field of view is accepted), "auto" =
+    # partial where the mask reaches a face of the field of view
+    brain_coverage: str = "auto"
+    brain_volume_min_ml: float = 600.0
+    brain_volume_max_ml: float = 2200.0
     # detection and segmentation
     min_diameter_mm: float = 1.0
     max_diameter_mm: float = 10.0
@@ -100,6 +107,11 @@ class Parameters:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.5 <= self.definite_confidence <= 1:
             raise ValueError(f"definite_confidence must be in [0.5, 1], got {self.definite_confidence}")
+        if self.brain_coverage not in ("auto", "whole", "partial"):
+            raise ValueError(f"brain_coverage must be 'auto', 'whole' or 'partial', got {self.brain_coverage!r}")
+        if not 0 <= self.brain_volume_min_ml < self.brain_volume_max_ml:
+            raise ValueError(f"brain_volume_min_ml ({self.brain_volume_min_ml}) must be >= 0 and below "
+                             f"brain_volume_max_ml ({self.brain_volume_max_ml})")
         if self.phase_sign not in (None, 1, -1):
             raise ValueError(f"phase_sign must be +1, -1 or unset, got {self.phase_sign}")
         if self.echo not in ("rss", "first", "last") and not str(self.echo).lstrip("-").isdigit():

@@ -30,6 +30,28 @@ NOISE_IF_UNMEASURABLE = 0.05
 """Relative noise assumed when the mask has no neighbouring pair of voxels (SNR 20)."""
 MAD_TO_SIGMA = 1.4826
 """Median absolute deviation to standard deviation of a normal distribution."""
+FLOOR_SAMPLES = 2_000_000
+"""Voxels sampled (deterministic stride) for the noise-floor histogram."""
+FLOOR_BINS = 256
+"""Bins of the noise-floor histogram, from 0 to the 99.5th percentile."""
+FLOOR_MIN_FRACTION = 0.05
+"""A background population holds at least this fraction of the field of view."""
+FLOOR_MAX_SIGMAS = 16.0
+"""Pure noise sits at most this many noise sigmas above zero: the mean of a central chi
+magnitude is about ``sigma sqrt(2N)``, 1.25 sigma for one channel (Rician), 8 for 32 coils,
+11.3 for 64 (mean / std 16). Tissue sits at its SNR, 15 and more on a usable T2*-weighted scan."""
+FLOOR_MAX_OF_TISSUE = 0.5
+"""The background population is darker than half the median of the voxels above it."""
+BRAIN_VOLUME_RANGE_ML = (600.0, 2200.0)
+"""Plausible adult intracranial volume of a whole-brain mask (ml): CSF is bright on T2*-weighted
+images and the mask closes the sulci, so it follows the inner skull (adult ICV ~1100-1900 ml)."""
+MAX_SECTION_CM2 = 250.0
+"""Largest plausible brain cross-section (cm2) in any plane: an adult brain is at most about
+19 cm long, 15 cm wide and 14 cm high (the ellipse of 19 x 15 cm is 224 cm2)."""
+FILLS_FOV = 0.95
+"""A mask holding more than this fraction of the field of view found no background."""
+TOUCH_FRACTION = 0.02
+"""The field of view cuts the brain where the mask covers more than this fraction of a face."""
 
 
 def block_factors(voxel_size_mm, target_mm=COARSE_MM):
@@ -145,12 +167,122 @@ def has_background(volume) -> bool:
     return np.mean(volume < AIR_LEVEL * bright) > AIR_FRACTION
 
 
+def noise_floor(magnitude):
+    """The background noise floor of a magnitude volume, or None when it shows no background.
+
+    Air in a magnitude image is pure noise: Rician for one receive channel (mean about 1.25
+    sigma), a central chi with ``2N`` degrees of freedom for ``N`` coils combined by sum of
+    squares (mean about ``sigma sqrt(2N)``, never near zero), zero where the scanner masks it.
+    Its population is the lowest mode of the histogram; it is taken for background when it
+    holds at least :data:`FLOOR_MIN_FRACTION` of the field of view, its level is at most
+    :data:`FLOOR_MAX_SIGMAS` times its own local noise (neighbour differences: pure noise has
+    no structure) and below :data:`FLOOR_MAX_OF_TISSUE` of the tissue above it. A crop
+    inside the brain has no such population.
+
+    Returns
+    -------
+    dict or None
+        ``level`` (the mode), ``mean_square`` (mean of M^2 over the population, what the
+        background adds to a voxel's M^2), ``sigma`` (noise sigma from the neighbour
+        differences), ``fraction`` and ``effective_channels`` (``mean_square / (2 sigma^2)``:
+        1 for Rician, N for N coils of equal noise).
+    """
+    step = max(1, int(np.ceil((magnitude.size / FLOOR_SAMPLES) ** 0.5)))
+    sub = np.asarray(magnitude[:, ::step, ::step], dtype=np.float32)
+    values = sub.ravel()
+    top = float(np.percentile(values, 99.5))
+    if not top > 0:
+        return None
+    zero = float(np.mean(values <= top * 1e-6))
+    if zero >= FLOOR_MIN_FRACTION:
+        return {"level": 0.0, "mean_square": 0.0, "sigma": 0.0, "fraction": round(zero, 4),
+                "effective_channels": None, "kind": "zero-filled"}
+    counts, edges = np.histogram(values, bins=FLOOR_BINS, range=(0.0, top))
+    smooth = ndi.gaussian_filter1d(counts.astype(np.float64), 1.5)
+    peaks = np.flatnonzero((smooth[1:-1] >= smooth[:-2]) & (smooth[1:-1] > smooth[2:])) + 1
+    if smooth[0] > smooth[1]:
+        peaks = np.concatenate([[0], peaks])
+    width = edges[1] - edges[0]
+    for peak in peaks:
+        level = float(edges[peak] + width / 2)
+        # the population: the peak down to where the histogram falls to a quarter of it
+        above = np.flatnonzero(smooth[peak:] < 0.25 * smooth[peak])
+        if not above.size or smooth[peak:peak + above[0]].max() > smooth[peak]:
+            continue  # a shoulder of a larger mode above it, not a population of its own
+        hi = edges[peak + above[0]]
+        below = np.flatnonzero(smooth[:peak + 1][::-1] < 0.25 * smooth[peak])
+        lo = edges[peak - below[0] + 1] if below.size else 0.0
+        inside = (values >= lo) & (values <= hi)
+        fraction = float(inside.mean())
+        if fraction < FLOOR_MIN_FRACTION / 2:
+            continue  # a small bump (a few voxels): look further up
+        if fraction < FLOOR_MIN_FRACTION:
+            return None
+        pair = (sub[1:] >= lo) & (sub[1:] <= hi) & (sub[:-1] >= lo) & (sub[:-1] <= hi)
+        diff = (sub[1:] - sub[:-1])[pair]
+        if diff.size < 100:
+            return None
+        local = MAD_TO_SIGMA * float(np.median(np.abs(diff - np.median(diff)))) / np.sqrt(2.0)
+        tissue = values[values > hi]
+        if tissue.size == 0 or local <= 0:
+            return None
+        if level > FLOOR_MAX_SIGMAS * local or level > FLOOR_MAX_OF_TISSUE * float(np.median(tissue)):
+            return None
+        # pure noise of N channels: std of the magnitude ~0.66-0.71 sigma; sigma ~ local / 0.68
+        mean_square = float(np.mean(values[inside].astype(np.float64) ** 2))
+        sigma = local / 0.68
+        return {"level": round(level, 6), "mean_square": mean_square, "sigma": round(sigma, 6),
+                "fraction": round(fraction, 4),
+                "effective_channels": round(mean_square / (2.0 * sigma * sigma), 2), "kind": "noise"}
+    return None
+
+
+FLOOR_SMOOTH_MM = 15.0
+"""Gaussian sigma (mm) of the local noise-floor map: a coil array's profile varies slowly."""
+FLOOR_AIR_RATIO = 2.0
+"""On the coarse grid a block is air while its mean M^2 stays below this times the local floor
+(tissue at SNR 15 or more over a floor of at most 8 sigma is 3.5 times above it)."""
+FLOOR_PASSES = 4
+"""Passes of the local floor map: each lets the air reach where the floor is higher."""
+
+
+def local_floor(square, mean_square, coarse_mm):
+    """Local background mean of M^2 on the coarse grid (``square``: block means of M^2).
+
+    Prescan-normalised coil-array images have a noise floor that rises where the coils see
+    least; the floor is followed by normalised smoothing over the air blocks, in a few passes
+    starting from the global ``mean_square``, and carried into the head from the air around it.
+    """
+    floor = np.full(square.shape, mean_square, np.float32)
+    sigma = [FLOOR_SMOOTH_MM / c for c in coarse_mm]
+    for _ in range(FLOOR_PASSES):
+        air = square < FLOOR_AIR_RATIO * floor
+        if not air.any():
+            break
+        num = ndi.gaussian_filter(np.where(air, square, 0).astype(np.float64), sigma, mode="nearest")
+        den = ndi.gaussian_filter(air.astype(np.float64), sigma, mode="nearest")
+        known = den > 0.05
+        if not known.any():
+            break
+        estimate = np.where(known, num / np.maximum(den, 1e-12), 0.0)
+        if not known.all():
+            _, nearest = ndi.distance_transform_edt(~known, return_indices=True)
+            estimate = estimate[tuple(nearest)]
+        floor = np.maximum(estimate, mean_square).astype(np.float32)
+    return floor
+
+
 def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     """Automatic brain mask of a magnitude / SWI volume.
 
-    Threshold (Otsu) on a ~2 mm version of the image, after optional N4 bias-field correction;
-    opening to cut the scalp loose, largest connected component, closing and hole filling, so
-    that dark foci and veins inside the brain stay in the mask.
+    The background's noise floor (:func:`noise_floor`) is taken off first: on the ~2 mm grid
+    each block's signal is ``sqrt(mean(M^2) - floor)``, with ``floor`` the background's mean
+    of M^2 (for Rician and non-central chi magnitudes alike, ``E[M^2] = A^2 + 2 N sigma^2``),
+    so that air is near zero even where a coil array's sum of squares keeps it far from zero.
+    Then threshold (Otsu) after optional N4 bias-field correction; opening to cut the scalp
+    loose, largest connected component, closing and hole filling, so that dark foci and veins
+    inside the brain stay in the mask. Without a background (a crop inside the brain) every
+    voxel is brain; :func:`mask_checks` says whether that is plausible.
 
     Parameters
     ----------
@@ -166,8 +298,16 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     mask : ndarray of bool, same shape as ``magnitude``
     """
     factors = block_factors(voxel_size_mm)
-    coarse = block_mean(magnitude, factors)
     coarse_mm = np.asarray(voxel_size_mm) * factors
+    floor = noise_floor(magnitude)
+    if floor is None:
+        return magnitude > 0
+    if floor["mean_square"] > 0:
+        square = block_mean(np.square(magnitude, dtype=np.float32), factors)
+        local = local_floor(square, floor["mean_square"], coarse_mm)
+        coarse = np.sqrt(np.maximum(square - local, 0)).astype(np.float32)
+    else:
+        coarse = block_mean(magnitude, factors)
     if not has_background(coarse):
         return magnitude > 0
     coarse = ndi.gaussian_filter(coarse, COARSE_SMOOTH_VOX)
@@ -377,3 +517,47 @@ def brain_box(mask, affine, margin=2):
     shift = np.eye(4)
     shift[:3, 3] = [b.start for b in box]
     return tuple(box), affine @ shift
+
+
+def mask_checks(mask, voxel_size_mm, coverage="auto", volume_range_ml=BRAIN_VOLUME_RANGE_ML):
+    """Check a brain mask against physiology; returns (facts dict, list of warning strings).
+
+    ``coverage``: ``"whole"`` (the field of view holds the whole brain: the volume must lie in
+    ``volume_range_ml``), ``"partial"`` (a slab or partial field of view: only the upper bound
+    and the cross-sections are checked), ``"auto"`` (partial where the mask reaches a face of
+    the field of view, i.e. the field of view cuts the brain). Whatever the coverage, no
+    cross-section may exceed :data:`MAX_SECTION_CM2`, and a mask that fills the field of view
+    (no background found) is reported unless coverage is declared partial.
+    """
+    vox = np.asarray(voxel_size_mm, dtype=np.float64)
+    volume = float(mask.sum() * np.prod(vox)) / 1000.0
+    cut = []
+    for axis in range(3):
+        for end, name in ((0, "low"), (-1, "high")):
+            face = np.take(mask, end if end == 0 else mask.shape[axis] - 1, axis=axis)
+            if face.mean() > TOUCH_FRACTION:
+                cut.append(f"{'ijk'[axis]}-{name}")
+    partial = coverage == "partial" or (coverage == "auto" and bool(cut))
+    sections = []
+    for axis in range(3):
+        area = np.prod(np.delete(vox, axis)) / 100.0
+        sections.append(float(mask.sum(axis=tuple(a for a in range(3) if a != axis)).max() * area) if mask.any() else 0.0)
+    facts = {"volume_ml": round(volume, 3), "coverage": "partial" if partial else "whole",
+             "cut_faces": cut, "fov_fraction": round(float(mask.mean()), 4),
+             "max_section_cm2": round(max(sections), 1)}
+    lo, hi = (float(v) for v in volume_range_ml)
+    warnings = []
+    if mask.mean() > FILLS_FOV and coverage != "partial":
+        warnings.append(f"brain mask fills {100 * mask.mean():.0f} % of the field of view: no background "
+                        "was found; unless the scan is a crop inside the brain (then set brain_coverage "
+                        "= 'partial'), the mask is wrong and so are the counts")
+    if volume > hi:
+        warnings.append(f"brain mask volume {volume:.0f} ml is above the physiological maximum {hi:.0f} ml: "
+                        "the mask includes background or scalp; the counts are not reliable")
+    elif not partial and volume < lo:
+        warnings.append(f"brain mask volume {volume:.0f} ml is below the physiological minimum {lo:.0f} ml "
+                        "for a whole-brain scan: the mask misses brain (set brain_coverage = 'partial' for a slab)")
+    if max(sections) > MAX_SECTION_CM2:
+        warnings.append(f"brain mask cross-section {max(sections):.0f} cm2 is larger than any brain's "
+                        f"({MAX_SECTION_CM2:.0f} cm2): the mask includes background or scalp")
+    return facts, warnings

@@ -12,17 +12,36 @@ confidence, certainty``. The tables keep the columns of :mod:`microbleeds.contra
 from __future__ import annotations
 
 import os
+import re
+import warnings
 
 import numpy as np
 from nibabel.affines import apply_affine
 
 from .. import __version__
 from ..contract import CANDIDATE_COLUMNS, COUNTED_REGIONS, LESION_COLUMNS, SIZE_BINS_MM, burden_category
-from ..io.nifti import from_canonical
+from ..io.nifti import from_canonical, open_image
+from ..io.sidecar import echo_times_ms
 from ..presets import Parameters
 from .dipole_sign import TRUSTED_SIGN
 from .load import Scan
 from .locate import count_by_region
+from .prepare import mask_checks
+
+T2STAR_TE_MS = (5.0, 80.0)
+"""Echo times (ms) of T2*-weighted gradient echoes for microbleeds: below 5 ms there is no T2*
+contrast (T1 gradient echoes, 2-4 ms); above 80 ms it is a spin-echo T2 or FLAIR (TE 80-140 ms),
+since no GRE-T2* / SWI protocol goes that long (1.5 T: 25-50 ms, 3 T: 15-30 ms)."""
+SPIN_ECHO_NAMES = re.compile(r"(^|[^a-z])(tse|fse|se|tir|ir|haste|space|spc|cube|flair|vista|blade|propeller|frfse)"
+                             r"(\d|[^a-z]|$)", re.IGNORECASE)
+"""Sequence names of spin-echo families (Siemens ``*tse2d1_11``, ``*tir2d1_21``, ``*spc``; GE
+``FSE``, ``CUBE``; Philips ``TSE``, ``VISTA``)."""
+GRADIENT_ECHO_NAMES = re.compile(r"(fl\d|fl[23]d|gre|swi|fgre|ffe|t2\*|t2star|me[23]d|qsm|medic|merge|swan|ven)",
+                                 re.IGNORECASE)
+"""Sequence names of gradient echoes (Siemens ``*fl3d1r``, ``*swi3d1r``, ``*me2d1``; GE ``SWAN``,
+``MERGE``; Philips ``FFE``, ``VEN_BOLD``)."""
+DESCRIP_TE = re.compile(r"(?:^|[^a-z])TE\s*[=:]\s*([0-9]+(?:\.[0-9]+)?)", re.IGNORECASE)
+"""``TE=91`` in a NIfTI header's ``descrip`` (dcm2niix writes ``TE=<ms>;Time=...``)."""
 
 
 def tabulate(rows, scan):
@@ -97,7 +116,15 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
         if c["reason"]:
             reasons[c["reason"]] = reasons.get(c["reason"], 0) + 1
     definite = sum(1 for lesion in lesions if lesion["certainty"] == "definite")
-    notes = ["Magnitude only: calcifications cannot be excluded (no phase given)."]
+    notes = ["Magnitude only: calcifications cannot be excluded (no phase given)."] + list(scan.notes)
+    mask_facts, mask_warnings = mask_checks(brain, scan.voxel_size_mm, params.brain_coverage,
+                                            (params.brain_volume_min_ml, params.brain_volume_max_ml))
+    details = acquisition_details(scan, params)
+    acq = {k: details[k] for k in ACQUISITION_KEYS}
+    found = mask_warnings + sequence_warnings(details)
+    name = os.path.basename(scan.path) if scan.path else "scan"
+    for text in found:
+        warnings.warn(f"{name}: {text}", UserWarning, stacklevel=2)
     return {
         "software": {"name": "microbleeds", "version": __version__},
         "input": {
@@ -108,7 +135,8 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
             "affine": np.round(scan.native_affine, 6).tolist(),
             "echoes": scan.echo,
         },
-        "acquisition": acquisition(scan, params),
+        "acquisition": acq,
+        "acquisition_metadata": {"sources": details["sources"], "sequence_in_file": details["sequence_in_file"]},
         "pipeline": {"name": params.preset, "version": params.preset_version, "parameters": params.to_dict()},
         "counts": {
             "total": len(lesions),
@@ -120,27 +148,111 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
         "candidates": len(candidates),
         "rejected_by_rule": dict(sorted(reasons.items())),
         "brain_volume_ml": round(float(brain.sum() * np.prod(scan.voxel_size_mm)) / 1000.0, 3),
+        "brain_mask": mask_facts,
         "noise_sigma_relative": round(float(noise_sigma), 6),
+        "warnings": found,
         "notes": notes,
     }
 
 
+def header_facts(path) -> dict:
+    """What a NIfTI header's ``descrip`` says about the acquisition (``echo_time_ms``); ``{}``
+    without a file, a readable header or such a field."""
+    if not path:
+        return {}
+    try:
+        descrip = open_image(path).header["descrip"]
+    except Exception:  # the scan was read already; a header that fails here just says nothing
+        return {}
+    text = bytes(np.asarray(descrip).tobytes()).split(b"\0")[0].decode("latin-1", "replace")
+    match = DESCRIP_TE.search(text)
+    return {"echo_time_ms": float(match.group(1)), "descrip": text} if match else {"descrip": text}
+
+
+ACQUISITION_KEYS = ("sequence", "field_strength_t", "echo_time_ms", "source")
+"""The summary's ``acquisition``; where each value came from is in ``acquisition_metadata``."""
+
+
 def acquisition(scan: Scan, params: Parameters):
-    """Sequence, field strength and TE (ms): from the BIDS sidecar when present, else the preset.
+    """The summary's ``acquisition`` (:data:`ACQUISITION_KEYS` of :func:`acquisition_details`)."""
+    details = acquisition_details(scan, params)
+    return {k: details[k] for k in ACQUISITION_KEYS}
+
+
+def acquisition_details(scan: Scan, params: Parameters):
+    """Sequence, field strength and TE (ms): from the file when it has them (the BIDS sidecar,
+    else the header's ``descrip`` for TE), else the preset; ``sources`` says which, per field,
+    and ``sequence_in_file`` holds the sidecar's sequence fields.
 
     For multi-echo data the TE of the echo used is given, or all TEs when echoes were combined.
     """
     side = scan.sidecar
-    te = side.get("EchoTime")
-    if isinstance(te, list) and te:
+    te = None
+    times = echo_times_ms(side) if side else None
+    if times:
         words = scan.echo.split()  # "echo 2 of 3" when one echo was picked, "rss of 3 echoes" otherwise
-        picked = [int(words[1]) - 1] if words[0] == "echo" and words[1].isdigit() else []
-        te = te[picked[0]] if picked and picked[0] < len(te) else [round(float(t) * 1000.0, 4) for t in te]
-    if isinstance(te, (int, float)):
-        te = round(float(te) * 1000.0, 4)
+        picked = [int(words[1]) - 1] if words and words[0] == "echo" and words[1].isdigit() else []
+        if len(times) == 1:
+            te = round(times[0], 4)
+        elif picked and picked[0] < len(times):
+            te = round(times[picked[0]], 4)
+        else:
+            te = [round(t, 4) for t in times]
+    header = header_facts(scan.path)
+    source = {}
+    if te is not None:
+        source["echo_time_ms"] = "sidecar"
+    elif "echo_time_ms" in header:
+        te, source["echo_time_ms"] = header["echo_time_ms"], "header"
+    else:
+        te, source["echo_time_ms"] = params.echo_time_ms, "preset"
+    field_t = side.get("MagneticFieldStrength")
+    source["field_strength_t"] = "sidecar" if field_t is not None else "preset"
+    sequence_fields = {k: side[k] for k in ("ScanningSequence", "SequenceVariant", "SequenceName",
+                                             "PulseSequenceType", "PulseSequenceDetails", "SeriesDescription")
+                       if isinstance(side.get(k), (str, list))}
     return {
         "sequence": params.sequence,
-        "field_strength_t": side.get("MagneticFieldStrength", params.field_strength_t),
-        "echo_time_ms": te if te is not None else params.echo_time_ms,
-        "source": "sidecar" if side else "preset",
+        "sequence_in_file": sequence_fields or None,
+        "field_strength_t": field_t if field_t is not None else params.field_strength_t,
+        "echo_time_ms": te,
+        "source": "sidecar" if side else ("header" if source["echo_time_ms"] == "header" else "preset"),
+        "sources": source,
     }
+
+
+def sequence_warnings(acq) -> list:
+    """Warnings when the file's own metadata says the scan is not T2*-weighted (a spin echo, or
+    an echo time outside :data:`T2STAR_TE_MS`); the preset's values are never judged."""
+    out = []
+    fields = acq.get("sequence_in_file") or {}
+
+    def text(key):
+        value = fields.get(key)
+        return "\\".join(value) if isinstance(value, list) else str(value or "")
+
+    scanning, name = text("ScanningSequence").upper(), text("SequenceName")
+    pulse = text("PulseSequenceType").lower()
+    says = []
+    if scanning and "SE" in re.split(r"[\\/ ,_]+", scanning) and "GR" not in scanning and "EP" not in scanning:
+        says.append(f"ScanningSequence {text('ScanningSequence')} (spin echo)")
+    if name and SPIN_ECHO_NAMES.search(name.lstrip("*")) and not GRADIENT_ECHO_NAMES.search(name):
+        says.append(f"SequenceName {name} (a spin-echo family)")
+    if pulse and ("spin echo" in pulse or "spin-echo" in pulse) and "gradient" not in pulse:
+        says.append(f"PulseSequenceType {text('PulseSequenceType')}")
+    te = acq.get("echo_time_ms")
+    te_source = (acq.get("sources") or {}).get("echo_time_ms")
+    if te_source in ("sidecar", "header") and te is not None:
+        values = te if isinstance(te, list) else [te]
+        lo, hi = T2STAR_TE_MS
+        longest = max(float(v) for v in values)
+        if longest > hi:
+            says.append(f"echo time {longest:g} ms in the {te_source} (T2*-weighted GRE / SWI: {lo:g}-{hi:g} ms; "
+                        "longer is a spin-echo T2 or FLAIR)")
+        elif longest < lo:
+            says.append(f"echo time {longest:g} ms in the {te_source} (too short for T2* contrast: "
+                        f"{lo:g}-{hi:g} ms)")
+    if says:
+        out.append("the scan's own metadata says it is not T2*-weighted: " + "; ".join(says)
+                   + ". Microbleeds are only seen on T2*-weighted GRE / SWI; the counts are not meaningful")
+    return out

@@ -468,3 +468,23 @@ def test_default_phantom_and_sample(tmp_path):
     paths = P.make_sample(tmp_path / "sample")
     total = sum(Path(p).stat().st_size for p in paths.values())
     assert total < 5.5e6
+
+
+def test_multicoil_sum_of_squares_background_is_central_chi(tiny):
+    """n_coils: air follows a central chi with 2N degrees of freedom (mean ~ sigma sqrt(2N - 1/2),
+    std ~ sigma / sqrt(2)), white matter keeps the SNR definition, and the default (n_coils 0) is
+    the single-channel phantom, unchanged."""
+    from scipy import ndimage as ndi
+    from scipy.special import gammaln
+
+    ph = P.simulate(P.PhantomParams(seed=11, **TINY), n_coils=16)
+    sigma = ph.info["noise_sigma"]
+    air = ndi.binary_erosion(ph.tissue == 0, iterations=3)
+    assert air.sum() > 1000
+    k = 32
+    mean = sigma * np.sqrt(2) * np.exp(gammaln((k + 1) / 2) - gammaln(k / 2))
+    assert np.median(ph.magnitude[air]) == pytest.approx(mean, rel=0.05)
+    assert np.std(ph.magnitude[air]) == pytest.approx(sigma * np.sqrt(k - (mean / sigma) ** 2), rel=0.1)
+    assert ph.info["n_coils"] == 16 and "non-central chi" in ph.info["noise_model"]
+    assert np.array_equal(ph.truth_labels, tiny.truth_labels)  # same sources: noise is drawn last
+    assert "n_coils" not in tiny.info and tiny.params.n_coils == 0

@@ -97,6 +97,24 @@ class PhantomParams:
         B0 direction in world coordinates (default +z, superior).
     bias_strength : float
         Amplitude of the smooth multiplicative receive-bias field (0 = none; 0.2 = about +-20 %).
+    n_coils : int
+        Receive channels. 0 (default): one channel with complex Gaussian noise, a Rician
+        magnitude whose background goes to about 1.25 sigma. 8-32: a phased-array head coil
+        (:mod:`.coils`): each coil sees the signal through its own Biot-Savart loop sensitivity
+        and adds its own noise (``sigma`` per coil), combined by root sum of squares, a
+        non-central chi magnitude with ``2 n_coils`` degrees of freedom whose background never
+        goes near zero (about ``sigma sqrt(2 n_coils)``), brighter near the coils; the phase is
+        the sensitivity-weighted combination. ``snr`` keeps its meaning (the coil profile
+        averages 1 over white matter).
+    coil_gap_mm : float
+        Distance of the coil centres beyond the brain's bounding ellipsoid (mm; scalp, skull and
+        the coil housing).
+    coil_radius_mm : float or None
+        Loop radius (mm); None tiles the helmet (each loop covers its share of the surface).
+    coil_normalised : bool
+        Divide the SoS image by the coils' smooth combined profile ``||S||`` (clipped below at
+        0.2), as vendors' prescan normalisation does: tissue is uniform again and the noise
+        floor then varies in space, highest where the coils see least.
     with_air_interface : bool
         Add an air-filled sinus pocket (chi +9.4 ppm) frontal-basal, outside the brain.
     oversampling : tuple of 3 int or None
@@ -137,6 +155,10 @@ class PhantomParams:
     centre_mm: tuple | None = None
     b0_direction: tuple = (0.0, 0.0, 1.0)
     bias_strength: float = 0.2
+    n_coils: int = 0
+    coil_gap_mm: float = 25.0
+    coil_radius_mm: float | None = None
+    coil_normalised: bool = False
     with_air_interface: bool = True
     oversampling: tuple | None = None
     fine_target_mm: float = 0.6

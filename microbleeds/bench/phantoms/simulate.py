@@ -59,7 +59,7 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
     timings["sources_s"] = time.perf_counter() - t1
 
     t1 = time.perf_counter()
-    noise = _bias_phase_noise(params, rng, signal, tissue, grid)
+    noise = _bias_phase_noise(params, rng, signal, tissue, grid, anat, b0w)
     magnitude = np.abs(signal).astype(np.float32)
     phase = np.angle(signal).astype(np.float32)
     swi = simple_swi(signal, voxel_size_mm=grid.voxel_mm, sigma_mm=params.swi_hp_sigma_mm,
@@ -76,6 +76,8 @@ def _checked(params: PhantomParams) -> PhantomParams:
     """``params``, or ValueError for a non-positive field / echo time or bad region weights."""
     if params.b0_t <= 0 or params.te_ms <= 0:
         raise ValueError("b0_t and te_ms must be positive")
+    if int(params.n_coils) < 0 or int(params.n_coils) != params.n_coils:
+        raise ValueError(f"n_coils must be an integer >= 0, got {params.n_coils!r}")
     weights = params.region_weights
     if (set(weights) - set(TRUTH_REGIONS) or not weights or min(weights.values()) < 0
             or sum(weights.values()) <= 0):
@@ -153,9 +155,12 @@ def _bias_field(shape, affine, rng, strength):
     return np.exp(strength * poly / 2.0).astype(np.float32)
 
 
-def _bias_phase_noise(params, rng, signal, tissue, grid) -> dict:
+def _bias_phase_noise(params, rng, signal, tissue, grid, anat=None, b0w=None) -> dict:
     """Apply (in place) the receive bias, a constant receiver phase and complex Gaussian noise
-    (``sigma = mean white-matter magnitude / snr``); returns those values for the sidecar."""
+    (``sigma = mean white-matter magnitude / snr``); returns those values for the sidecar.
+
+    With ``params.n_coils`` > 0 the noise is that of a receive array combined by sum of squares
+    (:mod:`.coils`; needs the anatomy ``anat`` and the B0 direction ``b0w``)."""
     bias = _bias_field(grid.shape, grid.affine, rng, float(params.bias_strength))
     if bias is not None:
         signal *= bias
@@ -163,6 +168,12 @@ def _bias_phase_noise(params, rng, signal, tissue, grid) -> dict:
     signal *= np.complex64(np.exp(1j * phi0))
     wm = tissue == WM
     wm_mean = float(np.mean(np.abs(signal[wm]))) if np.any(wm) else float(np.mean(np.abs(signal)))
+    if int(params.n_coils) > 0:
+        from .coils import apply_coil_array
+
+        cerebrum = anat.ell[0]
+        coil = apply_coil_array(signal, params, grid, cerebrum[:3], cerebrum[3:], b0w, wm, rng, wm_mean)
+        return {"receiver_phase_rad": float(phi0), "wm_mean_magnitude": wm_mean, **coil}
     sigma = 0.0
     if params.snr is not None and params.snr > 0:
         sigma = wm_mean / float(params.snr)

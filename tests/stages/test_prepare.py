@@ -1,0 +1,84 @@
+"""The brain mask under a real noise floor: Rician and multi-coil (non-central chi) backgrounds,
+slabs and crops, and the physiology check."""
+
+import numpy as np
+import pytest
+
+from microbleeds.bench.phantoms import simulate
+from microbleeds.bench.phantoms.params import _BRAIN, CSF, VENTRICLE
+from microbleeds.stages.prepare import brain_mask, mask_checks, noise_floor
+
+BASE = dict(fov_mm=(150.0, 180.0, 96.0), voxel_size_mm=(1.0, 1.0, 2.0), b0_t=3.0, te_ms=20.0, n_cmb=4,
+            n_calcifications=0, n_veins=20, seed=11)
+
+
+def _icv(phantom):
+    """The truth the mask should follow: brain, ventricles and CSF inside the skull (on a
+    T2*-weighted magnitude CSF is bright and the mask closes the sulci)."""
+    return np.isin(phantom.tissue, _BRAIN + (VENTRICLE, CSF))
+
+
+@pytest.fixture(scope="module")
+def multicoil():
+    return simulate(**BASE, snr=20.0, n_coils=32)
+
+
+def test_noise_floor_of_a_sum_of_squares_background(multicoil):
+    floor = noise_floor(multicoil.magnitude)
+    sigma = multicoil.info["noise_sigma"]
+    assert floor["kind"] == "noise"
+    assert floor["sigma"] == pytest.approx(sigma, rel=0.1)
+    assert floor["effective_channels"] == pytest.approx(32, rel=0.15)
+    assert floor["level"] > 7 * sigma  # chi with 64 degrees of freedom: about 8 sigma, never near zero
+
+
+def test_mask_on_non_central_chi_background_within_15_percent(multicoil):
+    # measured before this mask: the whole field of view (2592 ml for 885 ml of truth): the old
+    # "is there air" test asked for voxels below 10 % of bright tissue, and the chi floor is above
+    mask = brain_mask(multicoil.magnitude, multicoil.info["voxel_size_mm"], False, 4.0)
+    truth = _icv(multicoil)
+    assert abs(int(mask.sum()) - int(truth.sum())) < 0.15 * truth.sum()
+    assert mask.mean() < 0.6
+
+
+@pytest.mark.parametrize("extra", [dict(snr=30.0), dict(snr=15.0, b0_t=1.5, te_ms=25.0, voxel_size_mm=(0.9, 0.9, 3.0))])
+def test_mask_on_rician_phantoms_within_15_percent(extra):
+    ph = simulate(**{**BASE, **extra})
+    mask = brain_mask(ph.magnitude, ph.info["voxel_size_mm"], False, 4.0)
+    truth = _icv(ph)
+    assert abs(int(mask.sum()) - int(truth.sum())) < 0.15 * truth.sum()
+    facts, warnings = mask_checks(mask, ph.info["voxel_size_mm"])
+    assert facts["coverage"] == "partial"  # the 96 mm field of view cuts the head
+    assert warnings == []
+
+
+def test_slab_and_crop_inside_the_brain():
+    ph = simulate(**{**BASE, "fov_mm": (150.0, 180.0, 40.0)}, snr=25.0)
+    mask = brain_mask(ph.magnitude, ph.info["voxel_size_mm"], False, 4.0)
+    truth = _icv(ph)
+    assert abs(int(mask.sum()) - int(truth.sum())) < 0.15 * truth.sum()
+    facts, warnings = mask_checks(mask, ph.info["voxel_size_mm"])
+    assert facts["coverage"] == "partial" and warnings == []  # a slab: no lower volume bound
+    crop = np.ascontiguousarray(ph.magnitude[55:95, 60:120, :])  # inside the brain: no background
+    assert noise_floor(crop) is None
+    inside = brain_mask(crop, ph.info["voxel_size_mm"], False, 4.0)
+    assert inside.all()
+    assert mask_checks(inside, ph.info["voxel_size_mm"], "partial")[1] == []
+    assert any("fills" in w for w in mask_checks(inside, ph.info["voxel_size_mm"], "whole")[1])
+
+
+def test_physiology_check():
+    vox = (1.0, 1.0, 1.0)
+    full = np.ones((150, 180, 120), bool)  # a mask filling a head-sized field of view: 3240 ml
+    _, warnings = mask_checks(full, vox)
+    assert any("fills" in w for w in warnings) and any("above" in w for w in warnings)
+    assert any("cross-section" in w for w in warnings)
+    zz, yy, xx = np.ogrid[:150, :180, :120]
+    small = ((zz - 75) / 40.0) ** 2 + ((yy - 90) / 50.0) ** 2 + ((xx - 60) / 35.0) ** 2 <= 1  # 293 ml, whole
+    facts, warnings = mask_checks(small, vox)
+    assert facts["coverage"] == "whole" and any("below" in w for w in warnings)
+    assert mask_checks(small, vox, "partial")[1] == []
+    adult = ((zz - 75) / 65.0) ** 2 + ((yy - 90) / 80.0) ** 2 + ((xx - 60) / 55.0) ** 2 <= 1  # 1198 ml
+    assert mask_checks(adult, vox) == ({"volume_ml": pytest.approx(1198, rel=0.01), "coverage": "whole",
+                                        "cut_faces": [], "fov_fraction": pytest.approx(0.37, abs=0.01),
+                                        "max_section_cm2": pytest.approx(163, rel=0.02)}, [])
