@@ -183,9 +183,10 @@ def _mask(mask, scan, params):
     if isinstance(mask, np.ndarray):
         if mask.shape != scan.native_shape:
             raise ValueError(f"mask: shape {mask.shape} differs from the scan's {scan.native_shape}")
-        if not np.isfinite(mask).all() or not (mask > 0.5).any():
-            raise ValueError("mask: empty or not finite")
-        return to_canonical(np.asarray(mask) > 0.5, scan.native_affine)[0]
+        values = np.unique(np.asarray(mask))
+        if not np.isfinite(values).all() or values.size > 2 or values.min() < 0 or not (values > 0).any():
+            raise ValueError(f"mask: a binary mask is needed (0 and one positive value), got values {values[:6]}")
+        return to_canonical(np.asarray(mask) > 0, scan.native_affine)[0]
     return load_mask(mask, scan)
 
 

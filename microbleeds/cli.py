@@ -51,6 +51,9 @@ def _detect_parser(sub):
     p.add_argument("--echo", help="multi-echo magnitude: 'rss' (default), 'first', 'last' or a 0-based index")
     p.add_argument("--field-strength", type=float, dest="field_strength_t", help="B0 in tesla (recorded)")
     p.add_argument("--te", type=float, dest="echo_time_ms", help="echo time in ms (recorded)")
+    p.add_argument("--brain-coverage", choices=("auto", "whole", "partial"), dest="brain_coverage",
+                   help="what the field of view holds, for the brain-mask check: 'whole' brain, 'partial' "
+                        "(slab, crop), or 'auto' (from where the mask meets the field of view; default)")
     p.add_argument("--report", action="store_true",
                    help="also write report.html per scan (review page) and cohort.html for the run")
     p.add_argument("--force", action="store_true", help="recompute scans whose results are up to date")
@@ -64,7 +67,7 @@ def run_detect(args):
     from .batch import UsageError, detect_folder
 
     options = {k: getattr(args, k) for k in ("min_diameter_mm", "max_diameter_mm", "echo", "field_strength_t",
-                                             "echo_time_ms", "phase_sign", "use_atlas")}
+                                             "echo_time_ms", "phase_sign", "use_atlas", "brain_coverage")}
     try:
         run = detect_folder(args.paths or [sample_data()], args.out, pipeline=args.pipeline, mask=args.mask,
                             phase=args.phase, labels=args.labels, labels_t1w=args.labels_t1w,

@@ -150,7 +150,7 @@ def _header(res, volumes, warnings, state, scan_dir):
     ) if isinstance(counts.get("by_region"), dict) else ""
     reason_text = ", ".join(f"{escape(k)} {v}" for k, v in sorted(reasons.items(), key=lambda t: -t[1]))
     note_html = "".join(f"<li>{escape(n)}</li>" for n in summary.get("notes") or [])
-    warn_html = "".join(f"<li class=warn>{escape(w)}</li>" for w in warnings)
+    warn_html = "".join(f"<li class=warn>{escape(w)}</li>" for w in list(summary.get("warnings") or []) + warnings)
     return f"""
 <header class=top>
  <div class=title><h1>Cerebral microbleeds — {escape(_stem(summary, scan_dir))}</h1>

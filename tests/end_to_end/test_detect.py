@@ -132,3 +132,26 @@ def test_user_mask_restricts_the_search(painted):
 def test_bad_parameter_is_named():
     with pytest.raises(ValueError, match="min_diameter_mm"):
         microbleeds.detect(np.ones((5, 5, 5)), affine=np.eye(4), min_diameter_mm=9, max_diameter_mm=5)
+
+
+def test_repairs_and_mask_warnings_reach_the_summary_and_the_page(tmp_path, painted):
+    """What the reader repaired (NaN in the air) is a note, a failed mask check a warning, and the
+    review page shows the warning; the lesions are those of the clean scan."""
+    import warnings
+
+    from microbleeds.review.page import build_report
+
+    volume, affine, _ = painted
+    clean = microbleeds.detect(volume, affine=affine)
+    dirty = volume.copy()
+    dirty[:3, :3, :3] = np.nan  # a corner of air
+    path = tmp_path / "sub-01_T2starw.nii.gz"
+    nib.save(nib.Nifti1Image(dirty, affine), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = microbleeds.detect(path, brain_coverage="whole")
+    assert any("NaN" in note for note in result.summary["notes"])
+    assert [row["x_mm"] for row in result.lesions] == [row["x_mm"] for row in clean.lesions]
+    assert result.summary["warnings"], "a 96 x 96 x 96 mm painted head is no whole adult brain"
+    page = build_report(result.write(tmp_path / "out")).read_text()
+    assert result.summary["warnings"][0].split(":")[0] in page
