@@ -190,3 +190,17 @@ def test_a_batch_of_good_and_hostile_scans(tmp_path, painted, capsys):
     assert (out / "keep.txt").read_text() == "the user's"
     cohort = (out / "cohort.html").read_text()
     assert "href='javascript%3Aalert%281%29/report.html'" in cohort and "href='javascript:" not in cohort
+
+
+def test_warnings_are_one_line_each(painted_file, tmp_path):
+    """A failed mask check is a one-line warning naming the file on stderr, not a Python warning dump
+    (run as a process: pytest would record the warnings itself)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "microbleeds", "detect", str(painted_file), "-o", str(tmp_path / "out"),
+                          "-q", "--brain-coverage", "whole"], capture_output=True, text=True)
+    assert run.returncode == 0
+    lines = [line for line in run.stderr.splitlines() if "warning" in line.lower()]
+    assert lines and all(line.startswith(f"microbleeds: warning: {painted_file.name}: ") for line in lines)
+    assert "UserWarning" not in run.stderr and "build_summary" not in run.stderr
