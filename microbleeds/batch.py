@@ -10,6 +10,7 @@ The command line's ``detect`` is this function plus argument parsing and printin
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,14 +52,16 @@ class BatchResult:
 
 def detect_folder(paths, out_dir, pipeline=None, mask=None, phase=None, labels=None, labels_t1w=None,
                   echo_times_ms=None, write_images=False, report=False, force=False, progress=False,
-                  **overrides) -> BatchResult:
+                  nprocs=1, **overrides) -> BatchResult:
     """Detect microbleeds in every scan under ``paths`` (files or folders) into ``out_dir``.
 
     Each scan gets ``out_dir/<sub-folder>/<stem>/``; results already there for the same input,
     side files, parameters and software are kept (``force`` recomputes). Phase files are paired
     automatically (:func:`find_phase`) unless ``phase`` is given. ``mask``, ``phase``, ``labels``
-    and ``labels_t1w`` need a single scan. ``report`` also writes the review pages. ``overrides``
-    are :class:`~microbleeds.presets.Parameters` fields (None values are ignored).
+    and ``labels_t1w`` need a single scan. ``report`` also writes the review pages. ``nprocs``
+    runs scans in that many worker processes (see :func:`run_jobs`); results are byte-identical to
+    a serial run. ``overrides`` are :class:`~microbleeds.presets.Parameters` fields (None values
+    are ignored).
 
     Raises
     ------
@@ -67,42 +70,176 @@ def detect_folder(paths, out_dir, pipeline=None, mask=None, phase=None, labels=N
         for several scans; bad parameters raise ``ValueError``. Failures of single scans do not
         raise: they are listed in ``BatchResult.failed``.
     """
-    from .api import detect
-    from .io.results import is_complete, recover_results, write_result
+    from .io.results import recover_results
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir)
-    pipeline = pipeline or DEFAULT_PRESET
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    params = load_parameters(pipeline, **overrides)
+    settings = dict(pipeline=pipeline or DEFAULT_PRESET, mask=mask, phase=phase, labels=labels,
+                    labels_t1w=labels_t1w, echo_times_ms=echo_times_ms, images=bool(write_images or report),
+                    force=force, overrides=overrides)
+    load_parameters(settings["pipeline"], **overrides)  # bad parameters fail before anything runs
     scans, refused = _plan(paths, out_dir, single_scan_options=(mask, phase, labels, labels_t1w))
-    images = bool(write_images or report)
     run = BatchResult()
     for path, exc in refused:
         _fail(run, path, str(exc), f"skipped {exc}", progress)
     for parent in sorted({folder.parent for _, folder in scans}):
         recover_results(parent)  # what a killed run left: old folders back, stale staging removed
-    for path, folder in _progress(scans, progress):
-        try:
-            with _scan_lock(path, folder):
-                scan_phase = phase or find_phase(path)
-                key = run_fingerprint(path, params, mask=mask, phase=scan_phase, labels=labels,
-                                      labels_t1w=labels_t1w, echo_times_ms=echo_times_ms, images=images)
-                if not force and is_complete(folder, key):
-                    run.skipped.append((path, folder))
-                    continue
-                result = detect(path, mask=mask, pipeline=pipeline, phase=scan_phase, echo_times_ms=echo_times_ms,
-                                labels=labels, labels_t1w=labels_t1w, **overrides)
-                write_result(result, folder.parent, folder.name, write_images=images, fingerprint=key)
-            run.done.append((path, folder, result.summary))
-        except InputError as exc:
-            _fail(run, path, str(exc), f"skipped {exc}", progress)
-        except Exception as exc:  # one scan's failure, whatever it is, must not stop the batch
-            message = f"{path}: {type(exc).__name__}: {exc}"
-            _fail(run, path, message, f"failed {message}", progress)
+    jobs = [(path, folder, settings) for path, folder in scans]
+    for outcome in run_jobs(jobs, nprocs, progress):
+        _record(run, outcome, progress)
     if report and (run.done or run.skipped):
         write_reports([folder for _, folder, *_ in run.done + run.skipped], out_dir, run.failed)
     return run
+
+
+def detect_one(job):
+    """One scan of a batch, in this process: ``("done", path, folder, summary)``, ``("skipped",
+    path, folder)`` (up to date) or ``("failed", path, message, log line)``; never raises."""
+    from .api import detect
+    from .io.results import is_complete, write_result
+
+    path, folder, settings = job
+    try:
+        params = load_parameters(settings["pipeline"], **settings["overrides"])
+        with _scan_lock(path, folder):
+            scan_phase = settings["phase"] or find_phase(path)
+            key = run_fingerprint(path, params, mask=settings["mask"], phase=scan_phase, labels=settings["labels"],
+                                  labels_t1w=settings["labels_t1w"], echo_times_ms=settings["echo_times_ms"],
+                                  images=settings["images"])
+            if not settings["force"] and is_complete(folder, key):
+                return ("skipped", path, folder)
+            result = detect(path, mask=settings["mask"], pipeline=settings["pipeline"], phase=scan_phase,
+                            echo_times_ms=settings["echo_times_ms"], labels=settings["labels"],
+                            labels_t1w=settings["labels_t1w"], **settings["overrides"])
+            write_result(result, folder.parent, folder.name, write_images=settings["images"], fingerprint=key)
+        return ("done", path, folder, result.summary)
+    except InputError as exc:
+        return ("failed", path, str(exc), f"skipped {exc}")
+    except Exception as exc:  # one scan's failure, whatever it is, must not stop the batch
+        message = f"{path}: {type(exc).__name__}: {exc}"
+        return ("failed", path, message, f"failed {message}")
+
+
+def _record(run, outcome, progress):
+    kind, path = outcome[0], outcome[1]
+    if kind == "done":
+        run.done.append((path, outcome[2], outcome[3]))
+    elif kind == "skipped":
+        run.skipped.append((path, outcome[2]))
+    else:
+        _fail(run, path, outcome[2], outcome[3], progress)
+
+
+def run_jobs(jobs, nprocs=1, progress=False, work=None):
+    """Outcomes of ``work`` (:func:`detect_one` by default; any picklable function of a job that
+    returns its outcome and never raises) for every job, in the jobs' order.
+
+    With ``nprocs`` > 1 the scans run in that many worker processes (a scan is the unit of work),
+    each with ``max(1, cores // nprocs)`` numba and BLAS threads so that workers x threads never
+    exceed the cores. A worker that dies (killed, out of memory) takes down the scans it was
+    running, never half-written (results are written atomically): each is retried once in a fresh
+    worker, then reported as failed; the other scans go on.
+    """
+    work = work or detect_one
+    if nprocs <= 1 or len(jobs) <= 1:
+        return [work(job) for job in _progress(jobs, progress)]
+    return _run_in_pool(jobs, int(nprocs), progress, work)
+
+
+WORKER_DIED_ATTEMPTS = 2
+"""A scan whose worker dies is run this many times in all before it is reported as failed."""
+_THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _run_in_pool(jobs, nprocs, progress, work):
+    """:func:`run_jobs` in a pool of ``nprocs`` processes. After a worker dies, the scans it may have
+    been running are run again one at a time, so only the scan that kills its worker is failed."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    outcomes, attempts = {}, dict.fromkeys(range(len(jobs)), 0)
+    pending, suspects = list(range(len(jobs))), []
+    bar = _bar(len(jobs), progress)
+    with _worker_threads(max(1, (os.cpu_count() or 1) // nprocs)):
+        while pending or suspects:
+            context = multiprocessing.get_context("spawn")  # fork is unsafe once numba's threads run
+            with ProcessPoolExecutor(max_workers=nprocs, mp_context=context) as pool:
+                running = {}
+                try:
+                    _drain(pool, work, jobs, pending, suspects, running, attempts, outcomes, nprocs, bar)
+                except BrokenProcessPool:
+                    _after_worker_death(jobs, running, suspects, attempts, outcomes, bar)
+    bar.close()
+    return [outcomes[index] for index in range(len(jobs))]
+
+
+def _drain(pool, work, jobs, pending, suspects, running, attempts, outcomes, nprocs, bar):
+    """Keep the pool busy (one scan per worker; a suspect scan alone) until every scan is done."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    while pending or suspects or running:
+        if suspects and not running:
+            queue, limit = suspects, 1
+        elif suspects:
+            queue, limit = [], 0
+        else:
+            queue, limit = pending, nprocs
+        while queue and len(running) < limit:
+            index = queue.pop(0)
+            attempts[index] += 1
+            running[pool.submit(work, jobs[index])] = index
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            outcomes[running[future]] = future.result()  # raises BrokenProcessPool if a worker died
+            del running[future]
+            bar.update(1)
+
+
+def _after_worker_death(jobs, running, suspects, attempts, outcomes, bar):
+    """Scans that were running when a worker died: run again alone, or failed after their second
+    death (a scan that died alone killed its worker itself)."""
+    alone = len(running) == 1
+    for index in running.values():
+        if alone and attempts[index] >= WORKER_DIED_ATTEMPTS:
+            path = jobs[index][0]
+            message = f"{path}: its worker process died twice (killed, or out of memory)"
+            outcomes[index] = ("failed", path, message, f"failed {message}")
+            bar.update(1)
+        else:
+            suspects.append(index)
+
+
+@contextmanager
+def _worker_threads(threads):
+    """Thread counts for worker processes: set in the environment they inherit, restored after."""
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total, progress):
+    if not progress:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="scan", file=sys.stderr, disable=None)
 
 
 @contextmanager

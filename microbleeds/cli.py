@@ -58,6 +58,8 @@ def _detect_parser(sub):
     p.add_argument("--report", action="store_true",
                    help="also write report.html per scan (review page) and cohort.html for the run")
     p.add_argument("--force", action="store_true", help="recompute scans whose results are up to date")
+    p.add_argument("--nprocs", type=_positive_int, default=1,
+                   help="scans run in this many worker processes (each with cores / N threads; default 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_detect)
     return p
@@ -73,7 +75,7 @@ def run_detect(args):
         run = detect_folder(args.paths or [sample_data()], args.out, pipeline=args.pipeline, mask=args.mask,
                             phase=args.phase, labels=args.labels, labels_t1w=args.labels_t1w,
                             echo_times_ms=args.echo_times_ms, write_images=args.write_swi, report=args.report,
-                            force=args.force, progress=not args.quiet, **options)
+                            force=args.force, progress=not args.quiet, nprocs=args.nprocs, **options)
     except (UsageError, ValueError) as exc:
         print(f"microbleeds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -182,6 +184,16 @@ def _evaluate_parser(sub):
                    help="leave out truth files without a results folder instead of failing")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
     p.set_defaults(func=run_evaluate)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1 is needed, got {text!r}")
+    return value
 
 
 def _edges(text):

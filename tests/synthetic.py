@@ -51,3 +51,19 @@ def nifti_file(path, data, affine=None, slope=None):
         img.header.set_slope_inter(slope, 0.0)
     nib.save(img, str(path))
     return str(path)
+
+
+def dying_worker(job):
+    """A batch job for the worker-death tests: a scan named ``*die*`` kills its worker process;
+    ``*once*`` kills it only the first time (a marker file beside the scan remembers)."""
+    import os
+    from pathlib import Path
+
+    from microbleeds.batch import detect_one
+
+    path = Path(job[0])
+    marker = path.with_suffix(".died")
+    if "die" in path.name or ("once" in path.name and not marker.exists()):
+        marker.touch()
+        os._exit(9)
+    return detect_one(job)
