@@ -102,7 +102,8 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
         For unusable input files (message names the file and the problem).
     """
     params = load_parameters(pipeline, **overrides)
-    scan = source if isinstance(source, Scan) else load_scan(source, echo=_echo(params.echo), affine=affine)
+    scan = source if isinstance(source, Scan) else load_scan(
+        source, echo=_echo(params.echo), affine=affine, echo_times_ms=echo_times_ms)
     brain = _mask(mask, scan, params)
     found = find_candidates(scan, brain, params)
     label_volume = add_regions(found, scan, brain, params, labels, labels_t1w)

@@ -49,7 +49,8 @@ def _detect_parser(sub):
     p.add_argument("--min-diameter", type=float, dest="min_diameter_mm", help="smallest CMB diameter, mm")
     p.add_argument("--max-diameter", type=float, dest="max_diameter_mm",
                    help="largest apparent CMB diameter, mm (10 as in MARS by default; 5 for the narrow definition)")
-    p.add_argument("--echo", help="multi-echo magnitude: 'rss' (default), 'first', 'last' or a 0-based index")
+    p.add_argument("--echo", help="multi-echo magnitude: 'auto' (default: T2*-weighted when the echo times are "
+                                  "known, else rss with a note), 't2star', 'rss', 'first', 'last' or a 0-based index")
     p.add_argument("--field-strength", type=float, dest="field_strength_t", help="B0 in tesla (recorded)")
     p.add_argument("--te", type=float, dest="echo_time_ms", help="echo time in ms (recorded)")
     p.add_argument("--brain-coverage", choices=("auto", "whole", "partial"), dest="brain_coverage",

@@ -35,7 +35,7 @@ class Parameters:
     sequence: str = "SWI"
     field_strength_t: float | None = 3.0
     echo_time_ms: float | None = 20.0
-    echo: str = "rss"
+    echo: str = "auto"  # multi-echo magnitude: T2*-weighted when the echo times are known, else rss
     # brain mask and normalisation
     bias_correction: bool = False
     mask_opening_mm: float = 4.0
@@ -114,8 +114,8 @@ class Parameters:
                              f"brain_volume_max_ml ({self.brain_volume_max_ml})")
         if self.phase_sign not in (None, 1, -1):
             raise ValueError(f"phase_sign must be +1, -1 or unset, got {self.phase_sign}")
-        if self.echo not in ("rss", "first", "last") and not str(self.echo).lstrip("-").isdigit():
-            raise ValueError(f"echo must be 'rss', 'first', 'last' or an echo index, got {self.echo!r}")
+        if self.echo not in ("auto", "t2star", "rss", "first", "last") and not str(self.echo).lstrip("-").isdigit():
+            raise ValueError(f"echo must be 'auto', 't2star', 'rss', 'first', 'last' or an echo index, got {self.echo!r}")
         return self
 
     def to_dict(self):
