@@ -24,6 +24,19 @@ from microbleeds.review.markup import asset  # noqa: E402
 from microbleeds.review.page import build_report, build_reports  # noqa: E402
 from microbleeds.review.screenshot import screenshot  # noqa: E402
 
+BROWSER_TIMEOUT_MS = 120_000  # a shared 2-core machine: Playwright's 30 s default is too tight
+
+
+def _wait_for(page, expression, seconds=60.0):
+    """Poll ``expression`` with page.evaluate (wait_for_function evaluates strings with eval, which
+    the page's Content-Security-Policy rightly forbids)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
+
 
 @pytest.fixture(scope="module")
 def scan_dir(tmp_path_factory):
@@ -171,6 +184,7 @@ def test_review_in_browser(tmp_path):
         b = launch_chromium(p)
         try:
             page = b.new_page(accept_downloads=True)
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
@@ -236,13 +250,14 @@ def test_review_in_browser(tmp_path):
         b = launch_chromium(p)
         try:
             page = b.new_page()
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
             page.goto(report.as_uri())
             assert page.inner_text("#progress").startswith("0/5 decided")
             page.set_input_files("#load", str(other))
-            page.wait_for_function("document.getElementById('msg').textContent !== ''")
+            _wait_for(page, "document.getElementById('msg').textContent !== ''")
             assert "another scan" in page.inner_text("#msg")
             page.set_input_files("#load", str(saved))
-            page.wait_for_function("document.getElementById('msg').textContent.startsWith('loaded')")
+            _wait_for(page, "document.getElementById('msg').textContent.startsWith('loaded')")
             assert page.inner_text("#progress").startswith("5/5 decided")
             assert page.inner_text(f"#c{order[4]} [data-role=dec]") == "rejected (other)"
             assert page.input_value("#reviewer") == "Dr Test Smith"
@@ -307,6 +322,7 @@ def test_hostile_names_in_a_browser(tmp_path):
         b = launch_chromium(p)
         try:
             page = b.new_page()
+            page.set_default_timeout(BROWSER_TIMEOUT_MS)
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
