@@ -199,37 +199,71 @@ def source_susceptibility_sign(filtered_phase, magnitude, centre_vox, radius_mm,
     _check_same_3d(ph, mag)
     if phase_sign not in (1, -1):
         raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
-    vox = voxel_sizes(voxel_size_mm)
-    A = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return _source_fits(ph, mag, centre_vox, (radius_mm,), voxel_sizes(voxel_size_mm), affine, b0_dir_world,
+                        phase_sign, outer_factor, min_score, min_z, refine_centre, max_voxels, return_z)[0]
+
+
+def _source_fits(ph, mag, centre_vox, radii_mm, vox, affine, b0_dir_world=(0, 0, 1), phase_sign=+1,
+                 outer_factor=3.0, min_score=0.01, min_z=1.5, refine_centre=True, max_voxels=30000,
+                 return_z=False):
+    """:func:`source_susceptibility_sign` of one centre at several radii (a list of its results).
+
+    The fits share the work that does not depend on the radius: the neighbourhood of the largest
+    radius is cut from the images once (views, no copies), and each fit runs on its own box, a
+    sub-box of it. The per-voxel geometry (world offsets, distances, the dipole pattern, the shell)
+    is computed by numba loops over that box (:func:`_far_magnitudes`, :func:`_dark_centroid`,
+    :func:`_shell_samples`) instead of float64 arrays of the whole box: the same formulas, so the
+    scores differ from the numpy version's by rounding only (~1e-15).
+    """
+    A = np.ascontiguousarray(np.asarray(affine, dtype=np.float64)[:3, :3])
     b0 = _unit(b0_dir_world)
-    a, r_out = _shell_radii(radius_mm, vox, outer_factor)
     centre = np.asarray(centre_vox, dtype=np.float64).ravel()[:3]
-    box = _box_around(centre, r_out, vox, ph.shape)
-    if box is None:
-        return _undecided()
-    psi = ph[box].astype(np.float64) * phase_sign
-    M = mag[box].astype(np.float64)
-    ijk = _box_indices(box)
-    rel, r = _offsets_mm(ijk, centre, A)
-    bg = _background_magnitude(M, r, a, r_out)
+    shells = [_shell_radii(radius, vox, outer_factor) for radius in radii_mm]
+    boxes = [_box_around(centre, r_out, vox, ph.shape) for _, r_out in shells]
+    outer = _box_around(centre, max(r_out for _, r_out in shells), vox, ph.shape)
+    if outer is None:
+        return [_undecided()] * len(shells)
+    if ph.dtype != mag.dtype or ph.dtype not in (np.float32, np.float64):
+        ph, mag = ph.astype(np.float64), mag.astype(np.float64)
+    ph_all, M_all = ph[outer], mag[outer]
+    base = np.array([s_.start for s_ in outer], np.int64)
+    out = []
+    for (a, r_out), box in zip(shells, boxes):
+        if box is None:
+            out.append(_undecided())
+            continue
+        lo = np.array([s_.start for s_ in box], np.int64)
+        sub = tuple(slice(int(lo[d] - base[d]), int(box[d].stop - base[d])) for d in range(3))
+        out.append(_one_fit(ph_all[sub], M_all[sub], float(phase_sign), lo, centre, A, b0, a, r_out, min_score,
+                            min_z, refine_centre, max_voxels, return_z))
+    return out
+
+
+def _one_fit(ph, M, phase_sign, lo, centre, A, b0, a, r_out, min_score, min_z, refine_centre, max_voxels,
+             return_z):
+    """The dipole fit on one box (phase ``ph`` and magnitude ``M`` of one float dtype, first voxel
+    index ``lo``)."""
+    far = _far_magnitudes(M, lo, centre, A, a, r_out)
+    bg = (float(np.median(far)) if far.size >= MIN_BACKGROUND_VOXELS
+          else float(np.median(M.astype(np.float64))))
     if not bg > 0:
         return _undecided()
     if refine_centre:
-        refined = _darkness_centroid(ijk, M, r, a, bg)
-        if refined is not None:
-            rel, r = _offsets_mm(ijk, refined, A)
-    model = _dipole_pattern(rel @ b0, r, a)
-    w = np.clip(M / bg, 0.0, 1.0) ** 2
-    sel = _shell_selection(r, a, r_out, w, psi, max_voxels)
-    if sel is None:
+        weighted, total = _dark_centroid(M, lo, centre, A, a, bg)
+        if total > 0:
+            centre = weighted / total
+    m_u, w_sel, psi_u = _shell_samples(ph, M, phase_sign, lo, centre, A, b0, a, r_out, bg)
+    if m_u.size < MIN_FIT_VOXELS:
         return _undecided()
-    m_u = model.ravel()[sel]
+    if m_u.size > max_voxels:  # large candidates: a deterministic random subset suffices
+        keep = np.sort(np.random.default_rng(0).choice(m_u.size, max_voxels, replace=False))
+        m_u, w_sel, psi_u = m_u[keep], w_sel[keep], psi_u[keep]
     # voxels inform about c in proportion to |m| (least-squares information ~ m^2)
-    w_u = w.ravel()[sel] * np.abs(m_u)
+    w_u = w_sel * np.abs(m_u)
     cs = _coupling_grid(m_u)
     if cs is None:
         return _undecided()
-    pos, neg = _coherence_both_signs(cs, m_u, w_u, psi.ravel()[sel])
+    pos, neg = _coherence_both_signs(cs, m_u, w_u, psi_u)
     score, z, f_best = _score_and_z(pos, neg, w_u)
     if return_z:
         return score, z, f_best
@@ -256,53 +290,101 @@ def _box_around(centre, r_out, vox, shape):
     return tuple(slice(int(lo[d]), int(hi[d])) for d in range(3))
 
 
-def _box_indices(box):
-    """Voxel indices (float64, shape box + (3,)) of every voxel of the box."""
-    grids = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float64) for s in box], indexing="ij")
-    return np.stack(grids, axis=-1)
+@njit("float64(float64, float64, float64, float64[:, ::1])", cache=True, inline="always")
+def _distance(di, dj, dk, A):
+    """Length (world mm) of the voxel offset ``(di, dj, dk)`` under the linear part ``A``."""
+    x = A[0, 0] * di + A[0, 1] * dj + A[0, 2] * dk
+    y = A[1, 0] * di + A[1, 1] * dj + A[1, 2] * dk
+    z = A[2, 0] * di + A[2, 1] * dj + A[2, 2] * dk
+    return math.sqrt(x * x + y * y + z * z)
 
 
-def _offsets_mm(ijk, centre, A):
-    """World offsets (mm) of the voxels ``ijk`` from ``centre`` (voxels), and their lengths."""
-    rel = (ijk - centre) @ A.T
-    r = np.linalg.norm(rel, axis=-1)
-    return rel, r
+@njit([f"float64[::1]({t}[:, :, :], int64[::1], float64[::1], float64[:, ::1], float64, float64)"
+       for t in ("float32", "float64")], cache=True)
+def _far_magnitudes(M, lo, centre, A, a, r_out):
+    """Magnitudes of the box voxels (first index ``lo``) beyond :data:`BACKGROUND_MIN_RADII` radii
+    from ``centre`` (voxels) and within ``r_out`` (world mm), in the box's C order."""
+    out = np.empty(M.size, np.float64)
+    n = 0
+    r_min = BACKGROUND_MIN_RADII * a
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            for k in range(M.shape[2]):
+                r = _distance(lo[0] + i - centre[0], lo[1] + j - centre[1], lo[2] + k - centre[2], A)
+                if r > r_min and r <= r_out:
+                    out[n] = np.float64(M[i, j, k])
+                    n += 1
+    return out[:n]
 
 
-def _background_magnitude(M, r, a, r_out):
-    """Median magnitude of the shell beyond :data:`BACKGROUND_MIN_RADII` radii (or of the box)."""
-    far = (r > BACKGROUND_MIN_RADII * a) & (r <= r_out)
-    return float(np.median(M[far])) if far.sum() >= MIN_BACKGROUND_VOXELS else float(np.median(M))
+@njit([f"Tuple((float64[::1], float64))({t}[:, :, :], int64[::1], float64[::1], float64[:, ::1], float64, "
+       "float64)" for t in ("float32", "float64")], cache=True)
+def _dark_centroid(M, lo, centre, A, a, bg):
+    """Darkness-weighted sums for the centroid within :data:`REFINE_RADII` radii: ``sum(ijk * d)``
+    and ``sum(d)`` with ``d = max(1 - M / bg, 0)``; the centroid (voxels) is their ratio when
+    ``sum(d) > 0`` (else nothing there is darker than the background)."""
+    weighted = np.zeros(3, np.float64)
+    total = 0.0
+    r_near = REFINE_RADII * a
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            for k in range(M.shape[2]):
+                d = 1.0 - np.float64(M[i, j, k]) / bg
+                if d <= 0.0:
+                    continue
+                r = _distance(lo[0] + i - centre[0], lo[1] + j - centre[1], lo[2] + k - centre[2], A)
+                if r <= r_near:
+                    weighted[0] += (lo[0] + i) * d
+                    weighted[1] += (lo[1] + j) * d
+                    weighted[2] += (lo[2] + k) * d
+                    total += d
+    return weighted, total
 
 
-def _darkness_centroid(ijk, M, r, a, bg):
-    """Centroid (voxels) within :data:`REFINE_RADII` radii, weighted by the darkness
-    ``1 - M / bg``; None if nothing there is darker than the background."""
-    near = r <= REFINE_RADII * a
-    dark = np.clip(1.0 - M / bg, 0.0, None) * near
-    if not dark.sum() > 0:
-        return None
-    return (ijk * dark[..., None]).sum(axis=(0, 1, 2)) / dark.sum()
+@njit([f"Tuple((float64[::1], float64[::1], float64[::1]))({t}[:, :, :], {t}[:, :, :], float64, int64[::1], "
+       "float64[::1], float64[:, ::1], float64[::1], float64, float64, float64)" for t in ("float32", "float64")],
+      cache=True)
+def _shell_samples(ph, M, phase_sign, lo, centre, A, b0, a, r_out, bg):
+    """The fitted shell's voxels in the box's C order: dipole pattern ``m`` (see
+    :func:`_dipole_pattern`), weight ``min(M / bg, 1)^2`` and phase ``psi = phase_sign * ph``
+    (float64), for the voxels with ``a < r <= r_out`` (world mm from ``centre``), weight above
+    :data:`MIN_WEIGHT` and finite phase."""
+    n_max = M.size
+    m_out = np.empty(n_max, np.float64)
+    w_out = np.empty(n_max, np.float64)
+    p_out = np.empty(n_max, np.float64)
+    n = 0
+    for i in range(M.shape[0]):
+        for j in range(M.shape[1]):
+            for k in range(M.shape[2]):
+                p = np.float64(ph[i, j, k]) * phase_sign
+                if not np.isfinite(p):
+                    continue
+                q = min(max(np.float64(M[i, j, k]) / bg, 0.0), 1.0)
+                w = q * q
+                if not w > MIN_WEIGHT:
+                    continue
+                di, dj, dk = lo[0] + i - centre[0], lo[1] + j - centre[1], lo[2] + k - centre[2]
+                x = A[0, 0] * di + A[0, 1] * dj + A[0, 2] * dk
+                y = A[1, 0] * di + A[1, 1] * dj + A[1, 2] * dk
+                z = A[2, 0] * di + A[2, 1] * dj + A[2, 2] * dk
+                r = math.sqrt(x * x + y * y + z * z)
+                if r > a and r <= r_out:
+                    cos_b0 = (x * b0[0] + y * b0[1] + z * b0[2]) / r
+                    m_out[n] = (a / r) ** 3.0 * (3.0 * (cos_b0 * cos_b0) - 1.0)
+                    w_out[n] = w
+                    p_out[n] = p
+                    n += 1
+    return m_out[:n], w_out[:n], p_out[:n]
 
 
 def _dipole_pattern(rel_b0, r, a):
     """``(a / r)**3 * (3 cos^2(theta) - 1)`` (0 at r = 0): the sphere's field per unit coupling;
-    ``rel_b0`` is the offset (mm) along B0, ``r`` its length (mm)."""
+    ``rel_b0`` is the offset (mm) along B0, ``r`` its length (mm). The numpy reference of the
+    pattern :func:`_shell_samples` computes."""
     with np.errstate(invalid="ignore", divide="ignore"):
         cos2 = np.where(r > 0, (rel_b0 / r) ** 2, 0.0)
         return np.where(r > 0, (a / r) ** 3 * (3.0 * cos2 - 1.0), 0.0)
-
-
-def _shell_selection(r, a, r_out, w, psi, max_voxels):
-    """Flat indices of the fitted shell voxels (a fixed random subset of ``max_voxels`` beyond),
-    None if fewer than :data:`MIN_FIT_VOXELS`."""
-    use = (r > a) & (r <= r_out) & (w > MIN_WEIGHT) & np.isfinite(psi)
-    if use.sum() < MIN_FIT_VOXELS:
-        return None
-    sel = np.flatnonzero(use)
-    if sel.size > max_voxels:  # large candidates: a deterministic random subset suffices
-        sel = np.sort(np.random.default_rng(0).choice(sel, max_voxels, replace=False))
-    return sel
 
 
 def _coupling_grid(m_u):
@@ -462,7 +544,7 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
     if mask.sum() < MIN_MASK_VOXELS:
         ev["note"] = "too few brain voxels"
         return default, ev
-    rel = _relative_magnitude(mag, mask, vox)
+    rel = _relative_magnitude(mag, mask, vox)  # valid inside the mask (where it is used)
     dark = mask & (rel < np.percentile(rel[mask], dark_percentile))
     idx = np.nonzero(dark)
     if idx[0].size < MIN_DARK_VOXELS:
@@ -483,11 +565,46 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
 
 def _relative_magnitude(mag, mask, vox):
     """Magnitude divided by its local mean inside the mask (Gaussian, sigma
-    :data:`LOCAL_MEAN_SIGMA_MM`); 1 where the local mean is 0."""
+    :data:`LOCAL_MEAN_SIGMA_MM`); 1 where the local mean is 0 and outside the mask's bounding box
+    (grown by the filter's reach).
+
+    The filters run on that grown box only: a Gaussian's value at a voxel depends on the input
+    within its reach along each axis, so inside the mask the values are those of the whole
+    volume's filters, bit for bit (the box is cut at the image edges, where the boundary mode acts
+    as before)."""
     sigma = [LOCAL_MEAN_SIGMA_MM / v for v in vox]
-    local = ndi.gaussian_filter(mag * mask, sigma, mode="nearest")
-    norm = ndi.gaussian_filter(mask.astype(np.float32), sigma, mode="nearest")
-    return np.divide(mag, local / np.maximum(norm, 1e-6), out=np.ones_like(mag), where=local > 0)
+    out = np.ones_like(mag)
+    box = _reach_box(mask, sigma)
+    if box is None:
+        return out
+    m, k = mag[box], mask[box]
+    local = ndi.gaussian_filter(m * k, sigma, mode="nearest")
+    norm = ndi.gaussian_filter(k.astype(np.float32), sigma, mode="nearest")
+    out[box] = np.divide(m, local / np.maximum(norm, 1e-6), out=np.ones_like(m), where=local > 0)
+    return out
+
+
+def _reach_box(where, sigma, truncate=4.0):
+    """Slices of the bounding box of the boolean image ``where`` grown by the reach
+    ``int(truncate * sigma + 0.5)`` of a Gaussian of ``sigma`` (voxels, per axis; scipy's kernel
+    radius) and cut to the image; None if ``where`` is empty."""
+    if not np.any(where):
+        return None
+    bounds = []
+    for axis in range(where.ndim):
+        others = tuple(a for a in range(where.ndim) if a != axis)
+        hit = np.flatnonzero(np.any(where, axis=others))
+        bounds.append((int(hit[0]), int(hit[-1])))
+    return _grown(bounds, where.shape, sigma, truncate)
+
+
+def _grown(bounds, shape, sigma, truncate=4.0):
+    """Slices from ``(first, last)`` per axis grown by a Gaussian's reach, cut to ``shape``."""
+    box = []
+    for axis, (first, last) in enumerate(bounds):
+        reach = int(truncate * float(sigma[axis]) + 0.5)
+        box.append(slice(max(first - reach, 0), min(last + 1 + reach, shape[axis])))
+    return tuple(box)
 
 
 def _hessian_world_at(image, idx, vox, A, sigma_mm):
@@ -498,6 +615,11 @@ def _hessian_world_at(image, idx, vox, A, sigma_mm):
     sig = [sigma_mm / v for v in vox]
     Hv = np.empty((idx[0].size, 3, 3), dtype=np.float32)
     img = np.asarray(image, dtype=np.float32)
+    # only the box of the voxels grown by the filters' reach (the derivative kernels reach as far
+    # as the Gaussian): the same values at ``idx``, bit for bit (see _relative_magnitude)
+    box = _grown([(int(i.min()), int(i.max())) for i in idx], img.shape, sig)
+    img = img[box]
+    idx = tuple(i - s_.start for i, s_ in zip(idx, box))
     for i in range(3):
         for j in range(i, 3):
             order = [0, 0, 0]
@@ -711,16 +833,21 @@ def candidate_signs(rows, swi_result, scan):
 
     The susceptibility source lies somewhere inside the half-depth outline (blooming), so the
     dipole is fitted from three inner radii, 0.6, 0.8 and 1.0 of the outline's radius: the sign is
-    decided when at least one fit decides and none contradicts it. Sets ``phase_trusted``,
-    ``phase_score`` and ``phase_sign`` of each row.
+    decided when at least one fit decides and none contradicts it (the three fits share the
+    neighbourhood, see :func:`_source_fits`). Sets ``phase_trusted``, ``phase_score`` and
+    ``phase_sign`` of each row.
     """
     trusted = swi_result.sign_evidence.get("confidence") in TRUSTED_SIGN
+    ph, mag = np.asarray(swi_result.filtered_phase), np.asarray(swi_result.magnitude)
+    _check_same_3d(ph, mag)
+    if swi_result.phase_sign not in (1, -1):
+        raise ValueError(f"phase_sign must be +1 or -1, got {swi_result.phase_sign!r}")
+    vox = voxel_sizes(scan.voxel_size_mm)
     for row in rows:
         row["phase_trusted"] = trusted
-        fits = [source_susceptibility_sign(
-            swi_result.filtered_phase, swi_result.magnitude, row["centroid_canonical"],
-            fraction * row["diameter_mm"], scan.voxel_size_mm, scan.affine, phase_sign=swi_result.phase_sign)
-            for fraction in SOURCE_RADIUS_PER_DIAMETER]
+        fits = _source_fits(ph, mag, row["centroid_canonical"],
+                            [fraction * row["diameter_mm"] for fraction in SOURCE_RADIUS_PER_DIAMETER],
+                            vox, scan.affine, phase_sign=swi_result.phase_sign)
         signs = {sign for _, sign in fits if sign}
         sign = signs.pop() if len(signs) == 1 else 0
         scores = [score for score, s in fits if s == sign and sign] or [fits[1][0]]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import nibabel as nib
 import numpy as np
+from numba import njit, prange
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
@@ -240,7 +241,27 @@ def _complex(magnitude, phase):
     mag = np.asarray(magnitude, dtype=np.float32)
     if mag.shape != ph.shape:
         raise ValueError(f"magnitude {mag.shape} and phase {ph.shape} differ")
-    return (mag * np.exp(1j * ph)).astype(np.complex64)
+    if ph.ndim != 3:
+        return (mag * np.exp(1j * ph)).astype(np.complex64)
+    return _polar_kernel(mag, ph)
+
+
+@njit(["complex64[:, :, ::1](float32[:, :, :], float32[:, :, :])"], cache=True, parallel=True)
+def _polar_kernel(mag, ph):
+    """``mag * exp(1j * ph)`` as numpy computes it in complex64 (``1j * ph`` is complex64 for a
+    float32 ``ph``): ``exp(0 + i p) = (cos p, sin p)`` in float32, times ``(mag, 0)`` by the complex
+    product's formula, bit for bit; one pass, no complex temporaries."""
+    out = np.empty(mag.shape, np.complex64)
+    zero = np.float32(0.0)
+    for i in prange(mag.shape[0]):
+        for j in range(mag.shape[1]):
+            for k in range(mag.shape[2]):
+                p = ph[i, j, k]
+                m = mag[i, j, k]
+                c = math.cos(p)
+                s = math.sin(p)
+                out[i, j, k] = complex(m * c - zero * s, m * s + zero * c)
+    return out
 
 
 def _hann_kspace(n, width):
@@ -316,18 +337,52 @@ def homodyne_highpass(magnitude, phase, voxel_size_mm=None, window=32, window_mm
         before = (n_pad - n) // 2
         pad[a] = (before, n_pad - n - before)
         padded_n[a] = (n_pad, width * n_pad / n)
-    zp = np.pad(z, pad)
-    k = sfft.fftn(zp, axes=axes, workers=-1)
-    for a in axes:
-        n_pad, width = padded_n[a]
-        w = _hann_kspace(n_pad, width).astype(np.float32)
-        shape = [1, 1, 1]
-        shape[a] = n_pad
-        k *= w.reshape(shape)
-    lp = sfft.ifftn(k, axes=axes, workers=-1)
-    sl = tuple(slice(pad[a][0], pad[a][0] + z.shape[a]) for a in range(3))
-    lp = lp[sl]
+    windows = [_hann_kspace(padded_n[a][0], padded_n[a][1]).astype(np.float32) for a in axes]
+    lp = _windowed_lowpass(z, axes, [pad[a] for a in axes], windows)
     return np.angle(z * np.conj(lp)).astype(np.float32)
+
+
+def _windowed_lowpass(z, axes, pads, windows):
+    """``ifftn(fftn(pad(z)) * w_0 * w_1 ...)`` cut back to ``z``'s extent, computed only where it
+    is not zero: the padding, the transforms and the windows axis by axis, in the order
+    ``scipy.fft.fftn`` / ``ifftn`` take the axes, keeping after each forward transform only the
+    frequencies inside that axis's window and after each inverse transform only the unpadded
+    voxels.
+
+    The same one-dimensional transforms of the same numbers as the n-dimensional ones (the
+    inverse's ``1 / prod(n)`` applied after its first axis, as pocketfft does), so the values
+    are those of ``ifftn(fftn(...))`` bit for bit wherever they are not zero; the work is that of
+    the first forward and last inverse axis plus a window's fraction (1/8 at the default width)
+    for the others.
+    """
+    k = z
+    supports = []
+    for a, (before, after), w in zip(axes, pads, windows):
+        widths = [(0, 0)] * k.ndim
+        widths[a] = (before, after)
+        k = sfft.fft(np.pad(k, widths), axis=a, workers=-1)
+        support = np.flatnonzero(w)
+        supports.append(support)
+        k = np.take(k, support, axis=a)
+    for a, w, support in zip(axes, windows, supports):
+        shape = [1] * k.ndim
+        shape[a] = support.size
+        k *= w[support].reshape(shape)
+    n_total = int(np.prod([w.size for w in windows]))
+    for i, (a, (before, _), w, support) in enumerate(zip(axes, pads, windows, supports)):
+        full = list(k.shape)
+        full[a] = w.size
+        spectrum = np.zeros(full, k.dtype)
+        where = [slice(None)] * k.ndim
+        where[a] = support
+        spectrum[tuple(where)] = k
+        k = sfft.ifft(spectrum, axis=a, workers=-1, norm="forward")  # unscaled
+        if i == 0:  # pocketfft scales an n-dimensional inverse in its first axis's pass
+            k.view(k.real.dtype)[...] *= k.real.dtype.type(1.0 / n_total)
+        keep = [slice(None)] * k.ndim
+        keep[a] = slice(before, before + z.shape[a])
+        k = k[tuple(keep)]
+    return k
 
 
 def gaussian_highpass(magnitude, phase, voxel_size_mm, sigma_mm=4.0, mode="2d", slice_axis=2):

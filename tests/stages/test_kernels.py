@@ -127,3 +127,104 @@ def test_dipole_coherence_matches_numpy():
     np.testing.assert_allclose(pos, np.abs(rotations @ phasors), rtol=1e-5, atol=1e-6 * weights.sum())
     np.testing.assert_allclose(neg, np.abs(np.conj(rotations) @ phasors), rtol=1e-5, atol=1e-6 * weights.sum())
     assert not np.allclose(pos, neg)  # the two signs are told apart
+
+
+def _box_geometry_reference(shape, lo, centre, A):
+    """numpy reference of the dipole fit's box geometry: voxel indices, world offsets, distances."""
+    grids = np.meshgrid(*[np.arange(lo[d], lo[d] + shape[d], dtype=np.float64) for d in range(3)], indexing="ij")
+    ijk = np.stack(grids, axis=-1)
+    rel = (ijk - centre) @ A.T
+    return ijk, rel, np.linalg.norm(rel, axis=-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dipole_box_kernels_match_numpy(dtype):
+    """The dipole fit's per-box loops (far shell, darkness centroid, shell samples) against numpy,
+    on an oblique affine and a strided sub-box of a larger image."""
+    from microbleeds.stages import dipole_sign as D
+
+    A = np.array([[0.5, 0.1, 0.0], [-0.05, 0.45, 0.2], [0.02, -0.1, 1.1]])
+    big_ph = RNG.uniform(-np.pi, np.pi, (30, 28, 20)).astype(dtype)
+    big_ph[3, 4, 5] = np.nan
+    big_mag = (RNG.random((30, 28, 20)) * 1.5).astype(dtype)
+    box = (slice(4, 25), slice(3, 26), slice(2, 17))
+    ph, mag = big_ph[box], big_mag[box]  # views, not contiguous
+    lo = np.array([b.start for b in box], np.int64)
+    centre = np.array([14.3, 13.8, 9.6])
+    b0 = D._unit((0.1, 0.0, 1.0))
+    a, r_out = 1.2, 4.0
+    ijk, rel, r = _box_geometry_reference(ph.shape, lo, centre, A)
+    M = mag.astype(np.float64)
+
+    far = D._far_magnitudes(mag, lo, centre, A, a, r_out)
+    want = M[(r > D.BACKGROUND_MIN_RADII * a) & (r <= r_out)]
+    np.testing.assert_array_equal(far, want)
+    bg = float(np.median(far))
+
+    weighted, total = D._dark_centroid(mag, lo, centre, A, a, bg)
+    dark = np.clip(1.0 - M / bg, 0.0, None) * (r <= D.REFINE_RADII * a)
+    np.testing.assert_allclose(total, dark.sum(), rtol=1e-12)
+    np.testing.assert_allclose(weighted, (ijk * dark[..., None]).sum(axis=(0, 1, 2)), rtol=1e-12)
+
+    refined = weighted / total
+    m_u, w_u, psi_u = D._shell_samples(ph, mag, -1.0, lo, refined, A, b0, a, r_out, bg)
+    _, rel, r = _box_geometry_reference(ph.shape, lo, refined, A)
+    psi = ph.astype(np.float64) * -1
+    w = np.clip(M / bg, 0.0, 1.0) ** 2
+    sel = np.flatnonzero((r > a) & (r <= r_out) & (w > D.MIN_WEIGHT) & np.isfinite(psi))
+    assert 50 < sel.size < ph.size
+    np.testing.assert_allclose(m_u, D._dipole_pattern(rel @ b0, r, a).ravel()[sel], rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(w_u, w.ravel()[sel])
+    np.testing.assert_array_equal(psi_u, psi.ravel()[sel])
+
+
+def test_dipole_kernels_are_cached_with_float32_signatures():
+    from microbleeds.stages import dipole_sign as D
+
+    for kernel in (D._coherence_kernel, D._far_magnitudes, D._dark_centroid, D._shell_samples):
+        assert kernel._cache.__class__.__name__ != "NullCache", kernel
+    for kernel in (D._far_magnitudes, D._dark_centroid, D._shell_samples):
+        assert any("float32" in str(s) for s in kernel.signatures), kernel
+
+
+def test_filters_on_the_reach_box_match_the_whole_volume():
+    """The handedness estimate's Gaussians run on the box the voxels need: bit for bit the whole
+    volume's values there."""
+    from microbleeds.stages import dipole_sign as D
+
+    mag = (RNG.random((40, 36, 24)) + 0.5).astype(np.float32)
+    mask = np.zeros(mag.shape, bool)
+    mask[12:30, 9:27, 6:20] = RNG.random((18, 18, 14)) > 0.2
+    vox = np.array([0.5, 0.6, 1.0])
+    sigma = [D.LOCAL_MEAN_SIGMA_MM / v for v in vox]
+    got = D._relative_magnitude(mag, mask, vox)
+    local = ndi.gaussian_filter(mag * mask, sigma, mode="nearest")
+    norm = ndi.gaussian_filter(mask.astype(np.float32), sigma, mode="nearest")
+    want = np.divide(mag, local / np.maximum(norm, 1e-6), out=np.ones_like(mag), where=local > 0)
+    np.testing.assert_array_equal(got[mask], want[mask])
+
+    idx = np.nonzero(mask & (RNG.random(mag.shape) > 0.7))
+    A = np.diag(vox)
+    H = D._hessian_world_at(mag, idx, vox, A, 0.7)
+    sig = [0.7 / v for v in vox]
+    full = ndi.gaussian_filter(mag, sig, order=[1, 1, 0], mode="nearest", truncate=4.0)[idx]
+    Ainv = np.linalg.inv(A).astype(np.float32)
+    np.testing.assert_array_equal(H[:, 0, 1], (full * Ainv[0, 0] * Ainv[1, 1]).astype(np.float32))
+
+
+def test_polar_kernel_is_numpy_complex64_bit_for_bit():
+    """The homodyne filter's complex image (numba) against ``mag * exp(1j * ph)`` in numpy, on a
+    strided view, zeros and negative zeros included."""
+    from microbleeds.stages import phase
+
+    ph = RNG.uniform(-np.pi, np.pi, (21, 18, 14)).astype(np.float32)
+    mag = RNG.random((21, 18, 14)).astype(np.float32)
+    mag[::3, 2, :] = 0.0
+    mag[1, ::2, :] = -0.0
+    ph[4, 4, :] = 0.0
+    got = phase._complex(mag[:, ::2, 1:], ph[:, ::2, 1:])
+    want = (mag[:, ::2, 1:] * np.exp(1j * ph[:, ::2, 1:])).astype(np.complex64)
+    assert got.dtype == np.complex64
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert phase._polar_kernel._cache.__class__.__name__ != "NullCache"
+    assert all("float32" in str(s) for s in phase._polar_kernel.signatures)
