@@ -1,6 +1,8 @@
 """Small painted test volumes (not physical phantoms): a head-like ellipsoid with dark balls,
 dark tubes and Rician-like noise, for fast unit tests of the pipeline's mechanics."""
 
+from contextlib import contextmanager
+
 import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
@@ -67,3 +69,27 @@ def dying_worker(job):
         marker.touch()
         os._exit(9)
     return detect_one(job)
+
+
+@contextmanager
+def lock_held_elsewhere(folder, seconds=60.0):
+    """While inside, another thread holds ``folder``'s result lock (as another run would)."""
+    import threading
+
+    from microbleeds.io.results import result_lock
+
+    held, release = threading.Event(), threading.Event()
+
+    def other_run():
+        with result_lock(folder):
+            held.set()
+            release.wait(seconds)
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    try:
+        assert held.wait(10), "the other run never took the lock"
+        yield
+    finally:
+        release.set()
+        thread.join()

@@ -145,9 +145,7 @@ def test_scan_names_with_phase_inside_an_entity_are_still_scans(tmp_path):
 def test_a_batch_of_good_and_hostile_scans(tmp_path, painted, capsys):
     """Bad names, an unreadable file and a folder another run is writing: exit 1, every good
     scan written, every bad one reported once, nothing outside -o touched, nothing left over."""
-    import threading
-
-    from microbleeds.io.results import result_lock
+    from synthetic import lock_held_elsewhere
 
     volume, affine, _ = painted
     src = tmp_path / "in"
@@ -160,21 +158,8 @@ def test_a_batch_of_good_and_hostile_scans(tmp_path, painted, capsys):
     (out / "keep.txt").write_text("the user's")
     bad = {"locked.nii.gz": "being written by another run", "broken.nii.gz": "",
            "..nii.gz": "result folder name '.'", ".nii.gz": "result folder name ''"}
-    held, release = threading.Event(), threading.Event()
-
-    def other_run():
-        with result_lock(out / "locked"):
-            held.set()
-            release.wait(60)
-
-    thread = threading.Thread(target=other_run)
-    thread.start()
-    try:
-        assert held.wait(10)
+    with lock_held_elsewhere(out / "locked"):
         code = main(["detect", str(src), "-o", str(out), "-q", "--report"])
-    finally:
-        release.set()
-        thread.join()
     printed = capsys.readouterr().out
     assert code == 1 and "2 done, 0 up to date, 4 failed" in printed
     failed = [line for line in printed.splitlines() if line.startswith("  failed: ")]

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from synthetic import lock_held_elsewhere
 
 from microbleeds.contract import (
     LESIONS_FILE,
@@ -28,7 +29,6 @@ from microbleeds.errors import InputError
 from microbleeds.io.results import (
     FolderBusy,
     recover_results,
-    result_lock,
     write_result_files,
 )
 
@@ -221,26 +221,13 @@ def test_a_failed_write_leaves_the_previous_result_and_its_review_in_place(tmp_p
 def test_a_folder_being_written_fails_cleanly_for_the_second_writer(tmp_path):
     out = tmp_path / "out"
     folder = _reviewed_result(out)
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with result_lock(folder):
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert held.wait(10)
+    with lock_held_elsewhere(folder):
         with pytest.raises(FolderBusy) as info:
             write_result_files(_files(2), out, "scan")
         message = str(info.value)
         assert "being written by another run" in message and "\n" not in message
         assert message.startswith(str(folder))
         assert isinstance(info.value, InputError)
-    finally:
-        release.set()
-        thread.join()
     assert _version(folder) == '{"version": 1}\n'
     write_result_files(_files(2), out, "scan")  # free again
     _assert_clean(out)
@@ -346,22 +333,9 @@ def test_stale_staging_folders_are_cleaned_but_not_those_of_a_live_writer(tmp_pa
     write_result_files(_files(2), out, "scan")  # the scan's own staging goes with its write
     assert not (out / ".scan.abcd1234.tmp").exists()
     assert (out / ".other.zz_9y8x7.tmp").exists()
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with result_lock(out / "busy"):
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert held.wait(10)
+    with lock_held_elsewhere(out / "busy"):
         recover_results(out)  # what a later run does first
         assert _leftovers(out) == [".busy.lock", ".busy.qwer5678.tmp"]
-    finally:
-        release.set()
-        thread.join()
     recover_results(out)
     _assert_clean(out)
 
