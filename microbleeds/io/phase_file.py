@@ -13,6 +13,7 @@ import math
 import os
 
 import numpy as np
+from numba import njit
 
 from ..errors import InputError
 from .nifti import read_volume
@@ -36,6 +37,43 @@ _KNOWN_RANGES = (
     ("scanner units 0..65535 (16-bit unsigned)", 0.0, 65535.0, 2 * _PI / 65536.0),
     ("scanner units -32768..32767 (16-bit signed)", -32768.0, 32767.0, _PI / 32768.0),
 )
+
+
+_SIGNATURES = ("float32[::1]", "float64[::1]")
+
+
+@njit([f"Tuple((float64, float64, int64))({t})" for t in _SIGNATURES], cache=True, nogil=True)
+def _finite_range(x):  # pragma: no cover - compiled
+    """(min, max, number) of the finite values of ``x``, in one pass."""
+    lo, hi, n = np.inf, -np.inf, 0
+    for v in x:
+        if np.isfinite(v):
+            n += 1
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+    return float(lo), float(hi), n
+
+
+@njit([f"void({t}, float64, float64, float64, float32[::1])" for t in _SIGNATURES], cache=True, nogil=True)
+def _scale_and_wrap(x, inter, slope, factor, out):  # pragma: no cover - compiled
+    """``out = wrap_phase((x - inter) / slope * factor)`` in float64 per voxel, stored as float32."""
+    two_pi = 2.0 * np.pi
+    for i in range(x.size):
+        v = (np.float64(x[i]) - inter) / slope * factor
+        out[i] = np.remainder(v + np.pi, two_pi) - np.pi
+
+
+def _radians(x, inter=0.0, slope=1.0, factor=1.0):
+    """float32 radians ``wrap_phase((x - inter) / slope * factor)`` of any-shaped float data (numba;
+    the same float64 arithmetic as :func:`wrap_phase`, so bit-identical to it)."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float64)
+    out = np.empty(flat.size, np.float32)
+    _scale_and_wrap(flat, float(inter), float(slope), float(factor), out)
+    return out.reshape(np.shape(x))
 
 
 def wrap_phase(x):
@@ -95,11 +133,12 @@ def phase_to_radians(data, path=None, scl_slope=None, scl_inter=None):
     InputError
         No finite value, or a constant image.
     """
-    x = np.asarray(data, dtype=np.float64)
-    finite = np.isfinite(x)
-    if not finite.any():
+    x = np.asarray(data)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    lo, hi, n_finite = _finite_range(np.ascontiguousarray(x).reshape(-1))
+    if n_finite == 0:
         raise InputError(path, "phase has no finite value (all NaN/Inf)")
-    lo, hi = float(x[finite].min()), float(x[finite].max())
     if hi - lo <= 0:
         raise InputError(path, f"phase is constant ({lo:g}); not a phase image")
 
@@ -113,26 +152,26 @@ def phase_to_radians(data, path=None, scl_slope=None, scl_inter=None):
         raw_kind = _classify_range(rlo, rhi)
         if raw_kind is not None and scaled_kind is None:
             desc, factor = raw_kind
-            out = wrap_phase((x - b) / s * factor)
+            out = _radians(x, b, s, factor)
             how = (f"header scale (scl_slope={s:g}, scl_inter={b:g}) undone: the reader's "
                    f"values {lo:.4g}..{hi:.4g} are stored {desc}")
             if factor != 1.0:
                 how += f"; multiplied by {factor:.6g}"
-            return out.astype(np.float32), how
+            return out, how
 
     kind = _classify_range(lo, hi)
     if kind is not None:
         desc, factor = kind
-        out = wrap_phase(x * factor)
         how = desc + ("" if factor == 1.0 else f"; multiplied by {factor:.6g}")
-        return out.astype(np.float32), how
+        return _radians(x, factor=factor), how
 
     tol = 0.01 * 2 * _PI
     if lo >= -_PI - tol and hi <= _PI + tol and hi - lo >= 0.25:
         # radians that do not wrap (filtered phase, a small crop): keep them
         how = (f"radians in [-pi, pi] (spans only {hi - lo:.3g} rad: filtered or unwrapped "
                "phase, or a small field of view?)")
-        return wrap_phase(x).astype(np.float32), how
+        return _radians(x), how
+    x = x.astype(np.float64)
     out = (x - lo) / (hi - lo) * (2 * _PI) - _PI
     out = np.clip(out, -_PI, _PI)
     how = (f"unknown units ({lo:.4g}..{hi:.4g}); rescaled min..max to [-pi, pi] "
