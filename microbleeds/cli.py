@@ -1,7 +1,8 @@
-"""Command line: ``microbleeds detect | phantom | evaluate | report | review | presets``.
+"""Command line: ``microbleeds bids | detect | phantom | evaluate | report | review | presets``,
+and the BIDS App entry point ``microbleeds-bids bids_dir output_dir {participant,group}``.
 
-A thin layer over the Python API. Exit codes of ``detect``: 0 every scan done, 1 one or more
-scans failed (the others are written), 2 usage error or no scan found.
+A thin layer over the Python API. Exit codes of ``detect`` and ``bids``: 0 every scan done, 1 one
+or more scans failed (the others are written), 2 usage error or no scan found.
 """
 
 from __future__ import annotations
@@ -44,13 +45,17 @@ def _detect_parser(sub):
     p.add_argument("--labels-t1w", type=Path, dest="labels_t1w",
                    help="T1w the segmentation belongs to, registered to the scan (rigid, mutual information)")
     p.add_argument("--atlas", action="store_true", dest="use_atlas", default=None,
-                   help="without --labels, register the AAL3/ICBM152 atlas (extra 'anatomy', ~15 s per scan) "
-                        "for atlas-derived regions; otherwise regions are 'unknown'")
+                   help="without --labels, regions from the AAL3 atlas registered to the scan (the default; "
+                        "'unknown' when the registration fails its quality check)")
+    p.add_argument("--no-atlas", action="store_false", dest="use_atlas", default=None,
+                   help="no atlas: without --labels, regions are 'unknown'")
     p.add_argument("--min-diameter", type=float, dest="min_diameter_mm", help="smallest CMB diameter, mm")
     p.add_argument("--max-diameter", type=float, dest="max_diameter_mm",
                    help="largest apparent CMB diameter, mm (10 as in MARS by default; 5 for the narrow definition)")
-    p.add_argument("--echo", help="multi-echo magnitude: 'auto' (default: T2*-weighted when the echo times are "
-                                  "known, else rss with a note), 't2star', 'rss', 'first', 'last' or a 0-based index")
+    p.add_argument("--echo", type=_echo_choice,
+                   help="multi-echo magnitude: 'auto' (default: T2*-weighted when the echo times are known, else "
+                        "rss with a note), 't2star', 'rss', 'first', 'last', echo-N (BIDS's 1-based echo N) or a "
+                        "0-based index")
     p.add_argument("--field-strength", type=float, dest="field_strength_t", help="B0 in tesla (recorded)")
     p.add_argument("--te", type=float, dest="echo_time_ms", help="echo time in ms (recorded)")
     p.add_argument("--brain-coverage", choices=("auto", "whole", "partial"), dest="brain_coverage",
@@ -66,12 +71,25 @@ def _detect_parser(sub):
     return p
 
 
+def _echo_choice(text):
+    """``--echo``: a name, a 0-based index, or ``echo-N`` (BIDS, 1-based) turned into index N-1."""
+    if text.startswith("echo-"):
+        number = text[5:]
+        if not number.isdigit() or int(number) < 1:
+            raise argparse.ArgumentTypeError(f"echo-N needs a BIDS echo number N >= 1, got {text!r}")
+        return str(int(number) - 1)
+    return text
+
+
+DETECT_OPTIONS = ("min_diameter_mm", "max_diameter_mm", "echo", "field_strength_t", "echo_time_ms", "phase_sign",
+                  "use_atlas", "brain_coverage")
+
+
 def run_detect(args):
     """``microbleeds detect``: :func:`microbleeds.batch.detect_folder` over the paths given."""
     from .batch import UsageError, detect_folder
 
-    options = {k: getattr(args, k) for k in ("min_diameter_mm", "max_diameter_mm", "echo", "field_strength_t",
-                                             "echo_time_ms", "phase_sign", "use_atlas", "brain_coverage")}
+    options = {k: getattr(args, k) for k in DETECT_OPTIONS}
     try:
         run = detect_folder(args.paths or [sample_data()], args.out, pipeline=args.pipeline, mask=args.mask,
                             phase=args.phase, labels=args.labels, labels_t1w=args.labels_t1w,
@@ -80,11 +98,139 @@ def run_detect(args):
     except (UsageError, ValueError) as exc:
         print(f"microbleeds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _print_detect_summary(run.done, run.skipped, run.failed, args.out)
+    _print_detect_summary(run.done, run.skipped, run.failed, args.out, run)
     return EXIT_FAILED if run.failed else EXIT_OK
 
 
-def _print_detect_summary(done, skipped, failed, out):
+def _bids_parser(sub=None):
+    """The BIDS App's parser: as ``microbleeds bids`` (``sub`` given) or the ``microbleeds-bids`` program."""
+    description = ("BIDS App: find cerebral microbleeds in the T2*-weighted scans (T2starw, MEGRE) of a BIDS "
+                   "dataset and write BIDS Derivatives (participant level), or the group outputs (group level).")
+    if sub is None:
+        p = argparse.ArgumentParser(prog="microbleeds-bids", description=description)
+        p.add_argument("--version", action="version", version=f"microbleeds {__version__}")
+    else:
+        p = sub.add_parser("bids", help="BIDS App: bids_dir output_dir {participant,group}", description=description)
+    p.add_argument("bids_dir", type=Path, help="the BIDS dataset's root (with dataset_description.json)")
+    p.add_argument("output_dir", type=Path, help="the derivatives folder (e.g. bids_dir/derivatives/microbleeds)")
+    p.add_argument("analysis_level", choices=("participant", "group"),
+                   help="participant: detect in each scan; group: the cohort table, models and page")
+    p.add_argument("--participant-label", "--participant_label", nargs="+", dest="participant_label", metavar="LABEL",
+                   help="subjects to process (with or without 'sub-'); default: all")
+    p.add_argument("--session-label", nargs="+", dest="session_label", metavar="LABEL",
+                   help="sessions to process (with or without 'ses-'); default: all")
+    p.add_argument("--bids-filter-file", type=Path, dest="bids_filter_file", metavar="FILE",
+                   help="JSON of entity: value (or fMRIPrep's {\"t2starw\": {...}}) the scans must match")
+    p.add_argument("--swi-acq", nargs="+", default=(), dest="swi_acq", metavar="LABEL",
+                   help="acq- labels under which SWI is stored with another anatomical suffix (never maps)")
+    p.add_argument("--work-dir", "-w", type=Path, dest="work_dir",
+                   help="scratch folder for temporary files (default: the system's)")
+    p.add_argument("--nprocs", "--n_cpus", type=_positive_int, default=1, dest="nprocs",
+                   help="scans run in this many worker processes (each with cores / N threads; default 1)")
+    p.add_argument("--pipeline", default=None,
+                   help="preset name or TOML path; default: chosen per scan from its MagneticFieldStrength")
+    p.add_argument("--write-swi", action="store_true", help="also write the SWI and filtered phase (with phase)")
+    p.add_argument("--report", action="store_true", help="also write the review pages")
+    p.add_argument("--phase-sign", type=int, choices=(1, -1), dest="phase_sign", help="force the phase convention")
+    p.add_argument("--atlas", action="store_true", dest="use_atlas", default=None,
+                   help="regions from the AAL3 atlas registered to each scan (the default)")
+    p.add_argument("--no-atlas", action="store_false", dest="use_atlas", default=None,
+                   help="no atlas regions")
+    p.add_argument("--brain-coverage", choices=("auto", "whole", "partial"), dest="brain_coverage")
+    p.add_argument("--max-diameter", type=float, dest="max_diameter_mm", help="largest apparent CMB diameter, mm")
+    p.add_argument("--force", action="store_true", help="recompute scans whose results are up to date")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="list what was not processed and why")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the final line and errors")
+    _group_arguments(p)
+    p.set_defaults(func=run_bids)
+    return p
+
+
+def _group_arguments(parser):
+    """The group level's options (microbleeds.group), when that package provides them."""
+    try:
+        from .group import add_group_arguments
+    except ImportError:
+        return
+    add_group_arguments(parser)
+
+
+def run_bids(args):
+    """The BIDS App: ``participant`` = :func:`microbleeds.batch.detect_folder` on the dataset with
+    BIDS Derivatives output; ``group`` = the group outputs from those results."""
+    from .io.bids import is_bids_dataset
+
+    if not is_bids_dataset(args.bids_dir):
+        print(f"microbleeds: error: {args.bids_dir}: not a BIDS dataset (no dataset_description.json)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.work_dir:  # temporary files of this process and of the worker processes it starts
+        import os
+        import tempfile
+
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = os.environ["TMPDIR"] = str(args.work_dir.resolve())
+    if args.analysis_level == "group":
+        return _run_group(args)
+    return _run_participant(args)
+
+
+def _run_participant(args):
+    from .batch import UsageError, detect_folder
+    from .io.bids import read_filter_file
+
+    options = {k: getattr(args, k, None) for k in DETECT_OPTIONS}
+    try:
+        filters = read_filter_file(args.bids_filter_file) if args.bids_filter_file else None
+        run = detect_folder([args.bids_dir], args.output_dir, pipeline=args.pipeline, write_images=args.write_swi,
+                            report=args.report, force=args.force, progress=not args.quiet, nprocs=args.nprocs,
+                            participant_label=args.participant_label, session_label=args.session_label,
+                            bids_filters=filters, swi_acq=args.swi_acq, **options)
+    except (UsageError, ValueError) as exc:
+        print(f"microbleeds: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.quiet:
+        print(f"{len(run.done)} done, {len(run.skipped)} up to date, {len(run.failed)} failed -> {args.output_dir}")
+    else:
+        _print_detect_summary(run.done, run.skipped, run.failed, args.output_dir, run, verbose=args.verbose)
+    return EXIT_FAILED if run.failed else EXIT_OK
+
+
+def _run_group(args):
+    """The group level (:mod:`microbleeds.group`): the group table, models and page, and the cohort
+    table and page of the participant level's results."""
+    from .group import run_group_level
+    from .review.cohort import write_cohort
+
+    if not args.output_dir.is_dir():
+        print(f"microbleeds: error: {args.output_dir}: no participant-level results", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        written = run_group_level(args.bids_dir, args.output_dir, args)
+    except ValueError as exc:
+        print(f"microbleeds: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    cohort = write_cohort(args.output_dir)
+    for path in (written.values() if isinstance(written, dict) else written or []):
+        print(path)
+    print(f"cohort table {cohort['tsv']}; page {cohort['html']}")
+    return EXIT_OK
+
+
+def bids_main(argv=None):
+    """``microbleeds-bids``: the BIDS App entry point (``bids_dir output_dir {participant,group}``)."""
+    warnings.formatwarning = _one_line_warning
+    args = _bids_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"microbleeds: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _print_detect_summary(done, skipped, failed, out, run=None, verbose=0):
     if done:
         width = max(len(str(p.name)) for p, _, _ in done)
         print(f"{'scan':<{width}}  CMBs  definite  burden  candidates")
@@ -92,9 +238,16 @@ def _print_detect_summary(done, skipped, failed, out):
             counts = summary["counts"]
             print(f"{path.name:<{width}}  {counts['total']:>4}  {counts['definite']:>8}  "
                   f"{summary['burden_category']:>6}  {summary['candidates']:>10}")
-    print(f"{len(done)} done, {len(skipped)} up to date, {len(failed)} failed -> {out}")
+    not_scans = run.not_scans if run is not None else []
+    print(f"{len(done)} done, {len(skipped)} up to date, {len(failed)} failed"
+          + (f", {len(not_scans)} not T2*-weighted scans skipped" if not_scans else "") + f" -> {out}")
     for _, message in failed:
         print(f"  failed: {message}")
+    if verbose:
+        for path, reason in not_scans:
+            print(f"  not processed: {path}: {reason}")
+    if run is not None and run.log is not None:
+        print(f"log: {run.log}")
 
 
 def _phantom_parser(sub):
@@ -251,12 +404,13 @@ def _review_parser(sub):
 
 
 def run_review_apply(args):
+    from .io.derivatives import scan_dir_of
     from .review.cohort import write_cohort
     from .review.decisions import apply_review
     from .review.page import build_report
 
     paths = apply_review(args.decisions, args.out)
-    folder = Path(paths["lesions"]).parent
+    folder = scan_dir_of(paths["lesions"])  # a result folder, or a BIDS Derivatives prefix
     build_report(folder)
     root = args.out if args.out != folder else folder.parent
     write_cohort(root)
@@ -268,6 +422,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="microbleeds", description="Find cerebral microbleeds on SWI and GRE-T2* brain MRI.")
     parser.add_argument("--version", action="version", version=f"microbleeds {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _bids_parser(sub)
     _detect_parser(sub)
     _phantom_parser(sub)
     _evaluate_parser(sub)

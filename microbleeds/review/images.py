@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from ..contract import FILTERED_PHASE_FILE, MASK_FILE, SWI_FILE
 from ..errors import InputError
+from ..io.derivatives import result_path
 from ..io.nifti import file_sha256, read_nifti, to_canonical
 
 FOV_MM = 24.0          # field of view of a candidate crop, mm
@@ -107,7 +108,7 @@ def resolve_image(path_str, scan_dir: Path) -> Path | None:
 
 def read_mask(scan_dir: Path, warnings: list) -> np.ndarray | None:
     """The brain mask of the result folder as booleans; None (and a warning) when unreadable."""
-    path = scan_dir / MASK_FILE
+    path = result_path(scan_dir, MASK_FILE)
     if not path.is_file():
         return None
     try:
@@ -122,7 +123,8 @@ def image_sources(summary, scan_dir: Path) -> list[tuple[str, str]]:
     """(name, path) of the images to show: the input, then SWI and filtered phase when the
     detector wrote them into the folder."""
     sources = [("magnitude", (summary.get("input") or {}).get("path"))]
-    sources += [(name, str(scan_dir / file)) for name, file in FOLDER_IMAGES.items() if (scan_dir / file).is_file()]
+    sources += [(name, str(result_path(scan_dir, file))) for name, file in FOLDER_IMAGES.items()
+                if result_path(scan_dir, file).is_file()]
     return sources[:MAX_IMAGES]
 
 

@@ -384,7 +384,7 @@ def test_atlas_fallback_registers_template():
     assert lv.source == "atlas" and lv.trust == "low"
     pts = LB.nib_apply(aff, np.argwhere(mask)[::97])
     err = np.linalg.norm(LB.nib_apply(lv.scan_to_label_world, pts) - LB.nib_apply(truth, pts), axis=1)
-    assert err.mean() < 1.0 and err.max() < 2.5, (err.mean(), err.max())
+    assert err.mean() < 1.5 and err.max() < 2.5, (err.mean(), err.max())
     mni = np.array([[-24, 4, 2], [10, -18, 8], [0, -28, -35], [-25, -65, -35], [-40, 30, 20], [-26, 10, 35],
                     [-4, 10, 12]], float)
     rows = L.assign_regions(LB.nib_apply(np.linalg.inv(truth), mni), lv)
