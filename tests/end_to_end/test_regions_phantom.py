@@ -177,3 +177,42 @@ def test_white_matter_truth_is_mars_juxtacortical_rule(phantoms):
                 assert t["lobe"] == "deep_white_matter"
             n_checked += 1
     assert n_checked >= 5 and set(regions) == {"lobar", "deep"}, (n_checked, regions)
+
+
+@pytest.mark.slow
+def test_atlas_regions_without_a_label_map_on_a_tilted_mni_phantom(tmp_path):
+    """Issue "MARS regions on every scan": no label map, the head tilted 20 deg and shifted 25 mm
+    in scanner space (same voxels, new affine). The atlas registration is of quality high, turns
+    by the tilt, and the regions of matched CMBs are those of the atlas at the true pose."""
+    nib = pytest.importorskip("nibabel")
+    pytest.importorskip("nilearn")  # the MNI anatomy of the phantoms
+    from microbleeds.stages import labels as LB
+    from microbleeds.stages import locate as L
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ph = P.simulate(P.PhantomParams(anatomy="mni", fov_mm=(172.0, 212.0, 150.0), voxel_size_mm=(1.0, 1.0, 2.0),
+                                        n_cmb=14, n_veins=30, snr=30.0, seed=7201))
+    a = np.radians(20)
+    pose = np.eye(4)
+    pose[1:3, 1:3] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    pose[:3, 3] = (10.0, -15.0, 20.0)
+    path = tmp_path / "tilted.nii.gz"
+    nib.save(nib.Nifti1Image(ph.magnitude.astype(np.float32), pose @ ph.affine), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = microbleeds.detect(path)
+    reg = res.summary["regions"]["registration"]
+    assert reg["quality"] == "high" and abs(reg["rotation_deg"] - 20) < 4, reg
+    truth = [dict(t, **dict(zip(("x_mm", "y_mm", "z_mm"), pose[:3, :3] @ [t["x_mm"], t["y_mm"], t["z_mm"]]
+                                + pose[:3, 3]))) for t in ph.truth if t["type"] == "cmb"]
+    pairs = match(truth, res.lesions).cmb_pairs
+    assert len(pairs) >= 8
+    det = {d["lesion_id"]: d for d in res.lesions}
+    xyz = np.array([[det[p.lesion_id][k] for k in ("x_mm", "y_mm", "z_mm")] for p in pairs])
+    lab, laff = LB.composite_atlas(LB.atlas_files())
+    est = L.assign_regions(xyz, LB.LabelVolume(lab, laff, "atlas", "aal3", np.array(reg["matrix"])))
+    true = L.assign_regions(xyz, LB.LabelVolume(lab, laff, "atlas", "aal3", np.linalg.inv(pose)))
+    same = np.mean([a["region"] == b["region"] for a, b in zip(est, true)])
+    assert same >= 0.9, same
+    assert all(det[p.lesion_id]["region"] in ("lobar", "deep", "infratentorial") for p in pairs)

