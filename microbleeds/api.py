@@ -65,7 +65,7 @@ class DetectionResult:
 
 
 def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, echo_times_ms=None,
-           labels=None, labels_t1w=None, **overrides) -> DetectionResult:
+           labels=None, labels_t1w=None, metadata=None, **overrides) -> DetectionResult:
     """Find cerebral microbleeds on one SWI or GRE-T2* magnitude scan.
 
     Parameters
@@ -89,6 +89,9 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
         the same scanner space; each lesion gets its MARS region, lobe and hemisphere.
     labels_t1w : str or Path, optional
         The T1w the segmentation was made from, when it must be registered to this scan.
+    metadata : dict, optional
+        The scan's sidecar metadata when the caller read it (BIDS inheritance, one file per echo);
+        default the JSON sidecar beside ``source``.
     **overrides
         Any :class:`~microbleeds.presets.Parameters` field, e.g. ``max_diameter_mm=10``.
 
@@ -103,7 +106,7 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     """
     params = load_parameters(pipeline, **overrides)
     scan = source if isinstance(source, Scan) else load_scan(
-        source, echo=_echo(params.echo), affine=affine, echo_times_ms=echo_times_ms)
+        source, echo=_echo(params.echo), affine=affine, echo_times_ms=echo_times_ms, sidecar=metadata)
     brain = _mask(mask, scan, params)
     found = find_candidates(scan, brain, params)
     label_volume = add_regions(found, scan, brain, params, labels, labels_t1w)
@@ -170,7 +173,7 @@ def add_regions(found, scan, full_brain, params, labels=None, labels_t1w=None):
         labels_path=labels, labels_t1w=labels_t1w, use_atlas=params.use_atlas,
         juxtacortical_mm=params.juxtacortical_mm, periventricular_mm=params.periventricular_mm)
     for row, region in zip(rows, region_rows):
-        row.update(region_columns(region))
+        row.update(region_columns(region), region_confidence=region.get("region_confidence", ""))
     return label_volume
 
 

@@ -32,24 +32,31 @@ LOBES = ("frontal", "parietal", "temporal", "occipital", "insula")
 REGION_SOURCES = ("labels", "labels_resampled", "labels_registered", "atlas", "none")
 """Values of ``region_source``: where the region came from."""
 
+REGION_CONFIDENCES = ("high", "low", "")
+"""Values of ``region_confidence``: ``low`` within 2 mm of a boundary the region depends on (another
+MARS region's label, the juxtacortical distance) or from an atlas registration of moderate quality;
+'' without a MARS region (unknown, outside the brain)."""
+
 # --------------------------------------------------------------------------- tables
 FEATURES = (  # describe's features, columns of candidates.tsv in this order
     "diameter_mm", "max_inplane_diameter_mm", "volume_mm3", "n_voxels", "depth", "contrast",
     "background", "cnr", "circularity", "elongation", "inplane_elongation", "n_slices",
     "through_plane_ratio", "centroid_shift_mm", "vesselness", "halo_elongation", "halo_extent_mm",
-    "edge_distance_mm", "reached_limit", "frst_response",
+    "halo_depth_ratio", "ring_interior_mm3", "edge_distance_mm", "reached_limit", "frst_response",
 )
 
 LESION_COLUMNS = (
     "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k", "diameter_mm", "max_inplane_diameter_mm",
     "volume_mm3", "contrast", "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
+    "region_confidence",
 )
 """Columns of ``lesions.tsv`` (x/y/z: scanner RAS+ mm; i/j/k: voxel of the input file)."""
 
 CANDIDATE_COLUMNS = (
     ("candidate_id", "status", "reason", "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k")
     + FEATURES
-    + ("phase_score", "phase_sign", "confidence", "certainty", "region", "lobe", "hemisphere", "region_source")
+    + ("phase_score", "phase_sign", "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
+       "region_confidence")
 )
 """Columns of ``candidates.tsv``: every candidate, its features and the rule that rejected it."""
 

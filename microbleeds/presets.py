@@ -38,7 +38,7 @@ class Parameters:
     echo: str = "auto"  # multi-echo magnitude: T2*-weighted when the echo times are known, else rss
     # brain mask and normalisation
     bias_correction: bool = False
-    mask_opening_mm: float = 4.0
+    mask_opening_mm: float = 4.0  # at least; thick slices get up to 6 (prepare.brain_mask)
     background_sigma_mm: float = 6.0
     # the mask's physiology check (a failed check is a warning in the summary and on stderr):
     # "whole" = the field of view holds the whole brain, "partial" = a slab or partial field of
@@ -62,12 +62,15 @@ class Parameters:
     max_vesselness: float = 0.7
     max_through_plane_ratio: float = 2.0
     max_halo_elongation: float = 3.0
+    min_halo_depth_ratio: float = 0.5  # the halo rule: the line must be at least half as dark as the focus
+    max_ring_interior_mm3: float = 15.0  # cavernoma: a dark rim enclosing more than this
+    min_inplane_diameter_mm: float = 1.0  # thick slices: a focus must be this wide in-plane
     max_centroid_shift_mm: float = 1.5
     edge_margin_mm: float = 1.5
     definite_confidence: float = 0.8
     reject_calcifications: bool = True
     # anatomical location (MARS)
-    use_atlas: bool = False
+    use_atlas: bool = True  # without a segmentation: the registered atlas (off: --no-atlas)
     juxtacortical_mm: float = 3.0
     periventricular_mm: float = 10.0
     # phase
@@ -102,7 +105,8 @@ class Parameters:
             raise ValueError(f"depth_fraction must be between 0 and 1, got {self.depth_fraction}")
         if not 0 <= self.min_contrast < 1:
             raise ValueError(f"min_contrast must be in [0, 1), got {self.min_contrast}")
-        for name in ("min_cnr", "edge_margin_mm", "min_core_depth"):
+        for name in ("min_cnr", "edge_margin_mm", "min_core_depth", "min_halo_depth_ratio", "max_ring_interior_mm3",
+                     "min_inplane_diameter_mm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.5 <= self.definite_confidence <= 1:
@@ -120,6 +124,22 @@ class Parameters:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+FIELD_PRESETS = ((2.0, "gre-1.5t"), (5.0, "swi-3t"), (float("inf"), "swi-7t"))
+"""Preset by field strength when none is named: below 2 T the 1.5 T GRE preset, below 5 T the 3 T
+SWI preset, above the 7 T one (their contrast floors and bias correction are set for these fields)."""
+
+
+def preset_for(field_strength_t=None) -> tuple[str, str]:
+    """The preset for a scan's field strength (T; from its sidecar) and why it was chosen:
+    :data:`FIELD_PRESETS`, or :data:`DEFAULT_PRESET` when the field strength is unknown."""
+    if not isinstance(field_strength_t, (int, float)) or isinstance(field_strength_t, bool) or field_strength_t <= 0:
+        return DEFAULT_PRESET, "default (no MagneticFieldStrength in the scan's metadata)"
+    for below, name in FIELD_PRESETS:
+        if field_strength_t < below:
+            return name, f"chosen for MagneticFieldStrength {field_strength_t:g} T"
+    return DEFAULT_PRESET, "default"
 
 
 def preset_names():

@@ -93,3 +93,80 @@ def lock_held_elsewhere(folder, seconds=60.0):
     finally:
         release.set()
         thread.join()
+
+
+def _save(path, data, affine, zooms_t=None):
+    img = nib.Nifti1Image(np.asarray(data, np.float32), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    if zooms_t is not None:
+        img.header.set_zooms(img.header.get_zooms()[:3] + (zooms_t,))
+    nib.save(img, str(path))
+
+
+def _json(path, data):
+    import json
+
+    path.write_text(json.dumps(data, indent=1))
+
+
+TOP_SIDECAR = {"MagneticFieldStrength": 1.5, "EchoTime": 0.025, "Manufacturer": "Siemens", "RepetitionTime": 0.05,
+               "FlipAngle": 15}
+"""The dataset's top-level ``T2starw.json`` (inherited by every ``*_T2starw.nii.gz``)."""
+MEGRE_TES_S = {3: (0.005, 0.010, 0.015), 4: (0.006, 0.012, 0.018, 0.024)}
+
+
+def bids_dataset(root, subjects=3, sessions=2, shape=(28, 28, 12), seed=0):
+    """A small valid BIDS dataset (tiny volumes) of ``subjects`` x ``sessions``: per session a
+    magnitude-only ``T2starw`` (inheriting the top-level ``T2starw.json``, 1.5 T, TE 25 ms), a
+    T1w, a FLAIR, a 4D BOLD and a 4D DWI; in ``ses-1`` a 3-echo ``part-mag``/``part-phase``
+    ``MEGRE`` at 3 T (TE 5/10/15 ms); ``sub-01_ses-2`` also a 4-echo magnitude ``MEGRE`` (7 T);
+    plus ``sourcedata/`` and ``code/`` holding NIfTI files. Returns the root."""
+    from pathlib import Path
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _json(root / "dataset_description.json", {"Name": "synthetic microbleeds", "BIDSVersion": "1.10.0",
+                                              "DatasetType": "raw", "License": "CC0", "Authors": ["Test, A."]})
+    (root / "README").write_text("A synthetic dataset for the microbleeds tests.\n")
+    (root / "participants.tsv").write_text("participant_id\n" + "".join(f"sub-{s:02d}\n" for s in range(1, subjects + 1)))
+    _json(root / "participants.json", {"participant_id": {"Description": "participant"}})
+    _json(root / "T2starw.json", TOP_SIDECAR)
+    _json(root / "task-rest_bold.json", {"TaskName": "rest", "RepetitionTime": 2.0})
+    vol, affine, _ = head_volume(shape=shape, voxel_mm=(1.0, 1.0, 2.0), balls=(((14, 14, 6), 3.0, 0.7),), seed=seed)
+    rng = np.random.default_rng(seed)
+    for s in range(1, subjects + 1):
+        for t in range(1, sessions + 1):
+            base = f"sub-{s:02d}_ses-{t}"
+            anat = root / f"sub-{s:02d}" / f"ses-{t}" / "anat"
+            func, dwi = anat.parent / "func", anat.parent / "dwi"
+            for folder in (anat, func, dwi):
+                folder.mkdir(parents=True, exist_ok=True)
+            _save(anat / f"{base}_T2starw.nii.gz", vol, affine)
+            for suffix, te in (("T1w", 0.003), ("FLAIR", 0.1)):
+                _save(anat / f"{base}_{suffix}.nii.gz", vol, affine)
+                _json(anat / f"{base}_{suffix}.json", {"EchoTime": te, "RepetitionTime": 2.0})
+            _save(func / f"{base}_task-rest_bold.nii.gz", np.stack([vol] * 4, axis=3), affine, zooms_t=2.0)
+            _save(dwi / f"{base}_dwi.nii.gz", np.stack([vol] * 3, axis=3), affine, zooms_t=1.0)
+            (dwi / f"{base}_dwi.bval").write_text("0 1000 1000\n")
+            (dwi / f"{base}_dwi.bvec").write_text("0 1 0\n0 0 1\n0 0 0\n")
+            _json(dwi / f"{base}_dwi.json", {"RepetitionTime": 3.0})
+            echoes = {1: [3], 2: [4] if s == 1 else []}[t] if t <= 2 else []
+            for n in echoes:
+                acq, field_t = f"me{n}", 3.0 if n == 3 else 7.0
+                for e, te in enumerate(MEGRE_TES_S[n], start=1):
+                    mag = vol * np.exp(-te / 0.05)
+                    parts = (("mag", mag), ("phase", rng.uniform(-np.pi, np.pi, shape))) if n == 3 else (("mag", mag),)
+                    for part, data in parts:
+                        name = f"{base}_acq-{acq}_echo-{e}_part-{part}_MEGRE"
+                        _save(anat / f"{name}.nii.gz", data, affine)
+                        meta = {"EchoTime": te, "MagneticFieldStrength": field_t, "Manufacturer": "Siemens",
+                                "RepetitionTime": 0.03, "FlipAngle": 15}
+                        if part == "phase":
+                            meta["Units"] = "rad"
+                        _json(anat / f"{name}.json", meta)
+    (root / "sourcedata").mkdir(exist_ok=True)
+    _save(root / "sourcedata" / "sub-01_T2starw.nii.gz", vol, affine)
+    (root / "code").mkdir(exist_ok=True)
+    (root / "code" / "convert.sh").write_text("#!/bin/sh\n")
+    _save(root / "code" / "scratch.nii.gz", vol, affine)
+    return root

@@ -47,8 +47,9 @@ from ..contract import (
     SWI_FILE,
 )
 from ..errors import InputError
+from .derivatives import BIDS_NAMES, is_prefix, result_path
 from .nifti import nifti_bytes
-from .tables import json_text, jsonable, read_json, read_tsv, tsv_text
+from .tables import NA, json_text, jsonable, read_json, read_tsv, tsv_text
 
 MAX_NAME_BYTES = 241
 """Longest result-folder name (UTF-8 bytes): 255, the usual file-name limit, less the 14 of the
@@ -127,12 +128,12 @@ def result_lock(folder):
         lock.release()
 
 
-def result_files(result, summary=None):
-    """File name -> bytes of one result set."""
+def result_files(result, summary=None, empty=""):
+    """File name -> bytes of one result set (``empty``: the text of empty table cells)."""
     affine = result.scan.native_affine
     return {
-        LESIONS_FILE: tsv_text(result.lesions, LESION_COLUMNS).encode(),
-        CANDIDATES_FILE: tsv_text(result.candidates, CANDIDATE_COLUMNS).encode(),
+        LESIONS_FILE: tsv_text(result.lesions, LESION_COLUMNS, empty=empty).encode(),
+        CANDIDATES_FILE: tsv_text(result.candidates, CANDIDATE_COLUMNS, empty=empty).encode(),
         LABELS_FILE: nifti_bytes(result.labels, affine, np.int32),
         MASK_FILE: nifti_bytes(result.mask, affine, np.uint8),
         SUMMARY_FILE: json_text(result.summary if summary is None else summary).encode(),
@@ -158,6 +159,22 @@ def write_result(result, out_dir, name=None, write_images=False, fingerprint=Non
         for extra_name, (array, dtype) in result.phase_images.items():
             files[extra_name] = nifti_bytes(array, result.scan.native_affine, dtype)
     return write_result_files(files, out_dir, name)
+
+
+def write_derivative(result, prefix, sources, write_images=False, fingerprint=None) -> Path:
+    """Write a :class:`~microbleeds.api.DetectionResult` as BIDS Derivatives at ``prefix``
+    (``OUT/sub-01/ses-1/anat/sub-01_ses-1``; see :mod:`microbleeds.io.derivatives`), empty table
+    cells ``n/a``; ``sources`` are the raw files' dataset-relative paths. Returns ``prefix``."""
+    from .derivatives import write_derivative_files
+
+    summary = dict(result.summary, fingerprint=fingerprint) if fingerprint is not None else result.summary
+    files = result_files(result, summary, empty=NA)
+    if write_images:
+        for extra_name, (array, dtype) in result.phase_images.items():
+            files[extra_name] = nifti_bytes(array, result.scan.native_affine, dtype)
+    with result_lock(prefix):
+        write_derivative_files(files, prefix, sources)
+    return Path(prefix)
 
 
 def write_result_files(files: dict, out_dir, name) -> Path:
@@ -339,10 +356,10 @@ def is_complete(folder, fingerprint) -> bool:
     """True when ``folder`` holds a complete result set made with this ``fingerprint``
     (input and side-file checksums, parameters, software version, images asked for)."""
     folder = Path(folder)
-    if not all((folder / f).is_file() for f in RESULT_FILES):
+    if not all(result_path(folder, f).is_file() for f in RESULT_FILES):
         return False
     try:
-        summary = json.loads((folder / SUMMARY_FILE).read_text())
+        summary = json.loads(result_path(folder, SUMMARY_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return False
     return summary.get("fingerprint") == jsonable(fingerprint)
@@ -350,33 +367,48 @@ def is_complete(folder, fingerprint) -> bool:
 
 # --------------------------------------------------------------------------- reading results
 def is_scan_dir(path) -> bool:
-    """True when ``path`` is one scan's output folder (has summary.json and candidates.tsv)."""
+    """True when ``path`` is one scan's results: a result folder (summary.json and candidates.tsv)
+    or a BIDS Derivatives prefix whose ``_desc-cmb_summary.json`` and ``_desc-cmb_candidates.tsv``
+    exist (see :mod:`microbleeds.io.derivatives`)."""
     path = Path(path)
-    return (path / SUMMARY_FILE).is_file() and (path / CANDIDATES_FILE).is_file()
+    return result_path(path, SUMMARY_FILE).is_file() and result_path(path, CANDIDATES_FILE).is_file()
 
 
 def find_scan_dirs(root) -> list[Path]:
-    """All scan output folders at or below ``root``, sorted by path."""
+    """Every scan's results at or below ``root``, sorted by path: result folders of a plain run
+    (``OUT/<stem>/``) and, in BIDS Derivatives, the prefix path of each scan's files
+    (``OUT/sub-01/ses-1/anat/sub-01_ses-1``, not a folder; its files are found with
+    :func:`microbleeds.io.derivatives.result_path`, which :func:`load_results` and the other
+    readers use). Superseded reviews are not scans."""
     root = Path(root)
     if not root.exists():
         raise InputError(root, "results folder does not exist")
     if not root.is_dir():
         raise InputError(root, "not a folder")
-    found = [Path(dirpath) for dirpath, _dirs, files in os.walk(root)
-             if SUMMARY_FILE in files and CANDIDATES_FILE in files]
+    summary_tail, candidates_tail = "_" + BIDS_NAMES[SUMMARY_FILE], "_" + BIDS_NAMES[CANDIDATES_FILE]
+    found = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != SUPERSEDED_REVIEW_DIR and not d.startswith(".")]
+        if SUMMARY_FILE in files and CANDIDATES_FILE in files:
+            found.append(Path(dirpath))
+        names = set(files)
+        for name in files:
+            if name.endswith(summary_tail) and name[: -len(summary_tail)] + candidates_tail in names:
+                found.append(Path(dirpath) / name[: -len(summary_tail)])
     return sorted(found)
 
 
 def load_results(scan_dir) -> dict:
-    """Read one scan folder: summary, lesions and candidates (rows as dicts of strings)."""
+    """Read one scan's results (a folder or a BIDS prefix, see :func:`find_scan_dirs`): summary,
+    lesions and candidates (rows as dicts of strings)."""
     scan_dir = Path(scan_dir)
-    if not scan_dir.is_dir():
+    if not scan_dir.is_dir() and not is_prefix(scan_dir):
         raise InputError(scan_dir, "scan results folder does not exist")
-    summary = read_json(scan_dir / SUMMARY_FILE)
-    cand_cols, candidates = read_tsv(scan_dir / CANDIDATES_FILE)
+    summary = read_json(result_path(scan_dir, SUMMARY_FILE))
+    cand_cols, candidates = read_tsv(result_path(scan_dir, CANDIDATES_FILE))
     if "candidate_id" not in cand_cols:
-        raise InputError(scan_dir / CANDIDATES_FILE, "no candidate_id column")
-    lesions_path = scan_dir / LESIONS_FILE
+        raise InputError(result_path(scan_dir, CANDIDATES_FILE), "no candidate_id column")
+    lesions_path = result_path(scan_dir, LESIONS_FILE)
     if lesions_path.is_file():
         les_cols, lesions = read_tsv(lesions_path)
     else:

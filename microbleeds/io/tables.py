@@ -19,11 +19,14 @@ from ..errors import InputError
 NA = "n/a"
 
 
-def format_value(value, float_format=".4f"):
-    """TSV text of one cell: floats with ``float_format``, booleans lower case, NaN/None as n/a;
-    tabs and line breaks inside text become spaces."""
+def format_value(value, float_format=".4f", empty=""):
+    """TSV text of one cell: floats with ``float_format``, booleans lower case, NaN/None as n/a,
+    an empty string as ``empty`` (``n/a`` in BIDS Derivatives); tabs and line breaks inside text
+    become spaces."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NA
+    if isinstance(value, str) and value == "":
+        return empty
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (float, np.floating)):
@@ -31,10 +34,11 @@ def format_value(value, float_format=".4f"):
     return str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ")  # one cell, one line
 
 
-def tsv_text(rows, columns, float_format=".4f"):
-    """A TSV table (header + one line per dict in ``rows``) as text; missing keys are empty."""
+def tsv_text(rows, columns, float_format=".4f", empty=""):
+    """A TSV table (header + one line per dict in ``rows``) as text; missing keys and empty
+    strings are written ``empty``."""
     lines = ["\t".join(columns)]
-    lines += ["\t".join(format_value(row.get(c, ""), float_format) for c in columns) for row in rows]
+    lines += ["\t".join(format_value(row.get(c, ""), float_format, empty) for c in columns) for row in rows]
     return "\n".join(lines) + "\n"
 
 

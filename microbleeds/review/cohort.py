@@ -1,4 +1,4 @@
-"""The cohort: ``cohort.tsv`` and ``cohort.html`` over every scan result folder of a run.
+"""The cohort: ``cohort.tsv`` (+ ``cohort.json``, its columns) and ``cohort.html`` over every scan of a run.
 
 One row per scan: the automatic counts (total, certainty, region), the burden category, the review
 state (``none``, ``partial``, ``complete``) with the reader-confirmed counts, and a relative link to
@@ -11,20 +11,47 @@ from pathlib import Path
 
 from ..contract import BURDEN_CATEGORIES, COUNTED_REGIONS, REPORT_FILE
 from ..io.atomic import atomic_write_text
+from ..io.derivatives import result_path
 from ..io.results import find_scan_dirs, load_results
-from ..io.tables import tsv_text
+from ..io.tables import json_text, tsv_text
 from .decisions import review_state
 from .markup import asset, content_security_policy, escape, generated, relative_href
 
 COHORT_TSV_FILE = "cohort.tsv"
 COHORT_HTML_FILE = "cohort.html"
 COHORT_COLUMNS = (
-    "scan", "input", "sha256", "sequence", "field_strength_t", "echo_time_ms", "preset",
+    "scan", "participant_id", "session_id", "input", "sha256", "sequence", "field_strength_t", "echo_time_ms", "preset",
     "candidates", "total", "definite", "possible", *COUNTED_REGIONS,
     "burden_category", "review", "reviewers", "confirmed_total", "confirmed_definite",
     "confirmed_possible", *(f"confirmed_{r}" for r in COUNTED_REGIONS), "reviewed_burden_category", "report",
 )
 """Columns of ``cohort.tsv`` (field strength in T, echo time in ms)."""
+COHORT_SIDECAR = {
+    "scan": {"Description": "The scan's results, relative to this folder (a BIDS prefix or a result folder)"},
+    "participant_id": {"Description": "BIDS participant (n/a: the file name has none)"},
+    "session_id": {"Description": "BIDS session (n/a: none)"},
+    "input": {"Description": "The input file, relative to the scan's results"},
+    "sha256": {"Description": "Checksum of the input (of the echoes' checksums for one file per echo)"},
+    "sequence": {"Description": "Sequence label of the preset"},
+    "field_strength_t": {"Description": "Main field (sidecar, else preset)", "Units": "T"},
+    "echo_time_ms": {"Description": "Echo time(s) (sidecar, header, else preset)", "Units": "ms"},
+    "preset": {"Description": "Parameter preset used"},
+    "candidates": {"Description": "Candidate foci considered"},
+    "total": {"Description": "Microbleeds found (automatic)"},
+    "definite": {"Description": "Of which definite"}, "possible": {"Description": "Of which possible"},
+    **{r: {"Description": f"Automatic microbleeds in the {r} MARS region"} for r in COUNTED_REGIONS},
+    "burden_category": {"Description": "Burden category of the automatic count",
+                        "Levels": {c: f"{c} microbleeds" for c in BURDEN_CATEGORIES}},
+    "review": {"Description": "Reader's review", "Levels": {"none": "not reviewed", "partial": "some lesions "
+                                                            "undecided", "complete": "every lesion decided"}},
+    "reviewers": {"Description": "Who reviewed"},
+    "confirmed_total": {"Description": "Microbleeds after the review"},
+    "confirmed_definite": {"Description": "Of which definite"}, "confirmed_possible": {"Description": "Possible"},
+    **{f"confirmed_{r}": {"Description": f"Reviewed microbleeds in the {r} MARS region"} for r in COUNTED_REGIONS},
+    "reviewed_burden_category": {"Description": "Burden category after the review"},
+    "report": {"Description": "The scan's review page, relative to this folder"},
+}
+"""``cohort.json``: what each column of ``cohort.tsv`` means."""
 FLOAT_FORMAT = ".6g"
 """Numbers of cohort.tsv (field strength, echo time) in their shortest form: 3, not 3.0000."""
 
@@ -44,6 +71,8 @@ def write_cohort(results_root) -> dict[str, Path]:
     root = Path(results_root)
     rows = [_cohort_row(root, d) for d in find_scan_dirs(root)]
     tsv_path = atomic_write_text(root / COHORT_TSV_FILE, tsv_text(rows, COHORT_COLUMNS, FLOAT_FORMAT))
+    atomic_write_text(root / "cohort.json", json_text({c: COHORT_SIDECAR.get(c, {"Description": c})
+                                                      for c in COHORT_COLUMNS}))
     html_path = atomic_write_text(root / COHORT_HTML_FILE, _cohort_page(root, rows))
     return {"tsv": tsv_path, "html": html_path}
 
@@ -56,6 +85,8 @@ def _cohort_row(root: Path, scan_dir: Path) -> dict:
     reg = counts.get("by_region") or {}
     row = {
         "scan": scan_dir.relative_to(root).as_posix(),
+        "participant_id": (s.get("bids") or {}).get("participant_id") or "n/a",
+        "session_id": (s.get("bids") or {}).get("session_id") or "n/a",
         "input": inp.get("path", ""), "sha256": inp.get("sha256", ""),
         "sequence": acq.get("sequence", ""), "field_strength_t": acq.get("field_strength_t", ""),
         "echo_time_ms": acq.get("echo_time_ms", ""),
@@ -64,7 +95,8 @@ def _cohort_row(root: Path, scan_dir: Path) -> dict:
         "total": counts.get("total", ""), "definite": counts.get("definite", ""),
         "possible": counts.get("possible", ""),
         "burden_category": s.get("burden_category", ""),
-        "report": (scan_dir.relative_to(root) / REPORT_FILE).as_posix() if (scan_dir / REPORT_FILE).is_file() else "",
+        "report": result_path(scan_dir, REPORT_FILE).relative_to(root).as_posix()
+        if result_path(scan_dir, REPORT_FILE).is_file() else "",
     }
     for r in COUNTED_REGIONS:
         row[r] = reg.get(r, 0) if reg else ""

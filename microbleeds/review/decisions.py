@@ -48,6 +48,7 @@ from ..contract import (
 )
 from ..errors import InputError
 from ..io.atomic import atomic_write_files
+from ..io.derivatives import result_path
 from ..io.results import find_scan_dirs, is_scan_dir, load_results, result_lock
 from ..io.tables import json_text, read_json, read_tsv, tsv_text
 
@@ -223,7 +224,7 @@ def apply_review(decisions_tsv, out_dir) -> dict[str, Path]:
     """
     read_decision_rows(decisions_tsv)  # a malformed table is refused before anything else
     scan_dir = _scan_dir_for(decisions_tsv, Path(out_dir))
-    if not scan_dir.is_dir():
+    if not scan_dir.is_dir() and not is_scan_dir(scan_dir):
         raise InputError(scan_dir, "scan results folder does not exist")
     with result_lock(scan_dir):
         return _apply(decisions_tsv, scan_dir)
@@ -240,11 +241,14 @@ def _apply(decisions_tsv, scan_dir) -> dict[str, Path]:
     rows += _added_rows(candidates, decisions, lesion_cols, first_added)
     columns = lesion_cols + [c for c in REVIEW_COLUMNS if c not in lesion_cols]
     reviewed = _reviewed_summary(summary, rows, decisions, len(candidates), decisions_tsv)
-    written = atomic_write_files(scan_dir, {
+    files = {
         REVIEWED_LESIONS_FILE: tsv_text(rows, columns).encode(),
         REVIEWED_SUMMARY_FILE: json_text(reviewed).encode(),
         REVIEW_DECISIONS_FILE: decisions_text(decisions, summary, candidates).encode(),
-    })
+    }
+    paths = {name: result_path(scan_dir, name) for name in files}  # a folder, or a BIDS prefix
+    atomic_write_files(paths[REVIEWED_LESIONS_FILE].parent, {paths[name].name: data for name, data in files.items()})
+    written = paths
     return {"lesions": written[REVIEWED_LESIONS_FILE], "summary": written[REVIEWED_SUMMARY_FILE],
             "decisions": written[REVIEW_DECISIONS_FILE]}
 
@@ -272,7 +276,7 @@ def _scan_dir_for(decisions_tsv, out_dir: Path) -> Path:
 def _input_sha(scan_dir) -> str:
     """The input checksum recorded in a scan folder's summary.json ('' when unreadable)."""
     try:
-        summary = read_json(scan_dir / SUMMARY_FILE)
+        summary = read_json(result_path(scan_dir, SUMMARY_FILE))
     except InputError:
         return ""
     return str(_input(summary).get("sha256", "")).lower()
@@ -420,7 +424,7 @@ def _counts(lesions, by_size_template=None) -> dict:
 # --------------------------------------------------------------------------- reading a review back
 def review_state(scan_dir) -> dict | None:
     """The review summary of a scan folder (``summary_reviewed.json``), or None if unreviewed."""
-    path = Path(scan_dir) / REVIEWED_SUMMARY_FILE
+    path = result_path(scan_dir, REVIEWED_SUMMARY_FILE)
     if not path.is_file():
         return None
     try:
@@ -431,7 +435,7 @@ def review_state(scan_dir) -> dict | None:
 
 def read_applied_decisions(scan_dir) -> dict[str, dict]:
     """Decisions applied earlier (``review_decisions.tsv``), keyed by candidate id as string."""
-    path = Path(scan_dir) / REVIEW_DECISIONS_FILE
+    path = result_path(scan_dir, REVIEW_DECISIONS_FILE)
     if not path.is_file():
         return {}
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..contract import COUNTED_REGIONS, REPORT_FILE, burden_category
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
+from ..io.derivatives import result_path
 from ..io.nifti import nifti_stem
 from ..io.results import find_scan_dirs, is_scan_dir, load_results, result_lock
 from .decisions import as_float, as_int, read_applied_decisions, review_state
@@ -61,7 +62,7 @@ def build_report(scan_dir, out=None, radiological=True, max_cards=MAX_CARDS) -> 
         candidates beyond the cap are listed in a table without pictures).
     """
     scan_dir = Path(scan_dir)
-    if not scan_dir.is_dir():
+    if not scan_dir.is_dir() and not is_scan_dir(scan_dir):
         raise InputError(scan_dir, "scan results folder does not exist")
     if out is not None:
         return _build_report(scan_dir, out, radiological, max_cards)
@@ -79,7 +80,7 @@ def _build_report(scan_dir, out, radiological, max_cards) -> Path:
     overview = _overview(volumes, mask, accepted, radiological, warnings)
     page = _page(scan_dir, res, volumes, overview, accepted + rejected[:n_room], rejected[n_room:],
                  warnings, radiological)
-    return atomic_write_text(Path(out) if out is not None else scan_dir / REPORT_FILE, page)
+    return atomic_write_text(Path(out) if out is not None else result_path(scan_dir, REPORT_FILE), page)
 
 
 def build_reports(root, radiological=True) -> list[Path]:

@@ -226,7 +226,7 @@ def combine_echoes(data, echo="rss", echo_times_ms=None, field_t=None, notes=Non
     return data[..., index], f"echo {index + 1} of {n}"
 
 
-def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_ms=None) -> Scan:
+def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_ms=None, sidecar=None) -> Scan:
     """Load a magnitude or SWI scan and validate it.
 
     Parameters
@@ -246,6 +246,9 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
     echo_times_ms : sequence of float, optional
         Echo times (ms) of a multi-echo magnitude, one per echo; default the sidecar's ``EchoTime``
         list.
+    sidecar : dict, optional
+        The scan's metadata when the caller read it (a BIDS dataset's inherited sidecars, the
+        echoes of one file per echo); default the JSON sidecar beside the file.
 
     Raises
     ------
@@ -284,7 +287,7 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
     n_echoes = data.shape[3] if data.ndim == 4 else 1
     how = "single echo"
     echoes = None
-    sidecar = read_sidecar(path)
+    sidecar = read_sidecar(path) if sidecar is None else dict(sidecar)
     if data.ndim == 4:
         echoes = to_canonical(data, native_affine)[0] if n_echoes > 1 else None
         te = echo_times_ms if echo_times_ms is not None else sidecar_echo_times(sidecar) if sidecar else None

@@ -4,7 +4,8 @@ on the input's own grid, and write the summary (counts, burden, acquisition, pro
 Candidate record: :mod:`microbleeds.stages.describe` makes one dict per candidate with the
 :data:`~microbleeds.contract.FEATURES`, ``world_mm`` (scanner RAS+ mm) and ``centroid_canonical``;
 ``api.find_candidates`` adds ``inside_brain`` and ``max_voxel_mm``; ``locate.region_columns`` adds
-``region, lobe, hemisphere, region_source, label_id, region_note``; ``dipole_sign.candidate_signs``
+``region, lobe, hemisphere, region_source, label_id, region_note`` (and ``api.add_regions`` the
+``region_confidence``); ``dipole_sign.candidate_signs``
 adds ``phase_score, phase_sign, phase_trusted``; ``mimics.classify`` adds ``status, reason,
 confidence, certainty``. The tables keep the columns of :mod:`microbleeds.contract`.
 """
@@ -21,7 +22,7 @@ from nibabel.affines import apply_affine
 from .. import __version__
 from ..contract import CANDIDATE_COLUMNS, COUNTED_REGIONS, LESION_COLUMNS, SIZE_BINS_MM, burden_category
 from ..io.nifti import from_canonical, open_image
-from ..io.sidecar import echo_times_ms
+from ..io.sidecar import echo_time_to_ms, echo_times_ms
 from ..presets import Parameters
 from .dipole_sign import TRUSTED_SIGN
 from .load import Scan
@@ -86,9 +87,12 @@ def summarise_regions(summary, accepted_rows, label_volume):
     """Region counts of the accepted candidates (their full records: label ids included)."""
     counts = count_by_region(accepted_rows)
     summary["counts"]["by_region"] = {k: counts[k] for k in COUNTED_REGIONS}
-    for key in ("by_lobe", "by_hemisphere", "by_region_hemisphere", "unknown_label_ids", "pattern"):
+    for key in ("by_lobe", "by_hemisphere", "by_region_hemisphere", "unknown_label_ids", "pattern",
+                "by_region_confidence"):
         summary["counts"][key] = counts[key]
     summary["regions"] = {"source": label_volume.source, "notes": list(label_volume.notes)}
+    if label_volume.registration is not None:  # the atlas's registration and its quality
+        summary["regions"]["registration"] = label_volume.registration
 
 
 def summarise_phase(summary, swi_result, how):
@@ -136,7 +140,8 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
             "echoes": scan.echo,
         },
         "acquisition": acq,
-        "acquisition_metadata": {"sources": details["sources"], "sequence_in_file": details["sequence_in_file"]},
+        "acquisition_metadata": {"sources": details["sources"], "sequence_in_file": details["sequence_in_file"],
+                                 **details["from_data"]},
         "pipeline": {"name": params.preset, "version": params.preset_version, "parameters": params.to_dict()},
         "counts": {
             "total": len(lesions),
@@ -218,7 +223,15 @@ def acquisition_details(scan: Scan, params: Parameters):
         "echo_time_ms": te,
         "source": "sidecar" if side else ("header" if source["echo_time_ms"] == "header" else "preset"),
         "sources": source,
+        "from_data": {"manufacturer": side.get("Manufacturer") if isinstance(side.get("Manufacturer"), str) else None,
+                      "repetition_time_ms": _number(side.get("RepetitionTime"), echo_time_to_ms),
+                      "flip_angle_deg": _number(side.get("FlipAngle"))},
     }
+
+
+def _number(value, convert=float):
+    """A sidecar's positive number (through ``convert``), None otherwise."""
+    return round(convert(value), 4) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def sequence_warnings(acq) -> list:

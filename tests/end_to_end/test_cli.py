@@ -57,7 +57,7 @@ def test_batch_survives_a_bad_scan_and_resumes(folder, tmp_path, capsys):
 
 def test_nothing_found_is_a_usage_error(tmp_path, capsys):
     assert main(["detect", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
-    assert "no NIfTI scan found" in capsys.readouterr().err
+    assert "no T2*-weighted NIfTI scan found" in capsys.readouterr().err
 
 
 def test_missing_file_exit_code_and_one_line_message(tmp_path, capsys):
@@ -170,8 +170,10 @@ def test_a_batch_of_good_and_hostile_scans(tmp_path, painted, capsys):
     for name in ("good", "javascript:alert(1)"):
         assert json.loads((out / name / "summary.json").read_text())["counts"]["total"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
-    assert sorted(p.name for p in out.iterdir()) == ["cohort.html", "cohort.tsv", "good", "javascript:alert(1)",
-                                                     "keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["cohort.html", "cohort.json", "cohort.tsv", "good",
+                                                     "javascript:alert(1)", "keep.txt", "logs"]
+    failed_tsv = next((out / "logs").glob("run-*_failed.tsv")).read_text().splitlines()
+    assert failed_tsv[0] == "scan\terror" and len(failed_tsv) == 1 + len(bad)  # every failed scan, one line each
     assert (out / "keep.txt").read_text() == "the user's"
     cohort = (out / "cohort.html").read_text()
     assert "href='javascript%3Aalert%281%29/report.html'" in cohort and "href='javascript:" not in cohort
