@@ -21,8 +21,12 @@ Matching is done in two rounds:
 2. the detections left over vs truth rows of type ``calcification``, with the same rule and
    limit.  A detection matched here is a *calcification reported as CMB*.
 
+3. the detections still left vs *extended mimics* (``cavernoma``, ``siderosis``): a detection
+   within ``diameter / 2 + max_distance_mm`` of one's centre is that mimic reported as a
+   microbleed (many to one; ``extended_mimics`` counts, per type, the mimics with at least one).
+
 Every detection not matched in round 1 is a false positive (FP), including those matched to a
-calcification in round 2 (they are counted in ``fp`` and, in addition, in
+calcification in round 2 or a mimic in round 3 (they are counted in ``fp`` and, in addition, in
 ``calcifications_reported``).
 
 Scores and undefined values
@@ -82,7 +86,7 @@ from ..contract import BURDEN_CATEGORIES, LESIONS_FILE, burden_category
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.tables import NA, json_text, jsonable, tsv_text
-from .truth_table import TRUTH_REGIONS, TRUTH_SUFFIX, TRUTH_TYPES
+from .truth_table import EXTENDED_MIMICS, TRUTH_REGIONS, TRUTH_SUFFIX, TRUTH_TYPES
 
 __all__ = [
     "DEFAULT_MAX_DISTANCE_MM",
@@ -220,7 +224,7 @@ def read_truth(path):
         row["truth_id"] = _unique_id(path, lineno, "truth_id", r["truth_id"], seen)
         t = r["type"].lower()
         if t not in TRUTH_TYPES:
-            raise InputError(path, f"line {lineno}: type must be cmb or calcification, "
+            raise InputError(path, f"line {lineno}: type must be one of {', '.join(TRUTH_TYPES)}, "
                                    f"not {r['type']!r}")
         row["type"] = t
         for c in ("x_mm", "y_mm", "z_mm", "diameter_mm"):
@@ -327,6 +331,8 @@ class Matching:
     missed_truth_ids: list = field(default_factory=list)
     unreported_calcification_ids: list = field(default_factory=list)
     unmatched_lesion_ids: list = field(default_factory=list)
+    extended_pairs: list = field(default_factory=list)
+    unreported_extended_ids: list = field(default_factory=list)
 
     @property
     def tp(self):
@@ -341,12 +347,13 @@ class Matching:
     @property
     def fp(self):
         """Number of false positives (detections not matched to a CMB, calcifications included)."""
-        return len(self.unmatched_lesion_ids) + len(self.calcification_pairs)
+        return len(self.unmatched_lesion_ids) + len(self.calcification_pairs) + len(self.extended_pairs)
 
     @property
     def false_positive_ids(self):
         """Lesion ids of all false positives, sorted."""
-        return sorted(self.unmatched_lesion_ids + [p.lesion_id for p in self.calcification_pairs])
+        return sorted(self.unmatched_lesion_ids + [p.lesion_id for p in self.calcification_pairs]
+                      + [p.lesion_id for p in self.extended_pairs])
 
 
 def _assign(a_xyz, b_xyz, limit):
@@ -417,11 +424,34 @@ def match(truth_rows, detected_rows, max_distance_mm=DEFAULT_MAX_DISTANCE_MM):
     matched_c = {p.truth_id for p in m.calcification_pairs}
     m.unreported_calcification_ids = [t["truth_id"] for t in calcs
                                       if t["truth_id"] not in matched_c]
+    _match_extended(m, truth_rows, detected_rows, used_det, limit)
     m.unmatched_lesion_ids = [detected_rows[i]["lesion_id"] for i in range(len(detected_rows))
                               if i not in used_det]
     m.cmb_pairs.sort(key=lambda p: p.truth_id)
     m.calcification_pairs.sort(key=lambda p: p.truth_id)
     return m
+
+
+def _match_extended(m, truth_rows, detected_rows, used_det, limit):
+    """Third round: every detection left within ``diameter / 2 + limit`` of an extended mimic's
+    centre (cavernoma, siderosis; the nearest one) is that mimic reported as a microbleed
+    (many detections to one mimic)."""
+    ext = [t for t in truth_rows if t.get("type", "cmb") in EXTENDED_MIMICS]
+    hit = set()
+    for di, d in enumerate(detected_rows):
+        if di in used_det or not ext:
+            continue
+        p = np.array(_xyz([d])[0])
+        gaps = [np.linalg.norm(p - np.array(_xyz([t])[0])) - float(t["diameter_mm"]) / 2.0 for t in ext]
+        k = int(np.argmin(gaps))
+        if gaps[k] <= limit:
+            t = ext[k]
+            m.extended_pairs.append(MatchPair(t["truth_id"], d["lesion_id"],
+                                              float(gaps[k] + float(t["diameter_mm"]) / 2.0), t["type"]))
+            used_det.add(di)
+            hit.add(t["truth_id"])
+    m.unreported_extended_ids = [t["truth_id"] for t in ext if t["truth_id"] not in hit]
+    m.extended_pairs.sort(key=lambda p: (p.truth_id, p.lesion_id))
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,6 +581,7 @@ def score_scan(truth_rows, detected_rows, max_distance_mm=DEFAULT_MAX_DISTANCE_M
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "fp_per_scan": float(fp),
         "calcification_fraction": _ratio(n_calc_rep, len(calcs)),
+        "extended_mimics": _extended_counts(m, truth_rows),
         "centroid_error_mean_mm": _mean(dists),
         "centroid_error_median_mm": _median(dists),
         "diameter_error_mean_signed_mm": _mean(derr),
@@ -565,6 +596,21 @@ def score_scan(truth_rows, detected_rows, max_distance_mm=DEFAULT_MAX_DISTANCE_M
         "_diameter_errors": derr,
     }
     return res
+
+
+def _extended_counts(m, truth_rows):
+    """Per extended-mimic type: ``{"n_truth", "reported"}`` (truths with at least one detection)
+    and ``detections`` (all detections on them); only types present in the truth."""
+    out = {}
+    for t in truth_rows:
+        kind = t.get("type", "cmb")
+        if kind in EXTENDED_MIMICS:
+            entry = out.setdefault(kind, {"n_truth": 0, "reported": 0, "detections": 0})
+            entry["n_truth"] += 1
+            n_det = sum(p.truth_id == t["truth_id"] for p in m.extended_pairs)
+            entry["reported"] += int(n_det > 0)
+            entry["detections"] += n_det
+    return out
 
 
 def _match_rows(name, m, truth_by_id, det_by_id):
@@ -593,6 +639,10 @@ def _match_rows(name, m, truth_by_id, det_by_id):
         row(p.truth_id, p.lesion_id, p.distance_mm, "fp_calcification")
     for tid in m.unreported_calcification_ids:
         row(tid, None, None, "calcification_not_reported")
+    for p in m.extended_pairs:
+        row(p.truth_id, p.lesion_id, p.distance_mm, f"fp_{p.truth_type}")
+    for tid in m.unreported_extended_ids:
+        row(tid, None, None, f"{truth_by_id[tid]['type']}_not_reported")
     for lid in m.unmatched_lesion_ids:
         row(None, lid, None, "fp")
     rows.sort(key=lambda r: (r["truth_id"] is None, r["truth_id"] or 0, r["lesion_id"] or 0))

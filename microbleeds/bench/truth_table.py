@@ -12,8 +12,13 @@ TRUTH_COLUMNS = ("truth_id", "type", "x_mm", "y_mm", "z_mm", "diameter_mm", "chi
                  "lobe", "hemisphere")
 """Columns of a truth table, in this order."""
 
-TRUTH_TYPES = ("cmb", "calcification")
-"""Values of ``type``."""
+TRUTH_TYPES = ("cmb", "calcification", "cavernoma", "siderosis")
+"""Values of ``type``: ``cmb`` (to be found), ``calcification`` (a point mimic, matched one to one),
+``cavernoma`` and ``siderosis`` (extended mimics: any detection within their radius + the matching
+limit of their centre is one of them reported as a microbleed)."""
+
+POINT_MIMICS = ("calcification",)
+EXTENDED_MIMICS = ("cavernoma", "siderosis")
 
 TRUTH_REGIONS = ("lobar", "deep", "infratentorial")
 """Values of ``region``: the MARS class of the source (Gregoire et al. 2009)."""

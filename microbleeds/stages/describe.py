@@ -130,10 +130,12 @@ def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm):
     contrast = 1.0 - mean_rel / max(background, 1e-6)
     n = int(own.sum())
     edge = _edge_distance(p_mask, own, vox)
-    halo_elongation, halo_extent = _halo(p_rel, p_mask, own, voxels - lo, vox)
+    halo_elongation, halo_extent, halo_ratio = _halo(p_rel, p_mask, own, voxels - lo, vox)
     return {
         "halo_elongation": halo_elongation,
         "halo_extent_mm": halo_extent,
+        "halo_depth_ratio": halo_ratio,
+        "ring_interior_mm3": _ring_interior(own, p_rel, vox),
         "background": background,
         "contrast": float(contrast),
         "cnr": float((background - mean_rel) * np.sqrt(n) / max(noise_sigma, 1e-6)),
@@ -156,6 +158,12 @@ def _halo(p_rel, p_mask, own, local_voxels, vox):
         sqrt of the largest / smallest inertia eigenvalue of that component (mm).
     extent_mm : float
         Largest distance of its voxels from the candidate's centroid, mm (limited by the patch).
+    depth_ratio : float
+        Median darkness (1 - rel) of the component's voxels more than one voxel beyond the
+        candidate (its centroid distance + its equivalent radius + one voxel), relative to the
+        candidate's depth; 0 when there are none. A vein fragment continues at about its own
+        darkness (ratio ~0.6-1); a focus beside a vein or a fainter focus is much darker than
+        what it touches (hemosiderin dephases its core completely, a vein only partly).
     """
     depth = 1.0 - float(p_rel[own].min())
     faint = (p_rel < 1.0 - 0.375 * depth) & p_mask | own
@@ -167,7 +175,30 @@ def _halo(p_rel, p_mask, own, local_voxels, vox):
     cov = np.cov(points.T, bias=True) + np.eye(3) * vox.max() ** 2 / 12.0 if len(points) > 1 \
         else np.eye(3) * vox.max() ** 2 / 12.0
     eig = np.sort(np.linalg.eigvalsh(cov))
-    return float(np.sqrt(eig[2] / max(eig[0], 1e-9))), extent
+    own_pts = local_voxels * vox
+    radius = (len(local_voxels) * float(np.prod(vox)) * 3.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    reach = float(np.sqrt(((own_pts - centre) ** 2).sum(axis=1)).max()) + vox.max()
+    reach = max(reach, radius + vox.max())
+    beyond = np.sqrt(((points - centre) ** 2).sum(axis=1)) > reach
+    ratio = 0.0
+    if beyond.any() and depth > 0:
+        far = np.argwhere(component)[beyond]
+        ratio = float(np.median(1.0 - p_rel[tuple(far.T)]) / depth)
+    return float(np.sqrt(eig[2] / max(eig[0], 1e-9))), extent, ratio
+
+
+def _ring_interior(own, p_rel, vox):
+    """Volume (mm3) that the candidate's own outline encloses without being dark itself: the
+    holes of its half-depth region, slice by slice in the axial plane (a rim may be open above or
+    below). A microbleed is dark to its centre (no hole); the haemosiderin rim of a cavernous
+    malformation encloses a core of blood of mixed age that is not dephased (a hole of several
+    mm across)."""
+    holes = 0
+    for k in range(own.shape[2]):
+        plane = own[:, :, k]
+        if plane.sum() >= 8:
+            holes += int((ndi.binary_fill_holes(plane) & ~plane).sum())
+    return float(holes * np.prod(vox))
 
 
 def _edge_distance(p_mask, own, vox):

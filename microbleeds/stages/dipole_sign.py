@@ -824,6 +824,69 @@ def _settle_sign(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default
 
 
 # --------------------------------------------------------------------------------------------
+# The vendor's convention as a prior (BIDS Manufacturer)
+# --------------------------------------------------------------------------------------------
+
+VENDOR_PHASE_SIGN = (
+    ("siemens", -1),
+    ("ge", +1),
+    ("general electric", +1),
+)
+"""Reported phase conventions of the vendors' reconstructed phase images, in this package's terms
+(``-1``: paramagnetic sources, veins, give negative phase along B0; SWI masks negative phase),
+matched case-insensitively at the start of BIDS ``Manufacturer``: Siemens stores the right-handed
+convention (Haacke et al. 2004, 2009), GE the left-handed one (its phase is negated before SWI /
+QSM, e.g. by STI Suite and MEDI for GE data). Philips and Canon are not listed: their convention
+has changed between software versions. A prior only: the veins' estimate overrides it when
+confident (and the summary says so); a site that knows its scanner forces ``--phase-sign``."""
+
+
+def vendor_sign(manufacturer):
+    """The convention of :data:`VENDOR_PHASE_SIGN` for a ``Manufacturer`` string, or None."""
+    if not isinstance(manufacturer, str):
+        return None
+    name = manufacturer.strip().lower()
+    for prefix, sign in VENDOR_PHASE_SIGN:
+        if name == prefix or name.startswith(prefix + " ") or (len(prefix) > 2 and name.startswith(prefix)):
+            return sign
+    return None
+
+
+def with_vendor_prior(sign, ev, manufacturer):
+    """Combine the estimate ``(sign, ev)`` with the vendor's convention (:func:`vendor_sign`).
+
+    * No listed vendor: the estimate, unchanged.
+    * Estimate ``none`` (no usable evidence): the vendor's sign, confidence ``moderate``, method
+      ``vendor table (Manufacturer)``.
+    * Estimate ``low`` agreeing with the vendor: ``moderate`` (two independent lines).
+    * Estimate disagreeing with the vendor: the estimate if ``high`` (noted), else the vendor's
+      sign with confidence ``low`` (the calcification rule stays off: the two disagree).
+    * Estimate ``moderate`` / ``high`` agreeing: unchanged, the vendor named in ``method``.
+    """
+    prior = vendor_sign(manufacturer)
+    if prior is None:
+        return sign, ev
+    ev = dict(ev, vendor=str(manufacturer), vendor_sign=int(prior))
+    conf = ev.get("confidence", "none")
+    if conf == "none":
+        ev.update(confidence="moderate", method="vendor table (Manufacturer)",
+                  note=f"no usable evidence in the image; {manufacturer}'s convention {prior:+d}")
+        sign = prior
+    elif sign == prior:
+        if conf == "low":
+            ev["confidence"] = "moderate"
+        ev["method"] = f"{ev.get('method', '')} and vendor table (Manufacturer)".strip()
+    elif conf == "high":
+        ev["note"] = (ev.get("note", "") + f"; disagrees with {manufacturer}'s usual convention {prior:+d}").lstrip("; ")
+    else:
+        ev.update(confidence="low", method="vendor table (Manufacturer), estimate disagrees",
+                  note=f"the estimate ({sign:+d}, {conf}) disagrees with {manufacturer}'s convention {prior:+d}")
+        sign = prior
+    ev["sign"] = int(sign)
+    return int(sign), ev
+
+
+# --------------------------------------------------------------------------------------------
 # Per-candidate dipole sign
 # --------------------------------------------------------------------------------------------
 

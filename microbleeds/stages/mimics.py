@@ -7,14 +7,21 @@ rejection reason. Rules, in order:
 ``brain_edge``      within ``edge_margin_mm`` of the brain-mask edge: partial volume, air-tissue dropout
 ``calcification``   diamagnetic dipole in the filtered phase (needs phase, and a phase convention
                     that was forced or estimated with high or moderate confidence)
+``cavernoma``       a dark rim enclosing more than ``max_ring_interior_mm3`` that is not dark
+                    (``ring_interior_mm3``): the haemosiderin rim of a cavernous malformation
+                    around its core of blood of mixed age; a microbleed is dark to its centre
 ``too_large``       equivalent diameter above ``max_diameter_mm``, or growth never closed
 ``tubular``         veins: elongated in the axial plane (``max_elongation``) or in 3D
                     (``max_elongation_3d``), line-like in-plane Hessian (``max_vesselness``),
                     continuing through more slices than its width allows
                     (``max_through_plane_ratio``), drifting across slices
                     (``max_centroid_shift_mm`` per slice), or a fragment of a longer faint
-                    line (``max_halo_elongation``)
-``too_small``       equivalent diameter below ``min_diameter_mm``
+                    line (``max_halo_elongation``) about as dark as itself
+                    (``min_halo_depth_ratio``: a focus touching a vein is much darker than the
+                    vein, a vein fragment is not)
+``too_small``       equivalent diameter below ``min_diameter_mm``, or narrower in-plane than
+                    ``min_inplane_diameter_mm`` (thick slices: a one-voxel dip of a 5 mm slice
+                    has an equivalent diameter of 1.3 mm but is 0.45 mm wide)
 ``faint``           contrast to its shell below ``min_contrast``, CNR below ``min_cnr``, or a
                     focus resolved in-plane without a dark core (``min_core_depth``):
                     noise, iron-rich nuclei
@@ -28,6 +35,8 @@ lesion is ``definite`` when its confidence reaches ``definite_confidence``.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 # Soft widths of the confidence: how far past a rule's threshold (in the rule's own unit) a
 # feature must lie to be trusted (the logistic reaches 0.73 at one width, 0.88 at two). They decide
@@ -53,6 +62,8 @@ HALO_REACH_MM = 3.0
 RESOLVED_MM = 3.0
 RESOLVED_VOXELS = 3.0
 """A focus at least this wide (mm, and voxels across) is resolved: it must show a dark core."""
+RING_SOFT_MM3 = 5.0
+"""Enclosed volume near ``max_ring_interior_mm3``, mm3: a few voxels."""
 _LOGIT_CLAMP = 50.0  # margins beyond 50 widths saturate (no overflow in exp)
 
 
@@ -72,7 +83,9 @@ def rule_margins(row, p):
                         p.max_through_plane_ratio - row["through_plane_ratio"],
                         p.max_centroid_shift_mm - row["centroid_shift_mm"],
                         _halo_margin(row, p)), TUBULAR_SOFT),
-        "too_small": (row["diameter_mm"] - p.min_diameter_mm, SMALL_SOFT_MM),
+        "too_small": (min(row["diameter_mm"] - p.min_diameter_mm,
+                          row.get("max_inplane_diameter_mm", np.inf) - p.min_inplane_diameter_mm), SMALL_SOFT_MM),
+        "cavernoma": (p.max_ring_interior_mm3 - row.get("ring_interior_mm3", 0.0), RING_SOFT_MM3),
         "faint": (min(row["contrast"] - p.min_contrast, (row["cnr"] - p.min_cnr) / CNR_PER_CONTRAST,
                       _core_margin(row, p)), FAINT_SOFT),
     }
@@ -87,6 +100,8 @@ def _halo_margin(row, p):
     component reaching more than :data:`HALO_REACH_MM` beyond it, and elongated) is a fragment of a vein."""
     if row.get("halo_extent_mm", 0.0) <= row["diameter_mm"] + HALO_REACH_MM:
         return 1.0
+    if row.get("halo_depth_ratio", 1.0) < p.min_halo_depth_ratio:
+        return 1.0  # the line is much fainter than the focus: a focus beside a vein
     return p.max_halo_elongation - row["halo_elongation"]
 
 
@@ -111,6 +126,8 @@ def classify(row, p):
         reason = "brain_edge"
     elif row.get("phase_sign") == -1 and row.get("phase_trusted") and p.reject_calcifications:
         reason = "calcification"  # the phase is the most specific evidence: it decides first
+    elif margins["cavernoma"][0] < 0:
+        reason = "cavernoma"
     elif margins["too_large"][0] < 0 or row["reached_limit"]:
         reason = "tubular" if margins["tubular"][0] < 0 else "too_large"
     elif margins["tubular"][0] < 0:

@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..io.nifti import to_canonical, voxel_sizes
 from ..io.phase_file import load_phase, wrap_phase
 from ..io.sidecar import read_echo_times
-from .dipole_sign import estimate_phase_sign
+from .dipole_sign import estimate_phase_sign, with_vendor_prior
 
 _PI = math.pi
 _HZ_PER_RAD_PER_MS = 1000.0 / (2 * _PI)  # angular frequency (radians / ms) -> frequency (Hz)
@@ -619,7 +619,7 @@ class SWIResult:
 def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
                 method="homodyne", window=32, window_mm=None, sigma_mm=4.0, mode="2d",
                 power=4, reference_te_ms=None, mask=None, mip_slab_mm=None,
-                b0_dir_world=(0, 0, 1), mask_kind="paramagnetic"):
+                b0_dir_world=(0, 0, 1), mask_kind="paramagnetic", manufacturer=None):
     """Run the phase branch: high-pass, echo combination, handedness, SWI (and mIP).
 
     Parameters
@@ -647,6 +647,9 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
         B0 direction in world coordinates.
     mask_kind : {"paramagnetic", "symmetric"}
         Phase mask type (see :func:`phase_mask`).
+    manufacturer : str, optional
+        The scanner's vendor (BIDS ``Manufacturer``): its usual convention is a prior for the
+        estimate (:func:`microbleeds.stages.dipole_sign.with_vendor_prior`).
 
     Returns
     -------
@@ -673,6 +676,7 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
             mag, ph, vox, "homodyne", window, window_mm, sigma_mm, "3d", sax)
         filt3 = _first_echo(hp3) if te is None else combine_phases(hp3, mag, te, ref, "radians")
         sign, ev = estimate_phase_sign(filt3, cmag, affine, mask, b0_dir_world)
+        sign, ev = with_vendor_prior(sign, ev, manufacturer)
     else:
         sign, ev = _forced_sign(phase_sign)
     out = swi(cmag, filt, sign, power, mask_kind)
@@ -755,6 +759,8 @@ def phase_branch(scan, phase, brain, params, echo_times_ms=None):
         echo_times_ms = read_echo_times([scan.path]) if scan.path else None
         if echo_times_ms is None:
             raise InputError(scan.path, "multi-echo phase needs echo times (BIDS sidecar EchoTime or --echo-times)")
+    manufacturer = (scan.sidecar or {}).get("Manufacturer")
     result = compute_swi(magnitude, radians, scan.affine, echo_times_ms=echo_times_ms,
-                         phase_sign=params.phase_sign, window=params.highpass_window_vox, mask=brain)
+                         phase_sign=params.phase_sign, window=params.highpass_window_vox, mask=brain,
+                         manufacturer=manufacturer if isinstance(manufacturer, str) else None)
     return result, how

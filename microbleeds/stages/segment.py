@@ -9,10 +9,19 @@ round focus never does and a vein or a dropout does.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
+SPLIT_FRACTION = 0.3
+"""Touching foci are split at a saddle higher than this fraction of the focus's depth above the
+next one's floor: two microbleeds of a cluster, each dark to its core, are separated by tissue
+at least partly spared (a vein's darkness varies far less along it)."""
+SPLIT_NOISE_SIGMAS = 4.0
+"""...and higher than this many noise sigmas (``rel``'s, from neighbour differences), so that noise
+inside one focus or along one vein does not split it."""
 
 
 @dataclass
@@ -135,7 +144,146 @@ def _grow(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, l
             limits[:n_regions], contacts)
 
 
-def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=0.5, min_depth=0.1):
+@njit(cache=True)
+def _grow_split(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, labels, split_fraction,
+                split_noise):
+    """:func:`_grow` as a watershed: every seed floods at once, by priority (lowest level first).
+
+    A voxel's level is the highest ``rel`` on the best path from its region's seed (its ``top``);
+    the regions grow together, so two foci of a cluster meet at their saddle, each keeping its
+    own basin. A region does not descend more than ``margin = max(split_fraction * depth,
+    split_noise)`` below its path's top (into a basin without a seed). Two regions that touch are
+    merged (:func:`merge_touching`) only if the saddle between them (the higher of the two tops
+    at the contact) is within the shallower region's margin of its floor: segments of one vein,
+    not two foci. Seeds already flooded by another region are dropped, as in :func:`_grow`."""
+    nx, ny, nz = rel.shape
+    n_seeds = seeds.shape[0]
+    owner = np.zeros(n_seeds + 1, np.int64)  # region label -> seed index
+    centres = np.zeros((n_seeds, 3), np.int64)
+    depths = np.zeros(n_seeds, np.float32)
+    limits = np.zeros(n_seeds + 1, np.bool_)
+    counts = np.zeros(n_seeds + 1, np.int64)
+    thresholds = np.zeros(n_seeds + 1, np.float32)
+    margins = np.zeros(n_seeds + 1, np.float32)
+    floors = np.zeros(n_seeds + 1, np.float32)
+    top = np.full((nx, ny, nz), np.float32(np.inf), np.float32)
+    steps = np.empty((26, 3), np.int64)
+    n_steps = 0
+    for di in range(-1, 2):
+        for dj in range(-1, 2):
+            for dk in range(-1, 2):
+                if di != 0 or dj != 0 or dk != 0:
+                    steps[n_steps, 0], steps[n_steps, 1], steps[n_steps, 2] = di, dj, dk
+                    n_steps += 1
+    contacts = [(np.int32(0), np.int32(0))]
+    contacts.pop()
+    heap = [(np.float32(0.0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))]
+    heap.pop()
+    candidates = 0
+    for s in range(n_seeds):
+        si, sj, sk = seeds[s, 0], seeds[s, 1], seeds[s, 2]
+        ci, cj, ck = si, sj, sk
+        for di in range(-1, 2):
+            for dj in range(-1, 2):
+                for dk in range(-1, 2):
+                    a, b, c = si + di, sj + dj, sk + dk
+                    if 0 <= a < nx and 0 <= b < ny and 0 <= c < nz and mask[a, b, c] \
+                            and rel[a, b, c] < rel[ci, cj, ck]:
+                        ci, cj, ck = a, b, c
+        depth = 1.0 - rel[ci, cj, ck]
+        if depth < min_depth:
+            continue
+        candidates += 1
+        owner[candidates] = s
+        centres[candidates - 1, 0], centres[candidates - 1, 1], centres[candidates - 1, 2] = ci, cj, ck
+        depths[candidates - 1] = depth
+        thresholds[candidates] = 1.0 - depth_fraction * depth
+        margins[candidates] = max(split_fraction * depth, split_noise)
+        floors[candidates] = rel[ci, cj, ck]
+        heapq.heappush(heap, (np.float32(rel[ci, cj, ck]), np.int64(candidates), ci, cj, ck))
+    order = np.zeros(nx * ny * nz if candidates else 1, np.int64)  # labelled voxels, in labelling order
+    n_labelled = 0
+    started = np.zeros(candidates + 1, np.bool_)
+    alive = np.ones(candidates + 1, np.bool_)
+    while len(heap) > 0:
+        level, label, qi, qj, qk = heapq.heappop(heap)
+        if not started[label]:
+            # a seed: dropped if another region has flooded its start voxel
+            if labels[qi, qj, qk] != 0:
+                alive[label] = False
+                continue
+            started[label] = True
+            labels[qi, qj, qk] = label
+            top[qi, qj, qk] = level
+            order[n_labelled] = (qi * ny + qj) * nz + qk
+            n_labelled += 1
+            counts[label] = 1
+        ci, cj, ck = centres[label - 1, 0], centres[label - 1, 1], centres[label - 1, 2]
+        for t in range(26):
+            a, b, c = qi + steps[t, 0], qj + steps[t, 1], qk + steps[t, 2]
+            if a < 0 or b < 0 or c < 0 or a >= nx or b >= ny or c >= nz:
+                continue
+            if not mask[a, b, c] or rel[a, b, c] >= thresholds[label]:
+                continue
+            other = labels[a, b, c]
+            if other != 0:
+                if other != label and rel[qi, qj, qk] < thresholds[other]:
+                    saddle = max(level, top[a, b, c])
+                    shallow = label if floors[label] >= floors[other] else other
+                    if saddle - floors[shallow] <= margins[shallow]:
+                        contacts.append((np.int32(min(label, other)), np.int32(max(label, other))))
+                continue
+            if rel[a, b, c] < level - margins[label]:
+                continue  # down into a basin without a seed of its own
+            d = ((a - ci) / radius_vox[0]) ** 2 + ((b - cj) / radius_vox[1]) ** 2 \
+                + ((c - ck) / radius_vox[2]) ** 2
+            if d > 1.0 or counts[label] >= max_voxels:
+                limits[label] = True
+                continue
+            labels[a, b, c] = label
+            reach = max(level, rel[a, b, c])
+            top[a, b, c] = reach
+            order[n_labelled] = (a * ny + b) * nz + c
+            n_labelled += 1
+            counts[label] += 1
+            heapq.heappush(heap, (np.float32(reach), np.int64(label), a, b, c))
+    # renumber the regions that started (seed order) and gather their voxels, region by region
+    new = np.zeros(candidates + 1, np.int64)
+    m = 0
+    for r in range(1, candidates + 1):
+        if started[r] and alive[r]:
+            m += 1
+            new[r] = m
+    starts = np.zeros(m + 1, np.int64)
+    for r in range(1, candidates + 1):
+        if new[r]:
+            starts[new[r]] = counts[r]
+    for r in range(1, m + 1):
+        starts[r] += starts[r - 1]
+    fill = starts[:m].copy()
+    voxels = np.empty((n_labelled, 3), np.int64)
+    for n in range(n_labelled):
+        flat = order[n]
+        i, rest = flat // (ny * nz), flat % (ny * nz)
+        j, k = rest // nz, rest % nz
+        r = new[labels[i, j, k]] - 1
+        labels[i, j, k] = r + 1
+        voxels[fill[r], 0], voxels[fill[r], 1], voxels[fill[r], 2] = i, j, k
+        fill[r] += 1
+    out_centres = np.zeros((m, 3), np.int64)
+    out_depths = np.zeros(m, np.float32)
+    out_limits = np.zeros(m, np.bool_)
+    for r in range(1, candidates + 1):
+        if new[r]:
+            out_centres[new[r] - 1] = centres[r - 1]
+            out_depths[new[r] - 1] = depths[r - 1]
+            out_limits[new[r] - 1] = limits[r]
+    renumbered = [(np.int32(new[a]), np.int32(new[b])) for a, b in contacts]
+    return voxels, starts, out_centres, out_depths, out_limits, renumbered
+
+
+def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=0.5, min_depth=0.1,
+                 split_fraction=SPLIT_FRACTION, split_noise=None):
     """Segment one region per seed by thresholded 26-connected growth.
 
     Parameters
@@ -154,6 +302,13 @@ def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=
         half-depth outline. Lower it to segment more of the blooming halo.
     min_depth : float
         Seeds whose darkest voxel is less than this below background are skipped.
+    split_fraction : float
+        Touching foci are split at their saddle when it is more than ``split_fraction`` of the
+        focus's depth and ``split_noise`` above the next focus's floor (:func:`_grow_split`); 0 =
+        off (one region takes every connected voxel below its threshold, :func:`_grow`).
+    split_noise : float, optional
+        Relative intensity; default :data:`SPLIT_NOISE_SIGMAS` times the noise of ``rel`` in
+        ``mask`` (:func:`microbleeds.stages.prepare.noise_level`).
 
     Returns
     -------
@@ -164,9 +319,19 @@ def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=
     max_voxels = int(np.prod(2 * np.floor(radius_vox) + 1))
     labels = np.zeros(rel.shape, np.int32)
     seeds = np.ascontiguousarray(np.asarray(seeds, dtype=np.int64).reshape(-1, 3))
-    voxels, starts, centres, depths, limits, contacts = _grow(
-        rel.astype(np.float32, copy=False), mask, seeds, np.float32(depth_fraction),
-        np.float32(min_depth), radius_vox, max_voxels, labels)
+    rel32 = rel.astype(np.float32, copy=False)
+    if split_fraction > 0:
+        if split_noise is None:
+            from .prepare import noise_level
+
+            split_noise = SPLIT_NOISE_SIGMAS * noise_level(rel, mask)
+        voxels, starts, centres, depths, limits, contacts = _grow_split(
+            rel32, mask, seeds, np.float32(depth_fraction), np.float32(min_depth), radius_vox, max_voxels,
+            labels, np.float32(split_fraction), np.float32(split_noise))
+    else:
+        voxels, starts, centres, depths, limits, contacts = _grow(
+            rel32, mask, seeds, np.float32(depth_fraction), np.float32(min_depth), radius_vox, max_voxels,
+            labels)
     regions = Regions(labels, voxels, starts, centres, depths, limits.astype(bool))
     return merge_touching(regions, contacts)
 

@@ -22,6 +22,16 @@ The images are simulated from a susceptibility model, not painted:
 5. a smooth multiplicative receive-bias field, a constant receiver phase and complex Gaussian
    noise (Rician magnitude) are added; ``SNR = mean white-matter magnitude / sigma``.
 
+What real scanners and clinics add (all off by default; each feature draws from its own random
+stream, so a phantom without it is the same bit for bit): :mod:`.coils` (8-32 channel sum of
+squares), :mod:`.acquisition` (zero-filled partial k-space with Hamming / Fermi apodisation: Gibbs
+ringing; motion ghosts along the phase-encode axis; 2D slices with gaps, simulated on sub-slices;
+the other phase convention) and :mod:`.lesions` (cavernous malformations and cortical superficial
+siderosis painted into the susceptibility map, arterial flow voids, dural sinuses; clustered CMBs,
+CMBs beside veins, lobulated CMBs). The sidecar states each source's noise-free contrast as imaged
+(``source_contrast_noise_free``), the hard CMBs' ``cmb_context`` and the intracranial volume in the
+field of view.
+
 Sign convention
 ---------------
 ``phase = -gamma * dB * TE`` (``gamma = 2 pi * 42.577 MHz/T``). A paramagnetic source

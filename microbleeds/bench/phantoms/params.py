@@ -17,6 +17,8 @@ from ...io.tables import jsonable
 # tissue classes
 AIR, SCALP, SKULL, CSF, GM, WM, CAUDATE, PUTAMEN, PALLIDUM, THALAMUS, BRAINSTEM, MIDBRAIN, \
     CB_GM, CB_WM, DENTATE, SINUS, VENTRICLE = range(17)
+#: classes painted on the fine grid only (lesions and vessels of :mod:`.lesions`; never in ``tissue``)
+CAV_RIM, CAV_CORE, CAV_BRIGHT, CAV_DARK, SIDEROSIS, FLOW_VOID, DURAL_SINUS = range(17, 24)
 
 TISSUE_LABELS = {
     AIR: "air", SCALP: "scalp", SKULL: "skull", CSF: "csf", GM: "cortical_gm",
@@ -24,6 +26,9 @@ TISSUE_LABELS = {
     THALAMUS: "thalamus", BRAINSTEM: "brainstem", MIDBRAIN: "red_nucleus_substantia_nigra",
     CB_GM: "cerebellar_gm", CB_WM: "cerebellar_wm", DENTATE: "dentate_nucleus",
     SINUS: "sinus_air", VENTRICLE: "ventricle",
+    CAV_RIM: "cavernoma_rim", CAV_CORE: "cavernoma_core", CAV_BRIGHT: "cavernoma_methaemoglobin",
+    CAV_DARK: "cavernoma_deoxyhaemoglobin", SIDEROSIS: "superficial_siderosis",
+    FLOW_VOID: "arterial_flow_void", DURAL_SINUS: "dural_sinus_blood",
 }
 
 #: (M0, R2* at 3 T in 1/s, chi in ppm) per tissue class
@@ -34,6 +39,17 @@ _TISSUE_PROPS = {
     THALAMUS: (0.80, 22.0, 0.05), BRAINSTEM: (0.75, 22.0, -0.015), MIDBRAIN: (0.80, 45.0, 0.13),
     CB_GM: (0.85, 18.0, 0.02), CB_WM: (0.70, 22.0, -0.02), DENTATE: (0.80, 40.0, 0.10),
     SINUS: (0.0, 0.0, 9.4), VENTRICLE: (1.0, 3.0, 0.0),
+    # cavernous malformation (Zabramski type II): a hemosiderin rim (paramagnetic, R2* like a
+    # CMB's haemosiderin), a core of mixed-age blood (reticulated "popcorn"): methaemoglobin
+    # lobules (bright, little chi), deoxyhaemoglobin lobules (dark, paramagnetic)
+    CAV_RIM: (0.55, 220.0, 1.2), CAV_CORE: (0.85, 35.0, 0.15), CAV_BRIGHT: (1.05, 12.0, 0.05),
+    CAV_DARK: (0.7, 90.0, 0.6),
+    # cortical superficial siderosis: haemosiderin lining the pial surface and the sulci
+    SIDEROSIS: (0.5, 160.0, 0.8),
+    # arterial flow void (fast flow dephases / washes out the spins): no signal, no chi
+    FLOW_VOID: (0.03, 0.0, 0.0),
+    # dural venous sinus: venous blood (as the veins)
+    DURAL_SINUS: (0.85, 45.0, 0.45),
 }
 #: (M0, R2* at 3 T in 1/s, chi in ppm) of venous blood
 _VEIN_PROPS = (0.85, 45.0, 0.45)
@@ -132,6 +148,49 @@ class PhantomParams:
         Power of the negative-phase mask in the simple SWI.
     seed : int
         Random seed; the output is deterministic (bit for bit) for a given seed and parameters.
+    n_clusters : int
+        Clusters of 2-4 lobar CMBs (1-2.5 mm) with centres within 5 mm of the first and surfaces
+        at least 0.8 mm apart, as in cerebral amyloid angiopathy (:mod:`.lesions`).
+    n_cmb_near_vein : int
+        CMBs (1-3 mm) whose surface is 0.5-1.5 mm from the wall of a vein.
+    lobulated_fraction : float
+        Fraction of the random CMBs made irregular: 1-2 overlapping lobes (radius 0.5-0.7 of the
+        main sphere) are added; the truth keeps the main centre, with the union's
+        volume-equivalent diameter.
+    n_cavernomas : int
+        Cavernous malformations (:attr:`cavernoma_diameter_range_mm`): a lobulated paramagnetic
+        haemosiderin rim around a heterogeneous core of bright methaemoglobin and dark
+        deoxyhaemoglobin lobules, painted on the fine grid (their field is in the dipole
+        convolution). Truth type ``cavernoma``: a mimic, never to be reported.
+    cavernoma_diameter_range_mm : tuple of 2 float
+    n_siderosis : int
+        Patches (20-40 mm across) of cortical superficial siderosis: haemosiderin lining the
+        pial surface and the sulcal CSF. Truth type ``siderosis`` (centre, extent as diameter).
+    with_arteries : bool
+        Arterial flow voids (no signal, no chi): basilar (through-plane, 3 mm), both middle
+        cerebral arteries (in-plane, 2.6 mm), the anterior cerebral arteries (2 mm).
+    with_dural_sinuses : bool
+        Superior sagittal, straight and transverse sinuses (venous blood, 5-7 mm) just outside
+        the brain.
+    kspace_fraction : tuple of 2 float
+        Fraction of k-space acquired along the two in-plane axes (1 = all); the rest is zero
+        filled, as when a 256 matrix is interpolated to 512: Gibbs ringing at every edge and a
+        coarser true resolution than the voxel. Applied to the noise-free signal.
+    kspace_filter : str
+        ``"none"``, ``"hamming"`` or ``"fermi"``: the vendor's k-space apodisation.
+    ghost_amplitude_mm : float
+        Periodic rigid motion (pulsation, breathing) during the phase encoding: each k-space line
+        along the phase-encode axis (``phase_encode_axis``) is acquired with the object shifted by
+        up to this amount (mm), giving ghosts along that axis.
+    phase_encode_axis : int
+        0 or 1: the in-plane axis phase-encoded.
+    slice_gap_mm : float
+        2D multi-slice with gaps: slices of thickness ``voxel_size_mm[2]`` every
+        ``voxel_size_mm[2] + slice_gap_mm`` mm (the affine's slice spacing); the gap is not
+        imaged (simulated on sub-slices, averaged over the slice's thickness only).
+    phase_sign : int
+        -1 (default): ``phase = -gamma dB TE``; +1: the opposite convention (as some vendors
+        store it): the phase image is negated.
     """
 
     fov_mm: tuple | None = None
@@ -167,6 +226,20 @@ class PhantomParams:
     swi_hp_sigma_mm: float = 4.0
     swi_power: int = 4
     seed: int = 0
+    n_clusters: int = 0
+    n_cmb_near_vein: int = 0
+    lobulated_fraction: float = 0.0
+    n_cavernomas: int = 0
+    cavernoma_diameter_range_mm: tuple = (8.0, 15.0)
+    n_siderosis: int = 0
+    with_arteries: bool = False
+    with_dural_sinuses: bool = False
+    kspace_fraction: tuple = (1.0, 1.0)
+    kspace_filter: str = "none"
+    ghost_amplitude_mm: float = 0.0
+    phase_encode_axis: int = 1
+    slice_gap_mm: float = 0.0
+    phase_sign: int = -1
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict of all fields (what the sidecar stores under ``parameters``)."""

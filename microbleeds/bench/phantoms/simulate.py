@@ -14,9 +14,22 @@ import numpy as np
 from ... import __version__
 from ..dipole import field_from_chi, phase_per_ppm
 from ..truth_table import TRUTH_COLUMNS, TRUTH_REGIONS
+from . import acquisition, lesions
 from .grid import _simulation_grid
 from .head import _make_anatomy
-from .params import _TISSUE_PROPS, _VEIN_PROPS, SIGN_CONVENTION, TISSUE_LABELS, WM, Phantom, PhantomParams
+from .params import (
+    _BRAIN,
+    _TISSUE_PROPS,
+    _VEIN_PROPS,
+    CAV_RIM,
+    CSF,
+    SIGN_CONVENTION,
+    TISSUE_LABELS,
+    VENTRICLE,
+    WM,
+    Phantom,
+    PhantomParams,
+)
 from .sources import _apply_sources, _explicit_sources, _place_sources, _warn_if_not_all_placed
 from .veins import _make_veins
 
@@ -41,39 +54,117 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
     rng = np.random.default_rng(int(params.seed))
     anat = _make_anatomy(params, rng)
     params = _resolved(params, anat)
-    grid = _simulation_grid(params)
+    grid = _simulation_grid(acquisition.spaced_params(params) if params.slice_gap_mm > 0 else params)
+    sampling = acquisition.slice_sampling(params, grid)  # 2D with gaps: simulated on sub-slices
+    sim = _simulation_grid(sampling.params) if sampling else grid
     b0w = np.asarray(params.b0_direction, dtype=np.float64)
     b0w = b0w / np.linalg.norm(b0w)
     ppp = phase_per_ppm(params.b0_t, params.te_ms)
-    vpts, vrad = _make_veins(params, rng, anat, grid.rot, grid.fov_lo, grid.fov_hi)
+    vpts, vrad = _make_veins(params, rng, anat, sim.rot, sim.fov_lo, sim.fov_hi)
+    painted = lesions.plan_painted(params, anat, sim.fov_lo, sim.fov_hi)
     timings["veins_s"] = time.perf_counter() - t0
-    signal, vein_fraction, tissue = _tissue_signal(params, anat, grid, vpts, vrad, ppp, b0w, timings)
+    signal, vein_fraction, tissue = _tissue_signal(params, anat, sim, vpts, vrad, ppp, b0w, timings,
+                                                   painted)
 
     t1 = time.perf_counter()
     explicit = _explicit_sources(params, anat)
-    rows = _place_sources(params, rng, anat, grid, vpts, vrad, explicit)
+    rows = _place_sources(params, rng, anat, sim, vpts, vrad, explicit, painted)
     _warn_if_not_all_placed(params, rows, explicit)
-    truth_labels = np.zeros(grid.shape, dtype=np.int16)
-    _apply_sources(signal, grid.affine, rows, ppp, b0w, float(params.cmb_inside_signal), truth_labels)
+    truth_labels = np.zeros(sim.shape, dtype=np.int16)
+    imaged = sampling is not None or acquisition.active(params)
+    clean = signal.copy() if imaged else None  # the same scan without the sources
+    contrast = _apply_sources(signal, sim.affine, rows, ppp, b0w, float(params.cmb_inside_signal),
+                              truth_labels)
     truth = [{c: t[c] for c in TRUTH_COLUMNS} for t in (dict(truth_id=n + 1, **r) for n, r in enumerate(rows))]
     timings["sources_s"] = time.perf_counter() - t1
 
     t1 = time.perf_counter()
+    if sampling:
+        signal = acquisition.collapse(signal, sampling)
+        vein_fraction = acquisition.collapse(vein_fraction, sampling)
+        truth_labels = acquisition.collapse(truth_labels, sampling, how="max")
+        tissue = anat.grid(grid.affine[:3, :3], grid.affine[:3, 3], grid.shape)
+    acquisition.kspace(signal, grid.voxel_mm, params)
+    if imaged:
+        if sampling:
+            clean = acquisition.collapse(clean, sampling)
+        acquisition.kspace(clean, grid.voxel_mm, params)
+        contrast = _imaged_contrast(signal, clean, grid.affine, rows, contrast)
+        del clean
     noise = _bias_phase_noise(params, rng, signal, tissue, grid, anat, b0w)
     magnitude = np.abs(signal).astype(np.float32)
     phase = np.angle(signal).astype(np.float32)
+    if int(params.phase_sign) == 1:
+        phase = -phase  # the other vendors' convention: phase = +gamma dB TE
     swi = simple_swi(signal, voxel_size_mm=grid.voxel_mm, sigma_mm=params.swi_hp_sigma_mm,
                      power=params.swi_power)
     timings["noise_swi_s"] = time.perf_counter() - t1
     timings["total_s"] = time.perf_counter() - t0
     info = _info(grid, ppp, b0w, noise, vpts, truth, timings)
+    info.update(_hard_info(params, rows, contrast, painted, sampling))
+    info.update(_volumes(tissue, grid))
     return Phantom(magnitude=magnitude, phase=phase, swi=swi, truth_labels=truth_labels,
                    tissue=tissue, vein_fraction=vein_fraction, affine=grid.affine, truth=truth,
                    params=params, info=info)
 
 
+def _imaged_contrast(signal, clean, affine, rows, contrast) -> dict:
+    """Noise-free contrast of each source as imaged: ``1 - min |signal| / |clean|`` over the voxels
+    within its radius + one voxel (``clean``: the same acquisition without the sources), after
+    the slice profile and the k-space filtering."""
+    inv = np.linalg.inv(affine)
+    vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    out = {}
+    for n in contrast:
+        r = rows[n]
+        centre = inv[:3, :3] @ np.array([r["x_mm"], r["y_mm"], r["z_mm"]]) + inv[:3, 3]
+        reach = (r["diameter_mm"] / 2.0 + vox.max()) / vox
+        lo = np.maximum(np.floor(centre - reach).astype(int), 0)
+        hi = np.minimum(np.ceil(centre + reach).astype(int) + 1, np.asarray(signal.shape))
+        if np.any(hi <= lo):
+            continue
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        ratio = np.abs(signal[box]) / np.maximum(np.abs(clean[box]), 1e-6)
+        out[n] = float(1.0 - min(float(ratio.min()), 1.0))
+    return out
+
+
+def _volumes(tissue, grid) -> dict:
+    """Brain (tissue classes) and intracranial (brain, CSF, ventricles) volume in the field of
+    view (ml), from the tissue at the voxel centres: the truth a brain mask is checked against."""
+    voxel_ml = float(np.prod(grid.voxel_mm)) / 1000.0
+    brain = int(np.isin(tissue, _BRAIN).sum())
+    intracranial = brain + int(np.isin(tissue, (CSF, VENTRICLE)).sum())
+    return {"brain_volume_ml": round(brain * voxel_ml, 3), "intracranial_volume_ml": round(intracranial * voxel_ml, 3)}
+
+
+def _hard_info(params, rows, contrast, painted, sampling) -> dict:
+    """Sidecar facts of the realistic features: each source's noise-free contrast, the context of
+    the hard CMBs (cluster, near_vein, lobulated), the painted objects, the phase convention."""
+    out = {"source_contrast_noise_free": {str(n + 1): round(float(c), 4) for n, c in contrast.items()},
+           "cmb_context": {str(n + 1): r["context"] for n, r in enumerate(rows) if r.get("context")},
+           "phase_sign": int(params.phase_sign)}
+    if int(params.phase_sign) == 1:
+        out["phase_sign_convention"] = SIGN_CONVENTION.replace("phase = -gamma", "phase = +gamma") \
+            .replace("negative phase", "POSITIVE phase").replace("positive phase in", "negative phase in")
+    if painted:
+        out["painted"] = sorted({o["kind"] if o["kind"] != "tube" else TISSUE_LABELS[o["cls"]]
+                                 for o in painted})
+        out["lesion_properties_3t"] = {TISSUE_LABELS[k]: {"m0": v[0], "r2star_per_s": v[1], "chi_ppm": v[2]}
+                                       for k, v in _TISSUE_PROPS.items() if k >= CAV_RIM}
+    if sampling:
+        out["slices"] = {"thickness_mm": float(params.voxel_size_mm[2]), "gap_mm": float(params.slice_gap_mm),
+                         "sub_slices_per_slice": sampling.per_slice, "imaged_sub_slices": sampling.imaged}
+    if acquisition.active(params):
+        out["kspace"] = {"fraction": [float(v) for v in params.kspace_fraction], "filter": params.kspace_filter,
+                         "ghost_amplitude_mm": float(params.ghost_amplitude_mm),
+                         "phase_encode_axis": int(params.phase_encode_axis)}
+    return out
+
+
 def _checked(params: PhantomParams) -> PhantomParams:
     """``params``, or ValueError for a non-positive field / echo time or bad region weights."""
+    acquisition.check(params)
     if params.b0_t <= 0 or params.te_ms <= 0:
         raise ValueError("b0_t and te_ms must be positive")
     if int(params.n_coils) < 0 or int(params.n_coils) != params.n_coils:
@@ -104,7 +195,7 @@ def _luts(b0_t):
     return m0, r2, chi
 
 
-def _tissue_signal(params, anat, grid, vpts, vrad, ppp, b0w, timings):
+def _tissue_signal(params, anat, grid, vpts, vrad, ppp, b0w, timings, painted=()):
     """Complex GRE signal of tissue and veins on the acquisition grid (steps 1-3 of the package
     docstring); returns (signal complex64, venous fraction float32, tissue class uint8)."""
     from .kernels import chi_grid, signal_decimate, stamp_tubes
@@ -112,6 +203,8 @@ def _tissue_signal(params, anat, grid, vpts, vrad, ppp, b0w, timings):
     t1 = time.perf_counter()
     fine_mm = grid.voxel_mm / grid.oversampling
     lab = anat.grid(grid.fmat, grid.ftrans, grid.fshape)
+    if painted:
+        lesions.paint(lab, grid.fmat, grid.ftrans, painted, anat)
     frac = np.zeros(tuple(int(n) for n in grid.fshape), dtype=np.float32)
     if vpts.shape[0]:
         h = float(np.exp(np.mean(np.log(fine_mm))))
@@ -199,9 +292,9 @@ def _info(grid, ppp, b0w, noise, vpts, truth, timings) -> dict:
         "n_vein_points": int(vpts.shape[0]),
         "n_cmb_placed": sum(1 for t in truth if t["type"] == "cmb"),
         "n_calcifications_placed": sum(1 for t in truth if t["type"] == "calcification"),
-        "tissue_labels": {str(k): v for k, v in TISSUE_LABELS.items()},
+        "tissue_labels": {str(k): v for k, v in TISSUE_LABELS.items() if k < CAV_RIM},
         "tissue_properties_3t": {TISSUE_LABELS[k]: {"m0": v[0], "r2star_per_s": v[1], "chi_ppm": v[2]}
-                                 for k, v in _TISSUE_PROPS.items()},
+                                 for k, v in _TISSUE_PROPS.items() if k < CAV_RIM},
         "vein_properties_3t": {"m0": _VEIN_PROPS[0], "r2star_per_s": _VEIN_PROPS[1],
                                "chi_ppm": _VEIN_PROPS[2]},
         "r2star_scaling": "linear with B0 (3 T values x B0/3)",

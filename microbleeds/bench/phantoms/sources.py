@@ -48,7 +48,7 @@ def _explicit_sources(params, anat) -> list:
     for src in params.sources:
         p = np.array([src["x_mm"], src["y_mm"], src["z_mm"]], dtype=np.float64)
         kind = str(src.get("type", "cmb"))
-        if kind not in TRUTH_TYPES:
+        if kind not in TRUTH_TYPES[:2]:
             raise ValueError(f"source type must be 'cmb' or 'calcification', got {kind!r}")
         lb, dp = anat.points(p[None, :])
         if int(lb[0]) not in _BRAIN:
@@ -113,26 +113,54 @@ class _Placer:
         labs, _ = self.anat.points(p + (a + 0.5) * _AXES)
         return all(int(lb) in allowed for lb in labs)
 
-    def _clear(self, p, a):
+    def add_row(self, kind, p, a):
+        """Append (and return) the truth row of a source placed by a caller's own rule."""
+        lab, dep = self.anat.points(np.asarray(p, dtype=np.float64)[None, :])
+        row = _truth_row(kind, p, 2 * a, 0.0, int(lab[0]), float(dep[0]), self.anat)
+        row["extra"] = True
+        self.rows.append(row)
+        return row
+
+    def clear_of(self, p, a, rows, veins=True):
+        """True if a sphere of radius ``a`` at ``p`` keeps its distance from ``rows`` (and veins)."""
+        return self._clear(p, a, rows, veins)
+
+    def _clear(self, p, a, rows=None, veins=True):
         """True if a sphere of radius ``a`` at ``p`` keeps its distance from sources and veins."""
-        for r in self.rows:
+        for r in (self.rows if rows is None else rows):
             q = np.array([r["x_mm"], r["y_mm"], r["z_mm"]])
             if np.linalg.norm(p - q) < a + r["diameter_mm"] / 2.0 + _GAP_MM:
                 return False
-        if self.vein_pts.shape[0]:
+        if veins and self.vein_pts.shape[0]:
             d = np.sqrt(np.sum((self.vein_pts - p) ** 2, axis=1)) - self.vein_rad
             if np.min(d) < a + _VEIN_GAP_MM:
                 return False
         return True
 
 
-def _place_sources(params, rng, anat, grid, vein_pts, vein_rad, explicit=()) -> list:
+def _place_sources(params, rng, anat, grid, vein_pts, vein_rad, explicit=(), painted=()) -> list:
     """Explicit sources, then random CMBs (target region drawn from ``region_weights``, the other
-    regions tried in turn) and calcifications (deep); all truth rows, without ids. Sources are
-    kept one voxel inside the field of view."""
+    regions tried in turn) and calcifications (deep); then (:mod:`.lesions`, their own random
+    streams) clustered CMBs, CMBs beside veins, lobes; all truth rows, without ids. Sources are
+    kept one voxel inside the field of view, and clear of the ``painted`` objects (cavernomas,
+    siderosis: truth rows placed first; arteries, sinuses: kept like veins)."""
+    from . import lesions
+
     inset = grid.voxel_mm.max()
-    placer = _Placer(rng, anat, grid.fov_lo + inset, grid.fov_hi - inset, vein_pts, vein_rad,
-                     list(explicit))
+    rows0 = list(explicit)
+    clear_pts, clear_rad = vein_pts, vein_rad
+    if painted:
+        lab_of = anat.points(np.asarray([o for _k, o, _d in lesions.painted_rows(painted)]
+                                        or np.zeros((0, 3)), dtype=np.float64).reshape(-1, 3))
+        for (kind, p, d), lb, dp in zip(lesions.painted_rows(painted), *lab_of):
+            rows0.append(_truth_row(kind, p, d, 0.0, int(lb), float(dp), anat))
+        tp, tr = lesions.clearance_points(painted)
+        if tp.shape[0]:
+            clear_pts = np.concatenate([vein_pts.reshape(-1, 3), tp])
+            clear_rad = np.concatenate([vein_rad, tr])
+    placer = _Placer(rng, anat, grid.fov_lo + inset, grid.fov_hi - inset, clear_pts, clear_rad,
+                     rows0)
+    n_first = len(placer.rows)  # the list grows as sources are placed
     regions = list(params.region_weights.keys())
     weights = np.array([float(params.region_weights[r]) for r in regions])
     weights = weights / weights.sum()
@@ -147,13 +175,22 @@ def _place_sources(params, rng, anat, grid, vein_pts, vein_rad, explicit=()) -> 
         d = rng.uniform(*params.calc_diameter_range_mm)
         chi = rng.uniform(*params.calc_chi_range_ppm)
         placer.place("calcification", "deep", d / 2.0, chi)
+    n_random = len(placer.rows)
+    if params.lobulated_fraction > 0:
+        lesions.add_lobes(params, placer.rows[n_first:n_random])
+    if params.n_clusters:
+        lesions.place_clusters(params, placer, anat)
+    if params.n_cmb_near_vein:
+        lesions.place_near_veins(params, placer, anat, vein_pts, vein_rad)
     return placer.rows
 
 
 def _warn_if_not_all_placed(params, rows, explicit):
     """Warn (at the caller of :func:`.simulate.simulate`) when random sources are missing."""
-    n_cmb = sum(r["type"] == "cmb" for r in rows) - sum(r["type"] == "cmb" for r in explicit)
-    n_calc = len(rows) - len(explicit) - n_cmb
+    n_cmb = sum(r["type"] == "cmb" and not r.get("extra") for r in rows) - sum(
+        r["type"] == "cmb" for r in explicit)
+    n_calc = sum(r["type"] == "calcification" for r in rows) - sum(
+        r["type"] == "calcification" for r in explicit)
     if n_cmb < params.n_cmb or n_calc < params.n_calcifications:
         warnings.warn(f"placed {n_cmb} of {params.n_cmb} CMBs and {n_calc} of "
                       f"{params.n_calcifications} calcifications (no room left in the field of "
@@ -163,14 +200,29 @@ def _warn_if_not_all_placed(params, rows, explicit):
 def _apply_sources(signal, affine, rows, ppp, b0_world, inside_amp, labels=None, first_id=1):
     """Multiply a complex image (in place) by each source's intra-voxel factor; with ``labels``,
     label (in place) the voxels at least half inside each source and the voxel holding its centre
-    with ``first_id`` + its index."""
+    with ``first_id`` + its index. Rows of painted mimics (cavernoma, siderosis) are skipped; a
+    lobulated CMB (``row["lobes"]``) gets each lobe's factor too. Returns each source's
+    noise-free contrast ``1 - min |factor|`` (by row index; the voxel-level dephasing, before
+    any k-space filtering)."""
+    contrast = {}
     for n, r in enumerate(rows):
+        if r.get("type", "cmb") not in ("cmb", "calcification"):
+            continue
         centre = np.array([r["x_mm"], r["y_mm"], r["z_mm"]], dtype=np.float64)
-        sl, fac, frac = source_factor(affine, signal.shape, centre, r["diameter_mm"] / 2.0,
+        radius = r["diameter_mm"] / 2.0 if "lobes" not in r else r["main_radius_mm"]
+        sl, fac, frac = source_factor(affine, signal.shape, centre, radius,
                                       r["chi_ppm"], ppp, b0_world, inside_amp=inside_amp)
         if fac.size == 0:
             continue
         signal[sl] = (signal[sl] * fac).astype(signal.dtype)
+        low = float(np.min(np.abs(fac)))
+        for q, rl in r.get("lobes", ()):
+            sl2, fac2, frac2 = source_factor(affine, signal.shape, q, rl, r["chi_ppm"], ppp, b0_world,
+                                             inside_amp=inside_amp)
+            if fac2.size:
+                signal[sl2] = (signal[sl2] * fac2).astype(signal.dtype)
+                low = min(low, float(np.min(np.abs(fac2))))
+        contrast[n] = 1.0 - low
         if labels is not None:
             tid = first_id + n
             sub = labels[sl]
@@ -178,3 +230,4 @@ def _apply_sources(signal, affine, rows, ppp, b0_world, inside_amp, labels=None,
             ijk = np.rint(np.linalg.solve(affine[:3, :3], centre - affine[:3, 3])).astype(int)
             if np.all(ijk >= 0) and np.all(ijk < np.asarray(labels.shape)):
                 labels[tuple(ijk)] = tid
+    return contrast
