@@ -68,7 +68,7 @@ class BatchResult:
 
 def detect_folder(paths, out_dir, pipeline=None, mask=None, phase=None, labels=None, labels_t1w=None,
                   echo_times_ms=None, write_images=False, report=False, force=False, progress=False,
-                  nprocs=1, participant_label=None, session_label=None, bids_filters=None, swi_acq=(),
+                  nprocs=1, client=None, participant_label=None, session_label=None, bids_filters=None, swi_acq=(),
                   **overrides) -> BatchResult:
     """Detect microbleeds in every scan under ``paths`` (files, folders or BIDS datasets) into ``out_dir``.
 
@@ -81,7 +81,9 @@ def detect_folder(paths, out_dir, pipeline=None, mask=None, phase=None, labels=N
     preset follows its field strength (:func:`microbleeds.presets.preset_for`). ``mask``,
     ``phase``, ``labels`` and ``labels_t1w`` need a single scan. ``report`` also writes the review
     pages. ``nprocs`` runs scans in that many worker processes (see :func:`run_jobs`); results are
-    byte-identical to a serial run. ``overrides`` are :class:`~microbleeds.presets.Parameters`
+    byte-identical to a serial run; ``client`` (a ``dask.distributed.Client``) runs them on that Dask
+    cluster instead, whose workers must see the inputs and ``out_dir`` at the same (absolute) paths.
+    ``overrides`` are :class:`~microbleeds.presets.Parameters`
     fields (None values are ignored). The run's log and failed-scans TSV go to ``out_dir/logs/``.
 
     Raises
@@ -96,6 +98,11 @@ def detect_folder(paths, out_dir, pipeline=None, mask=None, phase=None, labels=N
     started = time.time()
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir)
+    if client is not None:  # a Dask worker's working folder is not this one
+        paths, out_dir = [Path(p).absolute() for p in paths], out_dir.absolute()
+        mask, labels, labels_t1w = (Path(f).absolute() if f else f for f in (mask, labels, labels_t1w))
+        if phase:
+            phase = [Path(f).absolute() for f in phase] if isinstance(phase, (list, tuple)) else Path(phase).absolute()
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = dict(pipeline=pipeline, mask=mask, phase=phase, labels=labels,
                     labels_t1w=labels_t1w, echo_times_ms=echo_times_ms, images=bool(write_images or report),
@@ -112,7 +119,7 @@ def detect_folder(paths, out_dir, pipeline=None, mask=None, phase=None, labels=N
     _write_dataset_files(paths, out_dir)
     jobs = [(path, folder, dict(settings, scan=info)) for path, folder, info in scans]
     stats = []
-    outcomes = run_jobs(jobs, nprocs, progress, stats=stats)
+    outcomes = run_jobs(jobs, nprocs, progress, stats=stats, client=client)
     for outcome in outcomes:
         _record(run, outcome, progress)
     if report and (run.done or run.skipped):
@@ -223,19 +230,11 @@ def _record(run, outcome, progress):
         _fail(run, path, outcome[2], outcome[3], progress)
 
 
-def run_jobs(jobs, nprocs=1, progress=False, work=None, stats=None):
+def run_jobs(jobs, nprocs=1, progress=False, work=None, stats=None, client=None):
     """Outcomes of ``work`` (:func:`detect_one` by default) for every job, in the jobs' order;
-    see :func:`microbleeds.workers.run_jobs` (``stats`` receives one dict per job where the
-    engine supports it)."""
-    work = work or detect_one
-    if stats is None:
-        return workers.run_jobs(jobs, work, nprocs=nprocs, progress=progress)
-    try:
-        return workers.run_jobs(jobs, work, nprocs=nprocs, progress=progress, stats=stats)
-    except TypeError as exc:  # an engine without per-job statistics
-        if "stats" not in str(exc):
-            raise
-        return workers.run_jobs(jobs, work, nprocs=nprocs, progress=progress)
+    see :func:`microbleeds.workers.run_jobs` (``stats`` receives one dict per job; ``client`` a
+    Dask client to run them on)."""
+    return workers.run_jobs(jobs, work or detect_one, nprocs=nprocs, progress=progress, client=client, stats=stats)
 
 
 @contextmanager

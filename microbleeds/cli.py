@@ -66,6 +66,9 @@ def _detect_parser(sub):
     p.add_argument("--force", action="store_true", help="recompute scans whose results are up to date")
     p.add_argument("--nprocs", type=_positive_int, default=1,
                    help="scans run in this many worker processes (each with cores / N threads; default 1)")
+    p.add_argument("--dask-scheduler", metavar="ADDRESS", dest="dask_scheduler",
+                   help="run the scans on this Dask cluster (tcp://host:8786, or a scheduler file); its workers "
+                        "must see the inputs and the output folder at the same paths (--nprocs is then ignored)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_detect)
     return p
@@ -90,14 +93,20 @@ def run_detect(args):
     from .batch import UsageError, detect_folder
 
     options = {k: getattr(args, k) for k in DETECT_OPTIONS}
+    client = None
     try:
+        client = _dask_client(args)
         run = detect_folder(args.paths or [sample_data()], args.out, pipeline=args.pipeline, mask=args.mask,
                             phase=args.phase, labels=args.labels, labels_t1w=args.labels_t1w,
                             echo_times_ms=args.echo_times_ms, write_images=args.write_swi, report=args.report,
-                            force=args.force, progress=not args.quiet, nprocs=args.nprocs, **options)
+                            force=args.force, progress=not args.quiet, nprocs=args.nprocs, client=client,
+                            **options)
     except (UsageError, ValueError) as exc:
         print(f"microbleeds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if client is not None:
+            client.close()
     _print_detect_summary(run.done, run.skipped, run.failed, args.out, run)
     return EXIT_FAILED if run.failed else EXIT_OK
 
@@ -127,6 +136,9 @@ def _bids_parser(sub=None):
                    help="scratch folder for temporary files (default: the system's)")
     p.add_argument("--nprocs", "--n_cpus", type=_positive_int, default=1, dest="nprocs",
                    help="scans run in this many worker processes (each with cores / N threads; default 1)")
+    p.add_argument("--dask-scheduler", metavar="ADDRESS", dest="dask_scheduler",
+                   help="run the scans on this Dask cluster (tcp://host:8786, or a scheduler file); its workers "
+                        "must see the inputs and the output folder at the same paths (--nprocs is then ignored)")
     p.add_argument("--pipeline", default=None,
                    help="preset name or TOML path; default: chosen per scan from its MagneticFieldStrength")
     p.add_argument("--write-swi", action="store_true", help="also write the SWI and filtered phase (with phase)")
@@ -175,20 +187,34 @@ def run_bids(args):
     return _run_participant(args)
 
 
+def _dask_client(args):
+    """A client of the Dask cluster of ``--dask-scheduler``, or None (raises a one-line ValueError)."""
+    if not getattr(args, "dask_scheduler", None):
+        return None
+    from .workers import client_from_address
+
+    return client_from_address(args.dask_scheduler)
+
+
 def _run_participant(args):
     from .batch import UsageError, detect_folder
     from .io.bids import read_filter_file
 
     options = {k: getattr(args, k, None) for k in DETECT_OPTIONS}
+    client = None
     try:
         filters = read_filter_file(args.bids_filter_file) if args.bids_filter_file else None
+        client = _dask_client(args)
         run = detect_folder([args.bids_dir], args.output_dir, pipeline=args.pipeline, write_images=args.write_swi,
                             report=args.report, force=args.force, progress=not args.quiet, nprocs=args.nprocs,
-                            participant_label=args.participant_label, session_label=args.session_label,
-                            bids_filters=filters, swi_acq=args.swi_acq, **options)
+                            client=client, participant_label=args.participant_label,
+                            session_label=args.session_label, bids_filters=filters, swi_acq=args.swi_acq, **options)
     except (UsageError, ValueError) as exc:
         print(f"microbleeds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if client is not None:
+            client.close()
     if args.quiet:
         print(f"{len(run.done)} done, {len(run.skipped)} up to date, {len(run.failed)} failed -> {args.output_dir}")
     else:
@@ -306,6 +332,30 @@ def run_phantom(args):
     print(f"{args.name}: {n_cmb} CMBs, {len(phantom.truth) - n_cmb} calcifications -> {args.out}")
     for kind, path in paths.items():
         print(f"  {kind}: {path}")
+    return EXIT_OK
+
+
+def _warmup_parser(sub):
+    p = sub.add_parser("warmup", help="compile the numba kernels into numba's cache (once per node image)",
+                       description="Compile every numba kernel the detector uses (one detection on the bundled "
+                                   "sample), so that the first scan on this machine does not pay for it.")
+    p.add_argument("--cache-dir", type=Path, dest="cache_dir",
+                   help="numba cache folder (sets NUMBA_CACHE_DIR; may be on a shared file system: give the "
+                        "workers the same NUMBA_CACHE_DIR)")
+    p.set_defaults(func=run_warmup)
+    return p
+
+
+def run_warmup(args):
+    """``microbleeds warmup``: :func:`microbleeds.warmup.warm`."""
+    from .warmup import warm
+
+    try:
+        report = warm(args.cache_dir)
+    except (OSError, ValueError) as exc:
+        print(f"microbleeds: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(report.line())
     return EXIT_OK
 
 
@@ -429,6 +479,7 @@ def build_parser():
     _report_parser(sub)
     _review_parser(sub)
     _presets_parser(sub)
+    _warmup_parser(sub)
     return parser
 
 
