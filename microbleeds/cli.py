@@ -243,10 +243,8 @@ def _run_group(args):
     return EXIT_OK
 
 
-def bids_main(argv=None):
-    """``microbleeds-bids``: the BIDS App entry point (``bids_dir output_dir {participant,group}``)."""
-    warnings.formatwarning = _one_line_warning
-    args = _bids_parser().parse_args(argv)
+def _dispatch(args):
+    """Run the parsed sub-command: an input that cannot be used is one line, Ctrl-C exit 130."""
     try:
         return args.func(args)
     except InputError as exc:
@@ -254,6 +252,13 @@ def bids_main(argv=None):
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def bids_main(argv=None):
+    """``microbleeds-bids``: the BIDS App entry point (``bids_dir output_dir {participant,group}``)."""
+    warnings.formatwarning = _one_line_warning
+    args = _bids_parser().parse_args(argv)
+    return _dispatch(args)
 
 
 def _print_detect_summary(done, skipped, failed, out, run=None, verbose=0):
@@ -495,13 +500,7 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    try:
-        return args.func(args)
-    except InputError as exc:
-        print(f"microbleeds: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
+    return _dispatch(args)
 
 
 if __name__ == "__main__":
