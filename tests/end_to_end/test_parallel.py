@@ -2,6 +2,7 @@
 but its own (retried once). The helpers here are shared with test_dask.py (the same checks on a
 Dask cluster)."""
 
+import mmap
 import os
 from pathlib import Path
 
@@ -173,15 +174,23 @@ def test_the_thread_split_never_oversubscribes():
 def test_a_peak_measured_per_scan_forgets_the_previous_scan():
     if not workers._reset_peak_rss():
         pytest.skip("this kernel cannot reset a process's peak memory")
-    big = np.ones(200 * 2**20 // 8)  # 200 MB
-    del big
+    # fresh anonymous mappings, touched page by page: the allocator cannot hand back memory it already
+    # holds (a test process's malloc arenas keep freed chunks), so resident memory really grows
+    _touched_mapping(200).close()  # 200 MB resident, then unmapped
     before = workers._peak_rss_mb(True)
     assert workers._reset_peak_rss()
     after = workers._peak_rss_mb(True)
     assert after < before - 150
-    small = np.ones(50 * 2**20 // 8)
+    small = _touched_mapping(50)
     assert workers._peak_rss_mb(True) >= after + 45
-    del small
+    small.close()
+
+
+def _touched_mapping(mb):
+    """An anonymous ``mb`` MB memory mapping with every page written."""
+    buf = mmap.mmap(-1, mb * 2**20)
+    np.frombuffer(buf, np.uint8)[::4096] = 1
+    return buf
 
 
 def _settings():
