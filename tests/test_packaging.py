@@ -17,5 +17,7 @@ def test_wheel_ships_package_data(tmp_path):
     for needed in ("microbleeds/sample_data/sample_mag.nii.gz", "microbleeds/sample_data/sample_phase.nii.gz",
                    "microbleeds/sample_data/sample_truth.tsv", "microbleeds/pipelines/swi-3t.toml",
                    "microbleeds/data/mars_freesurfer.tsv", "microbleeds/review/assets/report.js",
-                   "microbleeds/stages/phase.py", "microbleeds/bench/phantoms/simulate.py"):
+                   "microbleeds/stages/phase.py", "microbleeds/bench/phantoms/simulate.py",
+                   "microbleeds/atlas/icbm152_2009a_sym_t1_brain_2mm.nii.gz", "microbleeds/atlas/LICENSE_ICBM152.txt",
+                   "microbleeds/group/models.py"):
         assert needed in names, needed
