@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
@@ -93,20 +94,16 @@ def run_detect(args):
     from .batch import UsageError, detect_folder
 
     options = {k: getattr(args, k) for k in DETECT_OPTIONS}
-    client = None
     try:
-        client = _dask_client(args)
-        run = detect_folder(args.paths or [sample_data()], args.out, pipeline=args.pipeline, mask=args.mask,
-                            phase=args.phase, labels=args.labels, labels_t1w=args.labels_t1w,
-                            echo_times_ms=args.echo_times_ms, write_images=args.write_swi, report=args.report,
-                            force=args.force, progress=not args.quiet, nprocs=args.nprocs, client=client,
-                            **options)
+        with _dask_client(args) as client:
+            run = detect_folder(args.paths or [sample_data()], args.out, pipeline=args.pipeline, mask=args.mask,
+                                phase=args.phase, labels=args.labels, labels_t1w=args.labels_t1w,
+                                echo_times_ms=args.echo_times_ms, write_images=args.write_swi, report=args.report,
+                                force=args.force, progress=not args.quiet, nprocs=args.nprocs, client=client,
+                                **options)
     except (UsageError, ValueError) as exc:
         print(f"microbleeds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    finally:
-        if client is not None:
-            client.close()
     _print_detect_summary(run.done, run.skipped, run.failed, args.out, run)
     return EXIT_FAILED if run.failed else EXIT_OK
 
@@ -187,13 +184,20 @@ def run_bids(args):
     return _run_participant(args)
 
 
+@contextmanager
 def _dask_client(args):
-    """A client of the Dask cluster of ``--dask-scheduler``, or None (raises a one-line ValueError)."""
+    """A client of the Dask cluster of ``--dask-scheduler`` (closed after), or None (raises a
+    one-line ValueError when the scheduler cannot be reached)."""
     if not getattr(args, "dask_scheduler", None):
-        return None
+        yield None
+        return
     from .workers import client_from_address
 
-    return client_from_address(args.dask_scheduler)
+    client = client_from_address(args.dask_scheduler)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _run_participant(args):
@@ -201,20 +205,17 @@ def _run_participant(args):
     from .io.bids import read_filter_file
 
     options = {k: getattr(args, k, None) for k in DETECT_OPTIONS}
-    client = None
     try:
         filters = read_filter_file(args.bids_filter_file) if args.bids_filter_file else None
-        client = _dask_client(args)
-        run = detect_folder([args.bids_dir], args.output_dir, pipeline=args.pipeline, write_images=args.write_swi,
-                            report=args.report, force=args.force, progress=not args.quiet, nprocs=args.nprocs,
-                            client=client, participant_label=args.participant_label,
-                            session_label=args.session_label, bids_filters=filters, swi_acq=args.swi_acq, **options)
+        with _dask_client(args) as client:
+            run = detect_folder([args.bids_dir], args.output_dir, pipeline=args.pipeline,
+                                write_images=args.write_swi, report=args.report, force=args.force,
+                                progress=not args.quiet, nprocs=args.nprocs, client=client,
+                                participant_label=args.participant_label, session_label=args.session_label,
+                                bids_filters=filters, swi_acq=args.swi_acq, **options)
     except (UsageError, ValueError) as exc:
         print(f"microbleeds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    finally:
-        if client is not None:
-            client.close()
     if args.quiet:
         print(f"{len(run.done)} done, {len(run.skipped)} up to date, {len(run.failed)} failed -> {args.output_dir}")
     else:

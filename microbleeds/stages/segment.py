@@ -59,6 +59,20 @@ class Regions:
         return self.voxels[self.starts[r]:self.starts[r + 1]]
 
 
+
+@njit("int64[:, ::1]()", cache=True)
+def _neighbour_steps():  # pragma: no cover - compiled
+    """The 26 offsets (di, dj, dk) of a voxel's 3D neighbourhood."""
+    steps = np.empty((26, 3), np.int64)
+    n = 0
+    for di in range(-1, 2):
+        for dj in range(-1, 2):
+            for dk in range(-1, 2):
+                if di != 0 or dj != 0 or dk != 0:
+                    steps[n, 0], steps[n, 1], steps[n, 2] = di, dj, dk
+                    n += 1
+    return steps
+
 @njit(cache=True)
 def _grow(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, labels):
     """Grow regions from seeds in order; returns flat voxel list and per-region records."""
@@ -70,14 +84,7 @@ def _grow(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, l
     depths = np.zeros(n_seeds, np.float32)
     limits = np.zeros(n_seeds, np.bool_)
     queue = np.empty((max_voxels, 3), np.int64)
-    steps = np.empty((26, 3), np.int64)
-    n_steps = 0
-    for di in range(-1, 2):
-        for dj in range(-1, 2):
-            for dk in range(-1, 2):
-                if di != 0 or dj != 0 or dk != 0:
-                    steps[n_steps, 0], steps[n_steps, 1], steps[n_steps, 2] = di, dj, dk
-                    n_steps += 1
+    steps = _neighbour_steps()
     n_regions = 0
     used = 0
     contacts = [(np.int32(0), np.int32(0))]
@@ -167,14 +174,7 @@ def _grow_split(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_vox
     margins = np.zeros(n_seeds + 1, np.float32)
     floors = np.zeros(n_seeds + 1, np.float32)
     top = np.full((nx, ny, nz), np.float32(np.inf), np.float32)
-    steps = np.empty((26, 3), np.int64)
-    n_steps = 0
-    for di in range(-1, 2):
-        for dj in range(-1, 2):
-            for dk in range(-1, 2):
-                if di != 0 or dj != 0 or dk != 0:
-                    steps[n_steps, 0], steps[n_steps, 1], steps[n_steps, 2] = di, dj, dk
-                    n_steps += 1
+    steps = _neighbour_steps()
     contacts = [(np.int32(0), np.int32(0))]
     contacts.pop()
     heap = [(np.float32(0.0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))]
