@@ -46,22 +46,38 @@ def read_tsv(path) -> tuple[list[str], list[dict]]:
     """Read a tab-separated table with a header line.
 
     Returns the column names and the rows as dicts of strings. Raises InputError when the file
-    is missing or has no header.
+    is missing or has no header. A row with fewer cells than the header gets "" for the rest.
+    """
+    columns, numbered = read_tsv_rows(path, strict=False)
+    return columns, [row for _, row in numbered]
+
+
+def read_tsv_rows(path, strict: bool = True) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The table as (columns, [(line number, row)]); blank lines are skipped.
+
+    With ``strict``, a row with fewer or more cells than the header raises InputError naming the
+    line (a row cut short or with a stray tab would otherwise be read with shifted cells).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "table does not exist")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)  # BIDS: no quoting
-            columns = [c.strip() for c in (reader.fieldnames or [])]
+            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)  # BIDS: no quoting
+            columns = [c.strip() for c in next(reader, None) or []]
             rows = []
-            for row in reader:
-                rows.append({(k or "").strip(): (v or "").strip() if isinstance(v, str) else ""
-                             for k, v in row.items() if k is not None})
+            for cells in reader:
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue
+                if strict and len(cells) != len(columns):
+                    raise InputError(path, f"line {reader.line_num}: {len(cells)} cell(s) but the header "
+                                           f"has {len(columns)} ({'missing' if len(cells) < len(columns) else 'extra'}"
+                                           f" tab-separated cells); not applied")
+                cells = cells + [""] * (len(columns) - len(cells))
+                rows.append((reader.line_num, {c: v.strip() for c, v in zip(columns, cells)}))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"cannot read table ({exc})") from None
-    if not columns:
+    if not columns or columns == [""]:
         raise InputError(path, "empty table: no header line")
     return columns, rows
 

@@ -29,7 +29,6 @@ scanner RAS+ mm, diameters mm.
 from __future__ import annotations
 
 import copy
-import csv
 import math
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from ..errors import InputError
 from ..io.atomic import atomic_write_files
 from ..io.derivatives import result_path
 from ..io.results import find_scan_dirs, is_scan_dir, load_results, result_lock
-from ..io.tables import json_text, read_json, read_tsv, tsv_text
+from ..io.tables import json_text, read_json, read_tsv, read_tsv_rows, tsv_text
 
 COORD_TOLERANCE_MM = 1.0
 """A candidate whose centre moved more than this since the review is not the one the reader saw
@@ -91,31 +90,9 @@ class _BadRow(Exception):
 def read_decision_rows(decisions_tsv) -> tuple[list[str], list[tuple[int, dict]]]:
     """The decisions table as (columns, [(line number, row)]); blank lines are skipped.
 
-    Raises InputError naming the line when a row has fewer or more cells than the header (a
-    row cut short or with a stray tab would otherwise be read with shifted or missing cells).
+    Raises InputError naming the line when a row has fewer or more cells than the header.
     """
-    path = Path(decisions_tsv)
-    if not path.is_file():
-        raise InputError(path, "table does not exist")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)  # BIDS: no quoting
-            header = next(reader, None)
-            columns = [c.strip() for c in header or []]
-            rows = []
-            for cells in reader:
-                if not cells or (len(cells) == 1 and not cells[0].strip()):
-                    continue
-                if len(cells) != len(columns):
-                    raise InputError(path, f"line {reader.line_num}: {len(cells)} cell(s) but the header "
-                                           f"has {len(columns)} ({'missing' if len(cells) < len(columns) else 'extra'}"
-                                           f" tab-separated cells); not applied")
-                rows.append((reader.line_num, {c: v.strip() for c, v in zip(columns, cells)}))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, f"cannot read table ({exc})") from None
-    if not columns or columns == [""]:
-        raise InputError(path, "empty table: no header line")
-    return columns, rows
+    return read_tsv_rows(decisions_tsv, strict=True)
 
 
 def read_decisions(decisions_tsv, results: dict) -> dict[int, dict]:
