@@ -10,6 +10,12 @@
 - The ITP study's two steps (Blood 2020): a univariate model per variable, the variables with
   P < alpha into a multivariate model adjusted for named covariates (age, sex).
 - Complete cases: rows missing any variable of a model are dropped and listed.
+- Repeated measures (several scans of one participant, e.g. sessions of a longitudinal study):
+  generalised estimating equations (``statsmodels`` GEE, exchangeable working correlation within
+  a participant, robust sandwich standard errors with the Mancl & DeRouen 2001 small-sample
+  correction, Liang & Zeger 1986), Poisson for counts and
+  binomial for presence. The sandwich errors stay valid under overdispersion, so no
+  negative-binomial choice is made there.
 
 Formulas are Patsy formulas (statsmodels' default engine): ``cmb_total ~ nadir_platelets + age + C(sex)``.
 """
@@ -33,6 +39,8 @@ CI_LEVEL = 0.95
 """Confidence level of the intervals (Wald, on the log scale, exponentiated)."""
 FAMILIES = ("auto", "poisson", "negbin", "logistic")
 RATIO = {"poisson": "IRR", "negbin": "IRR", "logistic": "OR"}
+GEE_SUFFIX = "-gee"
+"""Appended to the family of a model fitted by GEE (``poisson-gee``, ``logistic-gee``)."""
 _FUNCTIONS = {"C", "I", "Q", "np", "center", "standardize", "scale", "bs", "cr", "cc", "te", "log", "exp",
               "sqrt", "Treatment", "Sum", "Diff", "Poly", "Helmert"}
 
@@ -148,23 +156,34 @@ class ModelFit:
     converged: bool = True
     warnings: list = field(default_factory=list)
     term_p: dict = field(default_factory=dict)
+    repeated: dict | None = None
     result: object = field(default=None, repr=False)
 
     def record(self) -> dict:
         """JSON-ready description (no statsmodels object)."""
-        return {"formula": self.formula, "family": self.family, "n": self.n, "ratio": self.ratio_name,
-                "coefficients": self.coefficients, "term_p": self.term_p,
-                "negbin_alpha": self.alpha, "log_likelihood": self.llf, "aic": self.aic,
-                "converged": self.converged, "warnings": self.warnings}
+        out = {"formula": self.formula, "family": self.family, "n": self.n, "ratio": self.ratio_name,
+               "coefficients": self.coefficients, "term_p": self.term_p,
+               "negbin_alpha": self.alpha, "log_likelihood": self.llf, "aic": self.aic,
+               "converged": self.converged, "warnings": self.warnings}
+        if self.repeated:
+            out["repeated_measures"] = self.repeated
+        return out
 
     def ratio(self, term: str) -> float:
         return next(c["ratio"] for c in self.coefficients if c["term"] == term)
 
 
-def _fit_statsmodels(frame, formula: str, family: str):
+def _fit_statsmodels(frame, formula: str, family: str, groups: str | None = None):
     import statsmodels.api as sm
     import statsmodels.formula.api as smf
 
+    if groups is not None:
+        if family not in ("poisson", "logistic"):
+            raise ModelError("--family", f"{family} is not fitted with repeated measures: GEE models counts as "
+                                         "Poisson with robust standard errors (valid under overdispersion)")
+        glm_family = sm.families.Poisson() if family == "poisson" else sm.families.Binomial()
+        model = smf.gee(formula, groups, frame, family=glm_family, cov_struct=sm.cov_struct.Exchangeable())
+        return model.fit(cov_type="bias_reduced")  # Mancl & DeRouen: tens of participants, not thousands
     if family == "poisson":
         return smf.glm(formula, frame, family=sm.families.Poisson()).fit()
     if family == "logistic":
@@ -176,16 +195,21 @@ def _fit_statsmodels(frame, formula: str, family: str):
     raise ModelError("--family", f"unknown family {family!r} (one of {', '.join(FAMILIES[1:])})")
 
 
-def fit_model(frame, formula: str, family: str = "poisson") -> ModelFit:
+def fit_model(frame, formula: str, family: str = "poisson", groups: str | None = None) -> ModelFit:
     """Fit ``formula`` on ``frame`` (complete cases only: call :func:`complete_cases` first)
-    with ``family`` poisson, negbin or logistic; ratios exp(coef) with 95 % Wald intervals."""
+    with ``family`` poisson, negbin or logistic; ratios exp(coef) with 95 % Wald intervals.
+
+    ``groups``: a column naming who each row belongs to (``participant_id``): the rows of one
+    group are correlated (repeated measures) and the model is a GEE (family ``poisson-gee`` or
+    ``logistic-gee``, robust standard errors)."""
     import numpy as np
 
+    family = family.removesuffix(GEE_SUFFIX)
     caught = []
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
-            res = _fit_statsmodels(frame, formula, family)
+            res = _fit_statsmodels(frame, formula, family, groups)
         except ModelError:
             raise
         except Exception as exc:  # patsy errors, singular matrices, perfect separation
@@ -208,9 +232,18 @@ def fit_model(frame, formula: str, family: str = "poisson") -> ModelFit:
     alpha = float(params["alpha"]) if family == "negbin" else None
     converged = bool(res.mle_retvals.get("converged", True)) if hasattr(res, "mle_retvals") else bool(
         getattr(res, "converged", True))
-    fit = ModelFit(formula=formula, family=family, n=int(res.nobs), coefficients=coefficients,
-                   ratio_name=RATIO[family], alpha=alpha, llf=float(res.llf), aic=float(res.aic),
-                   converged=converged, warnings=caught, result=res)
+    repeated = None
+    if groups is not None:
+        converged = not any("converge" in w.lower() for w in caught)
+        dep = res.model.cov_struct
+        repeated = {"method": "GEE", "groups": groups, "n_groups": int(len(np.unique(res.model.groups))),
+                    "working_correlation": "exchangeable",
+                    "within_group_correlation": float(dep.dep_params), "standard_errors": "robust (sandwich), bias-reduced (Mancl & DeRouen)"}
+    fit = ModelFit(formula=formula, family=family + (GEE_SUFFIX if groups is not None else ""), n=int(res.nobs),
+                   coefficients=coefficients, ratio_name=RATIO[family], alpha=alpha,
+                   llf=float(getattr(res, "llf", math.nan)) if groups is None else math.nan,
+                   aic=float(res.aic) if groups is None else math.nan,
+                   converged=converged, warnings=caught, repeated=repeated, result=res)
     fit.term_p = term_pvalues(res, names)
     return fit
 
@@ -289,20 +322,27 @@ def _p_text(p) -> str:
     return "n/a" if p is None or not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def fit_count(frame, formula: str, family: str = "auto") -> tuple[ModelFit, dict | None]:
+def fit_count(frame, formula: str, family: str = "auto", groups: str | None = None) -> tuple[ModelFit, dict | None]:
     """A count model with ``family`` poisson, negbin or auto (the overdispersion check decides);
-    returns the fit and the overdispersion record (None when the family was given)."""
+    returns the fit and the overdispersion record (None when the family was given).
+
+    With ``groups`` (repeated measures), a Poisson GEE whatever ``family`` auto / poisson says."""
+    if groups is not None:
+        fit = fit_model(frame, formula, "poisson" if family == "auto" else family, groups)
+        return fit, {"choice": fit.family, "reason": "repeated measures: Poisson GEE by " + groups + " with robust "
+                     "(sandwich) standard errors, valid under overdispersion; no negative binomial test"}
     if family == "auto":
         record, poisson, nb = overdispersion(frame, formula)
         return (nb if record["choice"] == "negbin" else poisson), record
     return fit_model(frame, formula, family), None
 
 
-def two_step(frame, formula: str, adjust_for, alpha: float, family: str):
+def two_step(frame, formula: str, adjust_for, alpha: float, family: str, groups: str | None = None):
     """The study's procedure: every covariate term alone (``outcome ~ term``), the terms with
     P < ``alpha`` (adjusters left out of the screen) into ``outcome ~ selected + adjusters``.
 
-    ``family`` is the family already chosen on the full model (poisson, negbin or logistic).
+    ``family`` is the family already chosen on the full model (poisson, negbin or logistic);
+    ``groups`` as in :func:`fit_model` (every model then a GEE).
     Returns ``{"univariate": [ModelFit], "screen": [...], "selected": [...], "multivariate": ModelFit}``.
     """
     outcome, _rhs = _sides(formula)
@@ -314,7 +354,7 @@ def two_step(frame, formula: str, adjust_for, alpha: float, family: str):
     terms += [a for a in adjusters if a not in terms]
     univariate, screen, selected = [], [], []
     for term in terms:
-        uni = fit_model(frame, f"{outcome} ~ {term}", family)
+        uni = fit_model(frame, f"{outcome} ~ {term}", family, groups)
         p = uni.term_p.get(term, math.nan)
         is_adjuster = term in adjusters
         passes = (not is_adjuster) and p < alpha
@@ -323,6 +363,6 @@ def two_step(frame, formula: str, adjust_for, alpha: float, family: str):
         if passes:
             selected.append(term)
     rhs = selected + adjusters
-    multi = fit_model(frame, f"{outcome} ~ {' + '.join(rhs) if rhs else '1'}", family)
+    multi = fit_model(frame, f"{outcome} ~ {' + '.join(rhs) if rhs else '1'}", family, groups)
     return {"alpha": alpha, "adjust_for": adjust, "univariate": univariate, "screen": screen,
             "selected": selected, "multivariate": multi}

@@ -55,5 +55,9 @@ def add_group_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                    help="prevalence of microbleeds by bins of a covariate, exact 95%% intervals, e.g. "
                         "nadir_platelets:5,10,15 (<5, 5 to <10, 10 to <15, >=15); repeatable")
     g.add_argument("--analysis-session", dest="group_session", metavar="LABEL",
-                   help="analyse this session only (participants with several sessions need one row each)")
+                   help="analyse this session only (participants with several sessions need one row each, "
+                        "or --repeated-measures gee)")
+    g.add_argument("--repeated-measures", dest="group_repeated", choices=("refuse", "gee"), default="refuse",
+                   help="several scans of one participant in a model: refuse (default: say so and stop) or gee "
+                        "(generalised estimating equations by participant, exchangeable correlation, robust errors)")
     return parser

@@ -43,7 +43,9 @@ MODEL_SIDECAR = {
     "model": {"Description": "main (the --model formula), univariate / multivariate (--two-step), presence "
                              "(logistic regression of outcome > 0)"},
     "formula": {"Description": "Patsy formula fitted"},
-    "family": {"Description": "poisson, negbin (NB2, alpha by maximum likelihood) or logistic"},
+    "family": {"Description": "poisson, negbin (NB2, alpha by maximum likelihood) or logistic; poisson-gee / "
+                              "logistic-gee with --repeated-measures gee (GEE by participant, exchangeable "
+                              "working correlation, robust standard errors)"},
     "n": {"Description": "observations used (complete cases)", "Units": "count"},
     "term": {"Description": "design column (statsmodels name)"},
     "ratio_name": {"Description": "IRR (incidence rate ratio) for counts, OR (odds ratio) for presence"},
@@ -78,6 +80,7 @@ class GroupSettings:
     exclude: list = field(default_factory=list)
     bins: list = field(default_factory=list)
     session: str | None = None
+    repeated: str = "refuse"
     participants: list = field(default_factory=list)
     sessions: list = field(default_factory=list)
 
@@ -93,13 +96,13 @@ class GroupSettings:
                    two_step=get("group_two_step"), adjust_for=adjust,
                    exclude=[tuple(e) for e in get("group_exclude") or []],
                    bins=list(get("group_bins") or []), session=get("group_session"),
-                   participants=list(get("participant_label") or []), sessions=list(get("session_label") or []))
+                   repeated=get("group_repeated") or "refuse", participants=list(get("participant_label") or []), sessions=list(get("session_label") or []))
 
     def record(self) -> dict:
         return {"model": self.model, "outcomes": self.outcomes, "family": self.family, "presence": self.presence,
                 "two_step_alpha": self.two_step, "adjust_for": self.adjust_for,
                 "exclude": [{"participant": s, "reason": r} for s, r in self.exclude], "bins": self.bins,
-                "analysis_session": self.session, "participant_label": self.participants,
+                "analysis_session": self.session, "repeated_measures": self.repeated, "participant_label": self.participants,
                 "session_label": self.sessions}
 
 
@@ -157,8 +160,22 @@ def analysis_set(table, settings: GroupSettings, one_per_participant=True):
         pid = dup.iloc[0]
         scans = rows.loc[rows["participant_id"] == pid, "scan"].tolist()
         raise InputError("--model", f"{pid} has {len(scans)} scans in the analysis ({', '.join(scans)}): choose "
-                                    "one with --analysis-session, or --exclude the others (participant_ses-label:reason)")
+                                    "one with --analysis-session, --exclude the others (participant_ses-label:reason)"
+                                    + (" (prevalence by --bins counts participants)" if settings.bins else
+                                       ", or model them with --repeated-measures gee"))
     return rows
+
+
+def repeated_groups(rows, settings: GroupSettings) -> str | None:
+    """``participant_id`` when the model must treat several scans of a participant as repeated
+    measures (``--repeated-measures gee`` and some participant has more than one row), else None."""
+    ids = rows["participant_id"]
+    if settings.repeated != "gee" or not ids.duplicated().any():
+        return None
+    if ids.isna().any():
+        raise InputError("--repeated-measures", "some scans have no participant (not BIDS sub-<label> names): "
+                                                "GEE needs to know whose scan each row is")
+    return "participant_id"
 
 
 # --------------------------------------------------------------------------- the analysis
@@ -173,7 +190,8 @@ def _outcomes(settings: GroupSettings) -> list[str]:
 def analyse(table, settings: GroupSettings) -> dict:
     """Every model and prevalence table of ``settings`` on ``table``: a JSON-ready record, and
     the fits (``"fits"``: outcome -> {"main", "univariate", "multivariate", "presence"})."""
-    data = analysis_set(table, settings, one_per_participant=bool(settings.model or settings.bins))
+    one = bool(settings.bins) or (bool(settings.model) and settings.repeated != "gee")
+    data = analysis_set(table, settings, one_per_participant=one)
     record = {"settings": settings.record(), "n_scans": int(len(table)), "n_analysed": int(len(data)),
               "excluded": [{"participant_id": r.participant_id, "session_id": _none(r.session_id), "scan": r.scan,
                             "reason": r.exclusion_reason} for r in table[table["excluded"]].itertuples()],
@@ -206,14 +224,15 @@ def _analyse_outcome(data, settings, outcome):
              "complete_cases": {"n_used": int(len(used)), "n_dropped": len(dropped), "dropped": dropped},
              "errors": []}
     fit = {"data": used, "variables": right}
+    groups = repeated_groups(used, settings)
     try:
-        main, choice = fit_count(used, formula, settings.family)
+        main, choice = fit_count(used, formula, settings.family, groups)
         fit["main"] = main
         entry["main"] = main.record()
         entry["family_choice"] = choice or {"choice": settings.family, "reason": f"--family {settings.family}"}
         family = main.family
         if settings.two_step is not None:
-            steps = two_step(used, formula, settings.adjust_for, settings.two_step, family)
+            steps = two_step(used, formula, settings.adjust_for, settings.two_step, family, groups)
             fit["univariate"], fit["multivariate"] = steps["univariate"], steps["multivariate"]
             entry["two_step"] = {"alpha": steps["alpha"], "adjust_for": steps["adjust_for"], "screen": steps["screen"],
                                  "selected": steps["selected"],
@@ -226,7 +245,7 @@ def _analyse_outcome(data, settings, outcome):
         used = used.assign(**{present: (used[outcome] > 0).astype(int)})
         fit["data"] = used
         try:
-            fit["presence"] = fit_model(used, with_outcome(formula, present), "logistic")
+            fit["presence"] = fit_model(used, with_outcome(formula, present), "logistic", groups)
             entry["presence"] = fit["presence"].record()
         except ModelError as exc:
             entry["errors"].append(str(exc))
