@@ -33,6 +33,10 @@ small synthetic volume): regions 'unknown'. It cannot show the 40 % of an adult 
 that a registration needs (:data:`~microbleeds.stages.register.MIN_COVERAGE`); a slab of 60 % is
 about 700-900 ml."""
 _LOOKUP_FILES = {"freesurfer": "mars_freesurfer.tsv", "aal3": "mars_aal3.tsv"}
+CALLOSUM_HALF_MM = 5.0
+"""Half-thickness (mm) of the mid-sagittal slab in which the atlas's cerebral white matter
+connected to the plane x = 0 is the corpus callosum (label 206, deep; FreeSurfer's aseg, too, draws
+its corpus callosum labels 251-255 as a midline slab)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -432,6 +436,11 @@ def composite_atlas(files):
       tissue (3D hole filling), components of >= 100 voxels (a flag of ``tissue``);
     * 203 brainstem: tissue voxels in the MNI box |x| <= 20, -45 <= y <= -10, z <= -8 mm (a
       geometric rule, documented as such; cerebellum and AAL3 nuclei keep their labels).
+    * 206 corpus callosum (MARS: deep): cerebral white matter (201 / 202) within
+      :data:`CALLOSUM_HALF_MM` of the mid-sagittal plane x = 0, connected inside that slab to the
+      plane itself (the commissural white matter; medial gyral white matter of the same slab is
+      cut off from the plane by the interhemispheric fissure). Without it the white matter under
+      the cingulate cortex would be juxtacortical (lobar).
 
     Parameters
     ----------
@@ -498,6 +507,12 @@ def _build_composite(files):
                                         aff[2, 2] * np.arange(lab.shape[2]) + aff[2, 3] <= -8)]
     box[ijk[0][0]:ijk[0][-1] + 1, ijk[1][0]:ijk[1][-1] + 1, ijk[2][0]:ijk[2][-1] + 1] = True
     lab[box & tissue & ((lab == 0) | (lab == 201) | (lab == 202))] = 203
+    xs = aff[0, 0] * np.arange(lab.shape[0]) + aff[0, 3]
+    cols = np.flatnonzero(np.abs(xs) <= CALLOSUM_HALF_MM + 1e-6)
+    sub = lab[cols[0]:cols[-1] + 1]  # the mid-sagittal slab (a view)
+    comp, _ = ndi.label((sub == 201) | (sub == 202))
+    mid = np.unique(comp[np.abs(xs[cols[0]:cols[-1] + 1]) < 0.5])
+    sub[np.isin(comp, mid[mid > 0])] = 206
     return lab.astype(np.int32), aff
 
 

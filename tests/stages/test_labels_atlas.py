@@ -88,7 +88,7 @@ def test_composite_atlas_classes():
     lab, aff = LB.composite_atlas(FILES)
     lut = LB.read_lookup("aal3")
     assert set(np.unique(lab).tolist()) <= set(lut)
-    counts = np.bincount(lab.ravel(), minlength=206)
+    counts = np.bincount(lab.ravel(), minlength=207)
     assert counts[201] > 200000 and counts[202] > 200000  # cerebral white matter, ml each side
     assert 5000 < counts[204] < 60000  # ventricles
 
@@ -101,6 +101,14 @@ def test_composite_atlas_classes():
     assert at(-20, -70, -40).region == "infratentorial"  # cerebellum
     assert at(-40, 30, 20).region == "lobar" and at(-40, 30, 20).lobe == "frontal"
     assert at(-24, 4, 2).region == "deep"  # putamen
+    # corpus callosum (MARS: deep, not juxtacortical under the cingulate cortex): a midline slab
+    # of the template's white matter connected to the plane x = 0; medial gyral white matter of
+    # the same slab is not part of it
+    for xyz in ((0, 0, 22), (0, 10, 20), (-4, -20, 25)):
+        assert at(*xyz).label_id == 206 and at(*xyz).region == "deep", xyz
+    assert at(-10, 20, 40).region == "wm_rules"
+    cc_x = aff[0, 0] * np.nonzero(lab == 206)[0] + aff[0, 3]
+    assert 2000 < counts[206] < 20000 and np.abs(cc_x).max() <= LB.CALLOSUM_HALF_MM
 
 
 @needs_atlas

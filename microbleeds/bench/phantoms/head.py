@@ -7,6 +7,8 @@ the truth:
   ``world = mat @ ijk + trans`` (mm) of a grid;
 * ``points(pts)``: tissue class and depth below the outer brain surface (mm) of world points
   (N, 3);
+* ``mars(pts)``: MARS truth class (``MARS_*``) of world points (N, 3), for the truth only (the
+  image never uses it);
 * ``ell``: the head's ellipsoid rows (cx, cy, cz, rx, ry, rz in world mm; rows ``_E_*``), ``sc``
   its scalar geometry (rows ``_S_*``), ``boxes``: centre and half-size (mm) of the box where random
   sources of each target region are drawn, ``lobar_max_depth`` (mm), ``default_fov`` /
@@ -171,6 +173,12 @@ class _AnalyticHead:
         return classify_points(np.ascontiguousarray(pts, dtype=np.float64), self.ell, self.sc,
                                self.waves)
 
+    def mars(self, pts):
+        """MARS truth class (``MARS_*``) of world points (N, 3): from the tissue class (the
+        analytic nuclei are exactly its ellipsoids, its cortex the ribbon)."""
+        lab, _ = self.points(pts)
+        return _MARS_OF_TISSUE[np.asarray(lab, dtype=np.int64)]
+
 
 # --------------------------------------------------------------------------------------------
 # MNI head
@@ -215,18 +223,27 @@ def _mni_files():
 
 
 @functools.cache
-def _mni_volume():
-    """Tissue labels, depth below the brain's smooth hull (mm) and affine of the 1 mm ICBM152
-    2009 grid, built from nilearn's GM / WM maps (computed once per process)."""
-    from scipy import ndimage as ndi
-
+def _mni_maps():
+    """The ICBM152 2009 GM and WM probability maps (float32, scaled so that the larger maximum
+    is 1; read-only) and their 1 mm affine (read once per process)."""
     files = _mni_files()
     gi, gm = read_nifti(files["gm"], "ICBM152 grey matter map")
     _, wm = read_nifti(files["wm"], "ICBM152 white matter map")
     top = max(float(gm.max()), float(wm.max()), 1e-6)
     gm /= top
     wm /= top
-    aff = np.asarray(gi.affine, dtype=np.float64)
+    gm.setflags(write=False)
+    wm.setflags(write=False)
+    return gm, wm, np.asarray(gi.affine, dtype=np.float64)
+
+
+@functools.cache
+def _mni_volume():
+    """Tissue labels, depth below the brain's smooth hull (mm) and affine of the 1 mm ICBM152
+    2009 grid, built from nilearn's GM / WM maps (computed once per process)."""
+    from scipy import ndimage as ndi
+
+    gm, wm, aff = _mni_maps()
     vs = np.sqrt(np.sum(aff[:3, :3] ** 2, axis=0))
     brain = (gm + wm) > 0.5
     lab_cc, n = ndi.label(brain)
@@ -267,16 +284,30 @@ def _hull_signed_distance(filled, vs):
     return out[: filled.shape[0], : filled.shape[1], : filled.shape[2]]
 
 
+def _mni_tentorium_z(x, y):
+    """Height (MNI mm) of the tissue model's tilted tentorium plane at (x, y) mm: the image's
+    cerebellum lies below it (behind y = -38 mm)."""
+    return -10.0 - 0.12 * np.abs(x) + 0.1 * (y + 60.0)
+
+
+def _mni_stem_box(x, y, z):
+    """The tissue model's brainstem box (MNI mm): |x| < 15, -44 < y < -12, z < -8."""
+    return (np.abs(x) < 15.0) & (y > -44.0) & (y < -12.0) & (z < -8.0)
+
+
+def _mni_grid_coords(aff, shape):
+    """Sparse MNI coordinates (mm) x, y, z of a grid with an axis-aligned affine."""
+    ii, jj, kk = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij",
+                             sparse=True)
+    return aff[0, 0] * ii + aff[0, 3], aff[1, 1] * jj + aff[1, 3], aff[2, 2] * kk + aff[2, 3]
+
+
 def _mni_rule_structures(lab, brain, gm, wm, aff):
     """Paint (in place) cerebellum and brainstem (MNI-coordinate rules and a tilted tentorium),
     then the deep nuclei, red nucleus / substantia nigra and dentate (:data:`_MNI_ELLIPSOIDS`)."""
-    ii, jj, kk = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in lab.shape), indexing="ij",
-                             sparse=True)
-    x = aff[0, 0] * ii + aff[0, 3]
-    y = aff[1, 1] * jj + aff[1, 3]
-    z = aff[2, 2] * kk + aff[2, 3]
-    ztent = -10.0 - 0.12 * np.abs(x) + 0.1 * (y + 60.0)
-    stem = brain & (np.abs(x) < 15.0) & (y > -44.0) & (y < -12.0) & (z < -8.0)
+    x, y, z = _mni_grid_coords(aff, lab.shape)
+    ztent = _mni_tentorium_z(x, y)
+    stem = _mni_stem_box(x, y, z) & brain
     cereb = brain & ~stem & (y < -38.0) & (z < ztent)
     lab[cereb & (gm >= wm)] = CB_GM
     lab[cereb & (gm < wm)] = CB_WM
@@ -295,6 +326,144 @@ def _mni_rule_structures(lab, brain, gm, wm, aff):
                              (_E_DENTATE, DENTATE, cereb)):
         for e in rows:
             lab[inside(e) & where] = cls
+
+
+# --------------------------------------------------------------------------------------------
+# MARS classes of the truth (not of the image): what region a source centred at a point is in
+MARS_NONE, MARS_CORTEX, MARS_BASAL_GANGLIA, MARS_THALAMUS, MARS_CEREBRAL_WM, MARS_CALLOSUM, \
+    MARS_BRAINSTEM, MARS_CEREBELLUM = range(8)
+_MARS_OF_TISSUE = np.zeros(32, dtype=np.uint8)
+_MARS_OF_TISSUE[[GM]] = MARS_CORTEX
+_MARS_OF_TISSUE[[CAUDATE, PUTAMEN, PALLIDUM]] = MARS_BASAL_GANGLIA
+_MARS_OF_TISSUE[[THALAMUS]] = MARS_THALAMUS
+_MARS_OF_TISSUE[[WM]] = MARS_CEREBRAL_WM
+_MARS_OF_TISSUE[[BRAINSTEM, MIDBRAIN]] = MARS_BRAINSTEM
+_MARS_OF_TISSUE[[CB_GM, CB_WM, DENTATE]] = MARS_CEREBELLUM
+
+#: MARS truth rules of the MNI head (mm): cortex seeds are grey matter within this distance of
+#: the pial side (CSF or outside, not a ventricle) ...
+MARS_PIAL_SEED_MM = 1.5
+#: ... and farther than this from the basal-ganglia ellipsoids (the insula's Sylvian surface
+#: lies about 8-10 mm lateral of the putamen ellipsoid) ...
+MARS_SEED_CLEARANCE_MM = 8.0
+#: ... and than this from the thalamus ellipsoids (the thalamus, pulvinar included, faces the
+#: cisterns and the third ventricle's CSF over much of its surface)
+MARS_THALAMUS_CLEARANCE_MM = 14.0
+#: the corpus callosum: cerebral white matter within this distance of the mid-sagittal plane,
+#: connected inside that slab to the plane itself
+MARS_CALLOSUM_HALF_MM = 5.0
+
+
+def _geodesic_split(mask, markers):
+    """Label every voxel of ``mask`` with the marker reached first by a breadth-first flood inside
+    the mask (6-connected; a geodesic Voronoi split, ties: the seed first in C order); 0 if
+    unreached."""
+    from .flood import grow
+
+    return grow(np.where(mask, markers, 0), mask)
+
+
+def _mni_cerebellum(lab, brain, gm, wm, x, y, z):
+    """The cerebellum of the truth: the tissue (not the brainstem box) flooded from the
+    cerebellar core (y < -45, 15 mm below the image's tentorium plane) against the cerebrum
+    (y > -30 or 15 mm above it) in order of rising 1 - (GM + WM) probability (a watershed in
+    steps of 0.02), so the border follows the tentorial gap of the ICBM152 maps, not the image's
+    plane rule."""
+    from .flood import flood_by_level
+
+    # only the box y <= -20, z <= 10 mm can hold cerebellum (its faces there are cerebrum seeds)
+    box = (slice(None), slice(0, int(np.searchsorted(y.ravel(), -20.0, side="right"))),
+           slice(0, int(np.searchsorted(z.ravel(), 10.0, side="right"))))
+    x, y, z = x[box[0]], y[:, box[1]], z[:, :, box[2]]
+    tissue = brain[box] & ~np.isin(lab[box], (BRAINSTEM, MIDBRAIN))
+    zt = _mni_tentorium_z(x, y)
+    mk = np.zeros(tissue.shape, dtype=np.int32)
+    mk[tissue & ((y > -30.0) | (z > zt + 15.0))] = 1
+    mk[tissue & (y < -45.0) & (z < zt - 15.0)] = 2
+    cost = 1.0 - np.clip(gm[box] + wm[box], 0.0, 1.0)
+    out = np.zeros(lab.shape, dtype=bool)
+    out[box] = flood_by_level(cost, mk, tissue, _CEREBELLUM_FLOOD_LEVELS) == 2
+    return out
+
+
+#: cost levels (1 - tissue probability) of the cerebellum's flood (:func:`.flood.flood_by_level`)
+_CEREBELLUM_FLOOD_LEVELS = np.round(np.arange(0.02, 0.51, 0.02), 2)
+
+
+@functools.cache
+def _mni_mars_volume():
+    """MARS class (``MARS_*``, uint8) of every voxel of the 1 mm ICBM152 grid, from the phantom's
+    own tissue model (the ICBM152 2009 GM / WM maps and the head's rule structures; no atlas).
+
+    * brainstem: the image's brainstem box; cerebellum: :func:`_mni_cerebellum`;
+    * cerebral grey matter (GM >= WM probability, or a deep-nucleus ellipsoid): split between
+      cortex and deep grey by a geodesic flood inside it (:func:`_geodesic_split`) from the
+      deep-nucleus ellipsoids (basal ganglia: caudate, putamen, pallidum; thalamus) and from the
+      cortical grey matter at the pial side (within :data:`MARS_PIAL_SEED_MM` of CSF or outside,
+      farther than :data:`MARS_SEED_CLEARANCE_MM` from the basal-ganglia and
+      :data:`MARS_THALAMUS_CLEARANCE_MM` from the thalamus ellipsoids): each voxel goes to the
+      nearer seed along the grey matter, so the caudate body and tail, the pulvinar and the rims
+      of the nuclei that the ellipsoids miss are deep, and the insula and the hippocampus stay
+      cortex; grey matter reached from neither is cortex;
+    * corpus callosum: cerebral white matter within :data:`MARS_CALLOSUM_HALF_MM` of the
+      mid-sagittal plane x = 0, connected inside that slab to the plane (MARS counts the corpus
+      callosum deep); the rest of the cerebral white matter: ``MARS_CEREBRAL_WM`` (the
+      juxtacortical rule of :mod:`.truth` decides).
+    """
+    from scipy import ndimage as ndi
+
+    full, _, aff_full = _mni_volume()
+    brain_full = np.isin(full, _BRAIN)
+    # work in the brain's bounding box (+ 3 voxels): everything outside it is MARS_NONE
+    box = tuple(slice(max(int(a.min()) - 3, 0), int(a.max()) + 4) for a in np.nonzero(brain_full))
+    lab, brain = full[box], brain_full[box]
+    gm, wm = (m[box] for m in _mni_maps()[:2])
+    aff = aff_full.copy()
+    aff[:3, 3] += aff[:3, :3] @ np.array([b.start for b in box], dtype=np.float64)
+    x, y, z = _mni_grid_coords(aff, lab.shape)
+    out = np.zeros(lab.shape, dtype=np.uint8)
+    cereb = _mni_cerebellum(lab, brain, gm, wm, x, y, z)
+    out[np.isin(lab, (BRAINSTEM, MIDBRAIN))] = MARS_BRAINSTEM
+    out[cereb] = MARS_CEREBELLUM
+    cerebrum = brain & (out == 0)
+    bg = np.isin(lab, (CAUDATE, PUTAMEN, PALLIDUM)) & cerebrum
+    th = (lab == THALAMUS) & cerebrum
+    grey = cerebrum & ((gm >= wm) | bg | th)
+    vs = np.sqrt(np.sum(aff[:3, :3] ** 2, axis=0))
+    pial = ~brain & (lab != VENTRICLE)
+    near_pial = _within(pial, MARS_PIAL_SEED_MM, vs)
+    clear = ~_within(bg, MARS_SEED_CLEARANCE_MM, vs) & ~_within(th, MARS_THALAMUS_CLEARANCE_MM, vs)
+    seeds = np.zeros(lab.shape, dtype=np.int32)
+    seeds[grey & near_pial & clear] = MARS_CORTEX
+    seeds[bg] = MARS_BASAL_GANGLIA
+    seeds[th] = MARS_THALAMUS
+    split = _geodesic_split(grey, seeds)
+    out[grey] = np.where(split[grey] == 0, MARS_CORTEX, split[grey]).astype(np.uint8)
+    white = cerebrum & ~grey
+    out[white] = MARS_CEREBRAL_WM
+    slab = white & (np.abs(x) <= MARS_CALLOSUM_HALF_MM + 1e-6)
+    comp, _ = ndi.label(slab)
+    mid = np.unique(comp[slab & (np.abs(x) < 0.5)])
+    out[np.isin(comp, mid[mid > 0])] = MARS_CALLOSUM
+    vol = np.zeros(full.shape, dtype=np.uint8)
+    vol[box] = out
+    vol.setflags(write=False)
+    return vol
+
+
+def _within(mask, dist_mm, vs):
+    """Voxels within ``dist_mm`` (Euclidean, voxel centres) of ``mask``: the distance transform
+    on the mask's bounding box grown by ``dist_mm`` (the rest is farther)."""
+    from scipy import ndimage as ndi
+
+    out = np.zeros(mask.shape, dtype=bool)
+    if not mask.any():
+        return out
+    pad = np.ceil(dist_mm / vs).astype(int) + 1
+    box = tuple(slice(max(int(a.min()) - p, 0), int(a.max()) + p + 1)
+                for a, p in zip(np.nonzero(mask), pad))
+    out[box] = ndi.distance_transform_edt(~mask[box], sampling=vs) <= dist_mm
+    return out
 
 
 class _MNIHead:
@@ -354,6 +523,16 @@ class _MNIHead:
 
         return lookup_points(self.lab, self.dep, self.vinv, self.vtrans,
                              np.ascontiguousarray(pts, dtype=np.float64))
+
+    def mars(self, pts):
+        """MARS truth class (``MARS_*``) of world points (N, 3): nearest voxel of
+        :func:`_mni_mars_volume` (built on first use)."""
+        from .kernels import lookup_points
+
+        vol = _mni_mars_volume()
+        lab, _ = lookup_points(vol, self.dep, self.vinv, self.vtrans,
+                               np.ascontiguousarray(pts, dtype=np.float64))
+        return lab.astype(np.uint8)
 
 
 def _make_anatomy(params: PhantomParams, rng: np.random.Generator):

@@ -13,7 +13,19 @@ import numpy as np
 
 from ...contract import LOBES, MARS_JUXTACORTICAL_MM
 from .grid import _fine_grid, _grid_points, _oversampling
-from .head import _E_CEREBRUM, _E_VENT, _S_DEEPWM, _make_anatomy
+from .head import (
+    _E_CEREBRUM,
+    _E_VENT,
+    _S_DEEPWM,
+    MARS_BASAL_GANGLIA,
+    MARS_BRAINSTEM,
+    MARS_CALLOSUM,
+    MARS_CEREBELLUM,
+    MARS_CEREBRAL_WM,
+    MARS_CORTEX,
+    MARS_THALAMUS,
+    _make_anatomy,
+)
 from .params import (
     AIR,
     BRAINSTEM,
@@ -71,8 +83,8 @@ def _location(p, lab, dep, ell, sc):
     """*Placement target* (region, lobe, hemisphere) of a world point given its tissue class and
     depth: white matter less than ``sc[_S_DEEPWM]`` below the outer brain surface counts as
     lobar. Only used to choose where random sources go (kept so that placements, and hence the
-    images, stay the same for a given seed); the recorded truth of white-matter sources follows
-    MARS (:func:`_truth_location`)."""
+    images, stay the same for a given seed); the recorded truth follows MARS on the truth classes
+    (:func:`_truth_location`), so a source may be recorded in another region than its target."""
     hemi = _SIDE_NAMES[int(_side_codes(p, ell)[0])]
     if lab in (BRAINSTEM, MIDBRAIN):
         return "infratentorial", "brainstem", hemi
@@ -87,16 +99,17 @@ def _location(p, lab, dep, ell, sc):
 
 #: spacing (mm) of the local sampling grid used to measure distances to cortex / deep grey
 _MARS_STEP_MM = 0.2
-_DEEP_GM = (CAUDATE, PUTAMEN, PALLIDUM, THALAMUS)
+_MARS_DEEP_GM = (MARS_BASAL_GANGLIA, MARS_THALAMUS)
 
 
 def _mars_white_matter(anat, centre, radius, jx_mm=MARS_JUXTACORTICAL_MM, step=_MARS_STEP_MM):
     """MARS class of a sphere in cerebral white matter, measured on the phantom's own tissue.
 
-    The tissue is sampled (``anat.points``: the analytic classifier, or the MNI label volume)
-    on a local grid of ``step`` mm around the centre. ``dc`` / ``dg`` are the distances from the
-    nearest point of the sphere (centre distance minus radius, 0 if the sphere reaches in) to
-    the nearest cortical grey-matter / deep grey (basal ganglia, thalamus) sample.
+    The truth's MARS classes (``anat.mars``: the analytic tissue classes, or the MNI head's
+    :func:`~.head._mni_mars_volume`) are sampled on a local grid of ``step`` mm around the centre.
+    ``dc`` / ``dg`` are the distances from the nearest point of the sphere (centre distance
+    minus radius, 0 if the sphere reaches in) to the nearest cortex / deep grey (basal ganglia,
+    thalamus) sample.
 
     Returns
     -------
@@ -113,11 +126,10 @@ def _mars_white_matter(anat, centre, radius, jx_mm=MARS_JUXTACORTICAL_MM, step=_
     r = np.sqrt(np.sum(off * off, axis=1))
     keep = r <= reach
     off, r = off[keep], r[keep]
-    labs, _ = anat.points(c + off)
-    labs = np.asarray(labs)
+    labs = np.asarray(anat.mars(c + off))
     dist = {}
     near = None
-    for name, cls in (("cortex", (GM,)), ("deep_gm", _DEEP_GM)):
+    for name, cls in (("cortex", (MARS_CORTEX,)), ("deep_gm", _MARS_DEEP_GM)):
         sel = np.isin(labs, cls)
         if not np.any(sel):
             dist[name] = math.inf
@@ -134,19 +146,35 @@ def _mars_white_matter(anat, centre, radius, jx_mm=MARS_JUXTACORTICAL_MM, step=_
     return "deep", "deep_white_matter", dc, dg
 
 
+_MARS_FIXED = {MARS_BASAL_GANGLIA: ("deep", "basal_ganglia"), MARS_THALAMUS: ("deep", "thalamus"),
+               MARS_CALLOSUM: ("deep", "corpus_callosum"),
+               MARS_BRAINSTEM: ("infratentorial", "brainstem"),
+               MARS_CEREBELLUM: ("infratentorial", "cerebellum")}
+
+
 def _truth_location(p, radius, lab, dep, anat):
     """Recorded truth (region, lobe, hemisphere) of a source centred at world point ``p``.
 
-    Tissue other than cerebral white matter: as :func:`_location` (cortex -> lobar with the
-    lobe rule, basal ganglia / thalamus -> deep, brainstem / cerebellum -> infratentorial).
-    Cerebral white matter: MARS (:func:`_mars_white_matter`): juxtacortical (nearest point of
-    the sphere within :data:`~microbleeds.contract.MARS_JUXTACORTICAL_MM` of cortex, any cortex: outer, sulcal, fissural)
-    -> lobar with the lobe of the nearest cortex; else deep white matter -> deep.
+    MARS (Gregoire et al. 2009) on the phantom's own tissue model: the truth class at the centre
+    (``anat.mars``; for the MNI head :func:`~.head._mni_mars_volume`: deep grey grown from the
+    nuclei along the ICBM152 grey matter, the cerebellum bounded by the tentorial gap of its
+    tissue maps, the corpus callosum) decides: cortex -> lobar with the lobe rule; basal
+    ganglia, thalamus, corpus callosum -> deep; brainstem, cerebellum -> infratentorial;
+    cerebral white matter -> :func:`_mars_white_matter` (juxtacortical: nearest point of the
+    sphere within :data:`~microbleeds.contract.MARS_JUXTACORTICAL_MM` of cortex, and cortex
+    nearer than deep grey -> lobar with the lobe of the nearest cortex; else deep). A centre in
+    CSF or a ventricle (explicit sources only): :func:`_location`'s guess.
     """
-    reg, lobe, hemi = _location(p, lab, dep, anat.ell, anat.sc)
-    if lab == WM:
+    hemi = _SIDE_NAMES[int(_side_codes(p, anat.ell)[0])]
+    m = int(np.asarray(anat.mars(np.asarray(p, dtype=np.float64).reshape(1, 3)))[0])
+    if m in _MARS_FIXED:
+        return (*_MARS_FIXED[m], hemi)
+    if m == MARS_CORTEX:
+        return "lobar", LOBES[int(_lobe_codes(p, anat.ell)[0])], hemi
+    if m == MARS_CEREBRAL_WM:
         reg, lobe, _, _ = _mars_white_matter(anat, p, radius)
-    return reg, lobe, hemi
+        return reg, lobe, hemi
+    return _location(p, lab, dep, anat.ell, anat.sc)
 
 
 # FreeSurfer aparc+aseg label IDs of the phantom's tissues (see :func:`segmentation`)
