@@ -57,9 +57,9 @@ def _suite():
     source = (HERE / "run_accuracy.py").read_text()
     start = source.index("BASE = ")
     end = source.index("QUICK = ")
-    namespace = {}
     phantoms = _phantoms_module()
-    exec("from dataclasses import replace\n" + source[start:end], {"PhantomParams": phantoms.PhantomParams}, namespace)
+    namespace = {"PhantomParams": phantoms.PhantomParams}  # one dict: comprehensions see the names defined
+    exec("from dataclasses import replace\n" + source[start:end], namespace)
     return phantoms, namespace["BASE"], namespace["SUITE"]
 
 

@@ -13,7 +13,7 @@ import math
 import os
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ..errors import InputError
 from .nifti import read_volume
@@ -56,24 +56,41 @@ def _finite_range(x):  # pragma: no cover - compiled
     return float(lo), float(hi), n
 
 
-@njit([f"void({t}, float64, float64, float64, float32[::1])" for t in _SIGNATURES], cache=True, nogil=True)
+@njit([f"void({t}, float64, float64, float64, float32[::1])" for t in _SIGNATURES], cache=True, nogil=True,
+      parallel=True)
 def _scale_and_wrap(x, inter, slope, factor, out):  # pragma: no cover - compiled
-    """``out = wrap_phase((x - inter) / slope * factor)`` in float64 per voxel, stored as float32."""
+    """``out = wrap_phase((x - inter) / slope * factor)`` in float64 per voxel, stored as float32.
+
+    ``np.remainder(w, 2 pi)`` is ``w`` itself for ``0 <= w < 2 pi`` (the usual case: phase already in
+    range), so it is only called outside that range: the same values, without a division per voxel."""
     two_pi = 2.0 * np.pi
-    for i in range(x.size):
-        v = (np.float64(x[i]) - inter) / slope * factor
-        out[i] = np.remainder(v + np.pi, two_pi) - np.pi
+    for i in prange(x.size):
+        w = (np.float64(x[i]) - inter) / slope * factor + np.pi
+        if not (w >= 0.0 and w < two_pi):
+            w = np.remainder(w, two_pi)
+        out[i] = w - np.pi
+
+
+def _memory_order(x):
+    """``x`` (or its transpose, when only that is C-contiguous: nibabel's Fortran-ordered data) as a
+    C-contiguous array without a copy where possible, and whether it was transposed."""
+    if x.flags.f_contiguous and not x.flags.c_contiguous:
+        return x.T, True
+    return np.ascontiguousarray(x), False
 
 
 def _radians(x, inter=0.0, slope=1.0, factor=1.0):
     """float32 radians ``wrap_phase((x - inter) / slope * factor)`` of any-shaped float data (numba;
-    the same float64 arithmetic as :func:`wrap_phase`, so bit-identical to it)."""
-    flat = np.ascontiguousarray(x).reshape(-1)
+    the same float64 arithmetic as :func:`wrap_phase`, so bit-identical to it), in the memory order
+    of ``x`` (no transposing copy of Fortran-ordered data)."""
+    c, transposed = _memory_order(np.asarray(x))
+    flat = c.reshape(-1)
     if flat.dtype not in (np.float32, np.float64):
         flat = flat.astype(np.float64)
     out = np.empty(flat.size, np.float32)
     _scale_and_wrap(flat, float(inter), float(slope), float(factor), out)
-    return out.reshape(np.shape(x))
+    out = out.reshape(c.shape)
+    return out.T if transposed else out
 
 
 def wrap_phase(x):
@@ -136,7 +153,7 @@ def phase_to_radians(data, path=None, scl_slope=None, scl_inter=None):
     x = np.asarray(data)
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
-    lo, hi, n_finite = _finite_range(np.ascontiguousarray(x).reshape(-1))
+    lo, hi, n_finite = _finite_range(_memory_order(x)[0].reshape(-1))
     if n_finite == 0:
         raise InputError(path, "phase has no finite value (all NaN/Inf)")
     if hi - lo <= 0:

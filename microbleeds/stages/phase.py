@@ -318,14 +318,20 @@ def homodyne_highpass(magnitude, phase, voxel_size_mm=None, window=32, window_mm
     if ph.ndim != 3:
         raise ValueError(f"phase must be 3D or 4D, got {ph.shape}")
     z = _complex(magnitude, ph)
+    plan = _homodyne_plan(z.shape, voxel_size_mm, window, window_mm, mode, slice_axis)
+    return _phase_difference(z, _windowed_lowpass(z, *plan))
+
+
+def _homodyne_plan(shape, voxel_size_mm, window, window_mm, mode, slice_axis):
+    """The axes, zero-paddings ``(before, after)`` and k-space windows (FFT order, float32) of the
+    homodyne low-pass of a 3D image of ``shape`` (see :func:`homodyne_highpass`)."""
     vox = voxel_sizes(voxel_size_mm)
-    axes = [a for a in range(3) if a != slice_axis] if mode == "2d" else [0, 1, 2]
     if mode not in ("2d", "3d"):
         raise ValueError(f"mode must be '2d' or '3d', got {mode!r}")
-    pad = [(0, 0)] * 3
-    padded_n = {}
+    axes = [a for a in range(3) if a != slice_axis] if mode == "2d" else [0, 1, 2]
+    pads, windows = [], []
     for a in axes:
-        n = z.shape[a]
+        n = shape[a]
         if window_mm is not None:
             width = n * vox[a] / float(window_mm)
         else:
@@ -335,14 +341,36 @@ def homodyne_highpass(magnitude, phase, voxel_size_mm=None, window=32, window_mm
         p = int(min(n, math.ceil(2.0 * n / width) + 1))
         n_pad = sfft.next_fast_len(n + 2 * p)
         before = (n_pad - n) // 2
-        pad[a] = (before, n_pad - n - before)
-        padded_n[a] = (n_pad, width * n_pad / n)
-    windows = [_hann_kspace(padded_n[a][0], padded_n[a][1]).astype(np.float32) for a in axes]
-    lp = _windowed_lowpass(z, axes, [pad[a] for a in axes], windows)
-    return np.angle(z * np.conj(lp)).astype(np.float32)
+        pads.append((before, n_pad - n - before))
+        windows.append(_hann_kspace(n_pad, width * n_pad / n).astype(np.float32))
+    return axes, pads, windows
 
 
-def _windowed_lowpass(z, axes, pads, windows):
+def _phase_difference(z, lp):
+    """``angle(z * conj(lp))`` (radians, float32): the phase of ``z`` relative to its low-pass.
+
+    Not in place: ``lp`` is a strided view, and numpy's strided complex product rounds differently
+    from its contiguous (SIMD) one, which the contiguous ``conj(lp)`` gets."""
+    return np.angle(z * np.conj(lp)).astype(np.float32, copy=False)
+
+
+def _homodyne_both(magnitude, phase, voxel_size_mm, window, window_mm, slice_axis):
+    """:func:`homodyne_highpass` in modes ``"2d"`` and ``"3d"`` of one 3D (or single-echo 4D) image,
+    bit for bit, sharing the complex image and the forward transforms the two low-passes have in
+    common (with the slice axis last, the 3D low-pass starts with the 2D one's two passes)."""
+    ph = np.asarray(phase)
+    if ph.ndim == 4:  # echoes filtered separately, as homodyne_highpass does
+        pairs = [_homodyne_both(magnitude[..., e], ph[..., e], voxel_size_mm, window, window_mm, slice_axis)
+                 for e in range(ph.shape[3])]
+        return tuple(np.stack([pair[i] for pair in pairs], axis=3) for i in range(2))
+    z = _complex(magnitude, ph)
+    plans = [_homodyne_plan(z.shape, voxel_size_mm, window, window_mm, mode, slice_axis)
+             for mode in ("2d", "3d")]
+    shared = {}
+    return tuple(_phase_difference(z, _windowed_lowpass(z, *plan, shared=shared)) for plan in plans)
+
+
+def _windowed_lowpass(z, axes, pads, windows, shared=None):
     """``ifftn(fftn(pad(z)) * w_0 * w_1 ...)`` cut back to ``z``'s extent, computed only where it
     is not zero: the padding, the transforms and the windows axis by axis, in the order
     ``scipy.fft.fftn`` / ``ifftn`` take the axes, keeping after each forward transform only the
@@ -353,17 +381,25 @@ def _windowed_lowpass(z, axes, pads, windows):
     inverse's ``1 / prod(n)`` applied after its first axis, as pocketfft does), so the values
     are those of ``ifftn(fftn(...))`` bit for bit wherever they are not zero; the work is that of
     the first forward and last inverse axis plus a window's fraction (1/8 at the default width)
-    for the others.
+    for the others. ``shared`` (a dict) keeps the forward passes between calls on the same ``z``:
+    a call whose first axes, paddings and windows are another's reuses its transforms.
     """
     k = z
     supports = []
+    key = ()
     for a, (before, after), w in zip(axes, pads, windows):
-        widths = [(0, 0)] * k.ndim
-        widths[a] = (before, after)
-        k = sfft.fft(np.pad(k, widths), axis=a, workers=-1)
+        key += ((a, before, after, w.tobytes()),)
         support = np.flatnonzero(w)
         supports.append(support)
-        k = np.take(k, support, axis=a)
+        if shared is not None and key in shared:
+            k = shared[key]
+            continue
+        widths = [(0, 0)] * k.ndim
+        widths[a] = (before, after)
+        k = np.take(sfft.fft(np.pad(k, widths), axis=a, workers=-1), support, axis=a)
+        if shared is not None:
+            shared[key] = k
+    k = k.copy() if shared is not None else k
     for a, w, support in zip(axes, windows, supports):
         shape = [1] * k.ndim
         shape[a] = support.size
@@ -492,12 +528,39 @@ def phase_mask(filtered_phase, phase_sign=+1, kind="paramagnetic"):
     """
     if phase_sign not in (1, -1):
         raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
-    psi = phase_sign * np.asarray(filtered_phase, dtype=np.float32)
+    if kind not in ("paramagnetic", "symmetric"):
+        raise ValueError(f"unknown phase mask kind {kind!r}")
+    phi = np.asarray(filtered_phase, dtype=np.float32)
+    if phi.ndim == 3:
+        return _mask_kernel(phi, np.float32(phase_sign), kind == "symmetric")
+    psi = phase_sign * phi
     if kind == "symmetric":
         psi = np.abs(psi)
-    elif kind != "paramagnetic":
-        raise ValueError(f"unknown phase mask kind {kind!r}")
     return np.clip(1.0 - psi / np.float32(_PI), 0.0, 1.0).astype(np.float32)
+
+
+@njit(["float32[:, :, ::1](float32[:, :, :], float32, boolean)"], cache=True, parallel=True)
+def _mask_kernel(phi, sign, symmetric):
+    """The linear phase mask of :func:`phase_mask` in one pass: ``clip(1 - psi / pi, 0, 1)`` with
+    ``psi = sign * phi`` (``|psi|`` if ``symmetric``), the float32 operations numpy does (NaN
+    stays NaN), bit for bit."""
+    out = np.empty(phi.shape, np.float32)
+    pi = np.float32(_PI)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    for i in prange(phi.shape[0]):
+        for j in range(phi.shape[1]):
+            for k in range(phi.shape[2]):
+                psi = sign * phi[i, j, k]
+                if symmetric:
+                    psi = abs(psi)
+                v = one - psi / pi
+                if v < zero:
+                    v = zero
+                elif v > one:
+                    v = one
+                out[i, j, k] = v
+    return out
 
 
 def swi(magnitude, filtered_phase, phase_sign=+1, power=4, kind="paramagnetic"):
@@ -525,7 +588,9 @@ def swi(magnitude, filtered_phase, phase_sign=+1, power=4, kind="paramagnetic"):
     mask = phase_mask(filtered_phase, phase_sign, kind)
     if mask.shape != m.shape:
         raise ValueError(f"magnitude {m.shape} and phase {mask.shape} differ")
-    return (m * mask ** np.float32(power)).astype(np.float32)
+    # the same float32 ufuncs as ``m * mask ** power``, in place in the mask's buffer
+    np.power(mask, np.float32(power), out=mask)
+    return np.multiply(m, mask, out=mask)
 
 
 def minimum_intensity_projection(volume, affine=None, slab_mm=8.0, voxel_size_mm=None,
@@ -664,7 +729,11 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
         raise ValueError("echo times are needed to combine several echoes")
     vox = voxel_sizes(None, affine)
     sax = slice_axis_from_affine(affine)
-    hp = highpass_phase(mag, ph, vox, method, window, window_mm, sigma_mm, mode, sax)
+    hp3 = None  # the 3D homodyne filtered phase for the sign estimate
+    if phase_sign is None and method == "homodyne" and mode == "2d":
+        hp, hp3 = _homodyne_both(mag, ph, vox, window, window_mm, sax)
+    else:
+        hp = highpass_phase(mag, ph, vox, method, window, window_mm, sigma_mm, mode, sax)
     te = _te_array(echo_times_ms, n_echo) if n_echo > 1 else None
     if te is not None:
         filt, freq, cmag, ref = _combine_echoes(hp, mag, te, reference_te_ms)
@@ -672,8 +741,9 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
         filt, freq, cmag, ref = _single_echo(hp, mag, echo_times_ms)
     if phase_sign is None:
         # the vein physics holds for the 3D field: estimate on 3D homodyne-filtered phase
-        hp3 = hp if mode == "3d" and method == "homodyne" else highpass_phase(
-            mag, ph, vox, "homodyne", window, window_mm, sigma_mm, "3d", sax)
+        if hp3 is None:
+            hp3 = hp if mode == "3d" and method == "homodyne" else highpass_phase(
+                mag, ph, vox, "homodyne", window, window_mm, sigma_mm, "3d", sax)
         filt3 = _first_echo(hp3) if te is None else combine_phases(hp3, mag, te, ref, "radians")
         sign, ev = estimate_phase_sign(filt3, cmag, affine, mask, b0_dir_world)
         sign, ev = with_vendor_prior(sign, ev, manufacturer)

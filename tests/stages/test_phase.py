@@ -201,3 +201,161 @@ def test_windowed_lowpass_is_the_padded_fft_lowpass_bit_for_bit(axes):
     nonzero = want != 0
     assert nonzero.all()
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+# --------------------------------------------------------------------------------------------
+# speed (issue 14): kernels and shared passes against the numpy / scipy computations they replace
+# --------------------------------------------------------------------------------------------
+
+def _numpy_swi(mag, phi, sign, power, kind):
+    """The SWI as numpy computed it before the fused mask kernel."""
+    psi = sign * np.asarray(phi, np.float32)
+    if kind == "symmetric":
+        psi = np.abs(psi)
+    mask = np.clip(1.0 - psi / np.float32(np.pi), 0.0, 1.0).astype(np.float32)
+    return mask, (mag * mask ** np.float32(power)).astype(np.float32)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("kind", ["paramagnetic", "symmetric"])
+def test_mask_kernel_and_swi_are_numpy_bit_for_bit(sign, kind):
+    rng = np.random.default_rng(4)
+    phi = rng.uniform(-4, 4, (17, 13, 9)).astype(np.float32)[:, ::2]  # beyond +-pi, not contiguous
+    phi.flat[:7] = [np.nan, np.pi, -np.pi, 0.0, -0.0, np.inf, -np.inf]
+    mag = rng.uniform(0, 2, phi.shape).astype(np.float32)
+    want_mask, want_swi = _numpy_swi(mag, phi, sign, 4, kind)
+    got_mask = P.phase_mask(phi, sign, kind)
+    assert got_mask.dtype == np.float32
+    np.testing.assert_array_equal(got_mask.view(np.uint32), want_mask.view(np.uint32))
+    np.testing.assert_array_equal(P.swi(mag, phi, sign, 4, kind).view(np.uint32), want_swi.view(np.uint32))
+    assert P._mask_kernel._cache.__class__.__name__ != "NullCache"
+    assert all("float32" in str(s) for s in P._mask_kernel.signatures)
+
+
+@pytest.mark.parametrize("slice_axis", [2, 0])
+def test_homodyne_both_modes_share_passes_bit_for_bit(slice_axis):
+    """The 2D and 3D homodyne filters from one complex image and shared forward transforms equal the
+    two separate calls, 3D and single-echo 4D."""
+    rng = np.random.default_rng(8)
+    ph = rng.uniform(-np.pi, np.pi, (40, 36, 20)).astype(np.float32)
+    mag = rng.uniform(0.2, 1, ph.shape).astype(np.float32)
+    vox = (0.5, 0.5, 1.2)
+    two, three = P._homodyne_both(mag, ph, vox, 48, None, slice_axis)
+    for got, mode in ((two, "2d"), (three, "3d")):
+        want = P.homodyne_highpass(mag, ph, vox, 48, None, mode, slice_axis)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    two4, three4 = P._homodyne_both(mag[..., None], ph[..., None], vox, 48, None, slice_axis)
+    assert two4.shape == three4.shape == ph.shape + (1,)
+    np.testing.assert_array_equal(two4[..., 0], two)
+    np.testing.assert_array_equal(three4[..., 0], three)
+    echoes_ph, echoes_mag = np.stack([ph, ph[::-1]], -1), np.stack([mag, mag[::-1]], -1)  # two echoes
+    for got, mode in zip(P._homodyne_both(echoes_mag, echoes_ph, vox, 48, None, slice_axis), ("2d", "3d")):
+        np.testing.assert_array_equal(got, P.homodyne_highpass(echoes_mag, echoes_ph, vox, 48, None, mode, slice_axis))
+
+
+def test_compute_swi_estimated_sign_uses_the_same_filters():
+    """With the sign estimated, compute_swi's filtered phase and SWI are those of the separate 2D
+    filter (the 3D one feeds only the estimate)."""
+    rng = np.random.default_rng(2)
+    mag = rng.uniform(0.5, 1.0, (32, 32, 16)).astype(np.float32)
+    ph = rng.uniform(-np.pi, np.pi, mag.shape).astype(np.float32)
+    aff = np.diag([0.5, 0.5, 1.0, 1.0])
+    res = P.compute_swi(mag, ph, aff)
+    want = P.homodyne_highpass(mag, ph, (0.5, 0.5, 1.0), mode="2d", slice_axis=2)
+    np.testing.assert_array_equal(res.filtered_phase, want)
+    np.testing.assert_array_equal(res.swi, _numpy_swi(mag, want, res.phase_sign, 4, "paramagnetic")[1])
+
+
+def test_radians_keeps_fortran_order_and_values():
+    """nibabel's Fortran-ordered data are scaled without a transposing copy, to the same values."""
+    from microbleeds.io.phase_file import _radians, wrap_phase
+
+    rng = np.random.default_rng(6)
+    x = np.asfortranarray(rng.uniform(-4 * np.pi, 4 * np.pi, (11, 9, 5)).astype(np.float32))
+    x.flat[:5] = [np.pi, -np.pi, 0.0, -0.0, 2 * np.pi]
+    got = _radians(x)
+    want = wrap_phase(x.astype(np.float64)).astype(np.float32)
+    assert got.flags.f_contiguous and got.shape == x.shape
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(_radians(x, 1.0, -2.0, 0.5), wrap_phase((x.astype(np.float64) - 1.0) / -2.0 * 0.5)
+                                  .astype(np.float32))
+
+
+@pytest.mark.parametrize("sigma", [(1.5, 2.3, 0.6), (8.9, 8.9, 3.3), (0.4, 0.0, 1.0), (7.0, 1.0, 30.0)])
+@pytest.mark.parametrize("order", [(0, 0, 0), (1, 0, 1), (0, 2, 0), (2, 0, 0)])
+def test_gaussian_filter_nearest_is_scipy_bit_for_bit(sigma, order):
+    """Parallel passes against scipy.ndimage.gaussian_filter (mode nearest), including a sigma of 0 (axis
+    left alone) and kernels longer than the axis (edge values repeated)."""
+    from scipy import ndimage as ndi
+
+    from microbleeds.stages import gaussian as G
+
+    x = (np.random.default_rng(1).normal(size=(23, 19, 11)) * 100).astype(np.float32)
+    order = tuple(o if s > 0 else 0 for o, s in zip(order, sigma))
+    want = ndi.gaussian_filter(x, sigma, order=order, mode="nearest")
+    got = G.gaussian_filter_nearest(x, sigma, order)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert G._pass_middle._cache.__class__.__name__ != "NullCache"
+    assert all("float32" in str(s) for s in G._pass_middle.signatures + G._pass_last_at.signatures)
+
+
+def test_hessian_at_is_six_scipy_derivatives_bit_for_bit():
+    from scipy import ndimage as ndi
+
+    from microbleeds.stages import gaussian as G
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(21, 25, 13)) * 50).astype(np.float32)
+    idx = np.nonzero(rng.random(x.shape) < 0.3)
+    sigma = (1.56, 1.56, 0.58)
+    H = G.hessian_at(x, idx, sigma)
+    assert H.shape == (idx[0].size, 3, 3) and H.dtype == np.float32
+    for i in range(3):
+        for j in range(i, 3):
+            o = [0, 0, 0]
+            o[i] += 1
+            o[j] += 1
+            want = ndi.gaussian_filter(x, sigma, order=o, mode="nearest")[idx]
+            np.testing.assert_array_equal(H[:, i, j], want)
+            np.testing.assert_array_equal(H[:, j, i], want)
+    with pytest.raises(ValueError, match="positive sigma"):
+        G.hessian_at(x, idx, (1.0, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("affine", [np.diag([0.45, 0.45, 1.2, 1.0]),
+                                    np.array([[0.9, 0.1, 0, 0], [-0.1, 0.9, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])])
+def test_world_hessian_matches_einsum(affine):
+    """The world Hessian of the dark voxels: six scipy derivatives and einsum's A^-T H A^-1 (an
+    axis-aligned grid's shortcut gives einsum's float32 values)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(5)
+    img = (rng.normal(size=(24, 22, 14)) * 10).astype(np.float32)
+    idx = np.nonzero(rng.random(img.shape) < 0.2)
+    A = affine[:3, :3]
+    vox = np.linalg.norm(A, axis=0)
+    sig = [0.7 / v for v in vox]
+    Hv = np.empty((idx[0].size, 3, 3), np.float32)
+    for i in range(3):
+        for j in range(i, 3):
+            o = [0, 0, 0]
+            o[i] += 1
+            o[j] += 1
+            Hv[:, i, j] = Hv[:, j, i] = ndi.gaussian_filter(img, sig, order=o, mode="nearest", truncate=4.0)[idx]
+    Ainv = np.linalg.inv(A).astype(np.float32)
+    want = np.einsum("ka,nkl,lb->nab", Ainv, Hv, Ainv)
+    np.testing.assert_array_equal(D._hessian_world_at(img, idx, vox, A, 0.7), want)
+
+
+def test_phase_difference_in_place_is_numpy_bit_for_bit():
+    rng = np.random.default_rng(12)
+    z = (rng.normal(size=(30, 20, 10)) + 1j * rng.normal(size=(30, 20, 10))).astype(np.complex64)
+    lp = (rng.normal(size=(34, 20, 10)) + 1j * rng.normal(size=(34, 20, 10))).astype(np.complex64)[2:32]
+    want = np.angle(z * np.conj(lp)).astype(np.float32)
+    got = P._phase_difference(z, lp[:, ::1].copy()[:, :, :])
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    strided = np.zeros((30, 24, 10), np.complex64)[:, 2:22]  # the low-pass is a cut of a padded array
+    strided[...] = lp
+    got = P._phase_difference(z, strided)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -1,0 +1,184 @@
+"""Gaussian filters and derivatives with the values of :func:`scipy.ndimage.gaussian_filter`, bit for
+bit, in parallel numba loops, and evaluated only where they are needed.
+
+``scipy.ndimage`` correlates each line in float64 (the float32 values converted exactly, a
+symmetric kernel folded: ``x[0] w[0]`` then ``+ (x[-j] + x[j]) w[-j]`` from the farthest tap in,
+an antisymmetric one ``+ (x[-j] - x[j]) w[-j]``) and stores float32 after each axis. The kernels
+here do the same operations in the same order per voxel, so their float32 results are identical;
+the axis-0 and axis-1 passes accumulate whole rows at a time (contiguous memory, both cores), and
+the last pass can be evaluated at a list of voxels only (:func:`hessian_at`: the Hessian of the
+dark voxels without the three full derivative volumes per component).
+
+Boundary mode ``"nearest"`` (the edge value repeated) only, which is what the callers use.
+Lengths in voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+from scipy import ndimage as ndi
+from scipy.ndimage._filters import _gaussian_kernel1d
+
+_EPS = float(np.finfo(np.float64).eps)
+
+__all__ = ["gaussian_weights", "gaussian_filter_nearest", "hessian_at"]
+
+
+def gaussian_weights(sigma, order=0, truncate=4.0):
+    """The float64 correlation weights ``scipy.ndimage.gaussian_filter1d`` uses (its kernel of
+    radius ``int(truncate * sigma + 0.5)``, reversed) and their symmetry code: 1 symmetric, -1
+    antisymmetric, 0 neither (scipy's test, to within float64 epsilon)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    w = np.ascontiguousarray(_gaussian_kernel1d(float(sigma), int(order), radius)[::-1], np.float64)
+    half = w.size // 2
+    if w.size % 2 == 0:
+        return w, 0
+    lo, hi = w[half - 1::-1], w[half + 1:]
+    if np.all(np.abs(hi - lo) <= _EPS):
+        return w, 1
+    if np.all(np.abs(hi + lo) <= _EPS):
+        return w, -1
+    return w, 0
+
+
+@njit("float64(float64[::1], float64[::1], int64, int64)", cache=True, inline="always")
+def _buffer_sum(buf, fw, symmetric, c):
+    """``sum_j fw[half + j] buf[c + j]`` of a padded float64 line, in scipy's order."""
+    half = fw.size // 2
+    if symmetric == 1:
+        acc = buf[c] * fw[half]
+        for jj in range(-half, 0):
+            acc += (buf[c + jj] + buf[c - jj]) * fw[half + jj]
+    elif symmetric == -1:
+        acc = buf[c] * fw[half]
+        for jj in range(-half, 0):
+            acc += (buf[c + jj] - buf[c - jj]) * fw[half + jj]
+    else:
+        top = fw.size - 1 - half
+        acc = buf[c + top] * fw[fw.size - 1]
+        for jj in range(-half, top):
+            acc += buf[c + jj] * fw[half + jj]
+    return acc
+
+
+@njit("void(float32[:, :, ::1], float64[::1], int64, float32[:, :, ::1])", cache=True, parallel=True)
+def _pass_middle(src, fw, symmetric, out):
+    """Correlate along the middle axis of ``(p, n, m)``, a contiguous row of ``m`` at a time: output
+    row ``(p, i)`` accumulates the rows ``(p, i + j)`` (clamped: mode nearest) in float64, in
+    scipy's per-voxel order."""
+    n_p, n, m = src.shape
+    half = fw.size // 2
+    last = n - 1
+    top = fw.size - 1 - half
+    for q in prange(n_p * n):
+        p = q // n
+        i = q % n
+        acc = np.empty(m, np.float64)
+        if symmetric == 1 or symmetric == -1:
+            centre = src[p, i]
+            w0 = fw[half]
+            for k in range(m):
+                acc[k] = np.float64(centre[k]) * w0
+            for jj in range(-half, 0):
+                a = src[p, min(max(i + jj, 0), last)]
+                b = src[p, min(max(i - jj, 0), last)]
+                w = fw[half + jj]
+                if symmetric == 1:
+                    for k in range(m):
+                        acc[k] += (np.float64(a[k]) + np.float64(b[k])) * w
+                else:
+                    for k in range(m):
+                        acc[k] += (np.float64(a[k]) - np.float64(b[k])) * w
+        else:
+            a = src[p, min(max(i + top, 0), last)]
+            for k in range(m):
+                acc[k] = np.float64(a[k]) * fw[fw.size - 1]
+            for jj in range(-half, top):
+                a = src[p, min(max(i + jj, 0), last)]
+                w = fw[half + jj]
+                for k in range(m):
+                    acc[k] += np.float64(a[k]) * w
+        row = out[p, i]
+        for k in range(m):
+            row[k] = np.float32(acc[k])
+
+
+def _pass_first(src, fw, symmetric, out):
+    """Correlate along axis 0: the middle axis of the ``(1, n0, n1 * n2)`` view (whole planes)."""
+    n0 = src.shape[0]
+    _pass_middle(src.reshape(1, n0, -1), fw, symmetric, out.reshape(1, n0, -1))
+
+
+def _pass_last(src, fw, symmetric, out):
+    """Correlate along the last (contiguous) axis: scipy's own pass (short lines, where it is as
+    fast as a numba loop)."""
+    ndi.correlate1d(src, fw, axis=2, output=out, mode="nearest")
+
+
+_PASSES = (_pass_first, _pass_middle, _pass_last)
+
+
+def _pass(src, axis, sigma, order, truncate):
+    """One axis of ``gaussian_filter`` (float32 in and out, C-contiguous)."""
+    out = np.empty_like(src)
+    fw, symmetric = gaussian_weights(sigma, order, truncate)
+    _PASSES[axis](src, fw, symmetric, out)
+    return out
+
+
+def gaussian_filter_nearest(image, sigma, order=(0, 0, 0), truncate=4.0):
+    """``scipy.ndimage.gaussian_filter(image, sigma, order, mode="nearest", truncate=truncate)`` of a
+    3D float32 image, the same float32 values (sigma in voxels per axis; an axis with sigma 0 is
+    left alone, as scipy does)."""
+    out = np.ascontiguousarray(image, np.float32)
+    for axis in range(3):
+        if float(sigma[axis]) > 1e-15:
+            out = _pass(out, axis, sigma[axis], order[axis], truncate)
+    if out is image:
+        out = out.copy()
+    return out
+
+
+@njit("void(float32[:, :, ::1], int64[::1], int64[::1], int64[::1], float64[::1], int64, float32[::1])",
+      cache=True, parallel=True)
+def _pass_last_at(src, i_idx, j_idx, k_idx, fw, symmetric, out):
+    """The last axis's correlation at the voxels ``(i_idx, j_idx, k_idx)`` only (the taps clamped
+    to the line: mode nearest)."""
+    half = fw.size // 2
+    last = src.shape[2] - 1
+    for n in prange(i_idx.size):
+        line = src[i_idx[n], j_idx[n]]
+        buf = np.empty(2 * half + 1, np.float64)
+        for t in range(2 * half + 1):
+            buf[t] = np.float64(line[min(max(k_idx[n] + t - half, 0), last)])
+        out[n] = np.float32(_buffer_sum(buf, fw, symmetric, half))
+
+
+def hessian_at(image, idx, sigma, truncate=4.0):
+    """Second derivatives ``gaussian_filter(image, sigma, order=o, mode="nearest")[idx]`` for the six
+    orders ``o`` of the Hessian, as an (N, 3, 3) float32 array (voxel units), the values of the six
+    scipy calls bit for bit.
+
+    Shared passes: axis 0 at orders 0, 1, 2 (3 volumes, one at a time), axis 1 on each (6), and
+    axis 2 only at the voxels ``idx`` (sigma 0 on an axis is not supported: every axis is
+    filtered, as scipy does for sigma > 0)."""
+    img = np.ascontiguousarray(image, np.float32)
+    if min(float(s) for s in sigma) <= 1e-15:
+        raise ValueError("hessian_at needs a positive sigma on every axis")
+    i_idx, j_idx, k_idx = (np.ascontiguousarray(i, np.int64) for i in idx)
+    H = np.empty((i_idx.size, 3, 3), np.float32)
+    values = np.empty(i_idx.size, np.float32)
+    for o0 in range(3):
+        p0 = _pass(img, 0, sigma[0], o0, truncate)
+        for o1 in range(3 - o0):
+            p1 = _pass(p0, 1, sigma[1], o1, truncate)
+            o2 = 2 - o0 - o1
+            fw, symmetric = gaussian_weights(sigma[2], o2, truncate)
+            _pass_last_at(p1, i_idx, j_idx, k_idx, fw, symmetric, values)
+            del p1
+            a, b = [axis for axis, o in enumerate((o0, o1, o2)) for _ in range(o)]
+            H[:, a, b] = values
+            H[:, b, a] = values
+        del p0
+    return H
