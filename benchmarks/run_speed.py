@@ -236,7 +236,8 @@ STAGES = (  # (module, name, label); timers wrap the names the pipeline looks up
     ("api", "classify", "rules"),
     ("api", "tabulate", "tabulate"),
     ("api", "build_summary", "summary"),
-    ("api", "from_canonical", "back to input grid"),
+    ("api", "fortran_copy", "back to input grid (mask)"),
+    ("api", "lesion_map", "lesion map (input grid)"),
 )
 
 

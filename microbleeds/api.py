@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .contract import FILTERED_PHASE_FILE, SWI_FILE
-from .io.nifti import from_canonical, to_canonical
+from .io.nifti import native_view, to_canonical
 from .presets import DEFAULT_PRESET, load_parameters
 from .stages.describe import describe_regions
-from .stages.dipole_sign import candidate_signs
 from .stages.load import Scan, load_mask, load_scan
 from .stages.locate import locate, region_columns
 from .stages.mimics import classify
-from .stages.phase import phase_branch
-from .stages.prepare import brain_box, brain_mask, erode_mm, noise_level, relative_intensity
+from .stages.prepare import brain_box, brain_mask, erode_mm, fortran_copy, noise_level, relative_intensity
 from .stages.seeds import find_seeds
 from .stages.segment import grow_regions
 from .stages.tabulate import build_summary, lesion_map, summarise_phase, summarise_regions, tabulate
@@ -39,9 +37,9 @@ class DetectionResult:
     candidates : list of dict
         Every candidate with its features and rejection reason, :data:`~microbleeds.contract.CANDIDATE_COLUMNS`.
     labels : ndarray int32
-        Lesion map on the input's own grid (value = lesion_id).
+        Lesion map on the input's own grid (value = lesion_id; Fortran order, as the file stores it).
     mask : ndarray bool
-        Brain mask on the input's own grid.
+        Brain mask on the input's own grid (Fortran order).
     summary : dict
         Counts, burden category, parameters, software and input provenance.
     scan : Scan
@@ -111,7 +109,10 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     found = find_candidates(scan, brain, params)
     label_volume = add_regions(found, scan, brain, params, labels, labels_t1w)
     swi_result = phase_how = None
-    if phase is not None:
+    if phase is not None:  # the phase modules (and their eagerly typed kernels) load only when needed
+        from .stages.dipole_sign import candidate_signs
+        from .stages.phase import phase_branch
+
         swi_result, phase_how = phase_branch(scan, phase, brain, params, echo_times_ms)
         candidate_signs(found.rows, swi_result, scan)
     for row in found.rows:
@@ -120,12 +121,12 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     summary = build_summary(scan, params, lesions, candidates, found.noise_sigma, brain)
     summarise_regions(summary, [row for row in found.rows if row["status"] == "accepted"], label_volume)
     result = DetectionResult(lesions, candidates, lesion_map(found, lesion_of_region, brain.shape, scan),
-                             from_canonical(brain, scan.ornt), summary, scan)
+                             fortran_copy(native_view(brain, scan.ornt)), summary, scan)
     if swi_result is not None:
         summarise_phase(summary, swi_result, phase_how)
         result.phase_images = {
-            SWI_FILE: (from_canonical(swi_result.swi, scan.ornt), np.float32),
-            FILTERED_PHASE_FILE: (from_canonical(swi_result.filtered_phase, scan.ornt), np.float32)}
+            SWI_FILE: (native_view(swi_result.swi, scan.ornt), np.float32),  # views: copied only if written
+            FILTERED_PHASE_FILE: (native_view(swi_result.filtered_phase, scan.ornt), np.float32)}
     return result
 
 

@@ -24,6 +24,7 @@ import hashlib
 import io
 import os
 import stat
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,12 +74,42 @@ def is_nifti(path) -> bool:
     return str(path).endswith(NIFTI_SUFFIXES)
 
 
+_SHA256_OF = {}
+"""SHA-256 (hex) of the files this process hashed, by :func:`_stat_key`: a file hashed for the
+run's fingerprint is not hashed again when it is read (a file changed since has another key)."""
+_SHA256_KEPT = 64
+
+
+def _stat_key(info) -> tuple:
+    """What identifies one version of a file: device, inode, size, modification and change times (ns)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+_SETTLED_NS = 2_000_000_000
+"""A file's checksum is remembered only when it last changed this long (ns) before: file times
+are coarse (a few ms), so a file rewritten at once keeps its times (git's "racy" rule)."""
+
+
+def _remember_sha256(key, sha):
+    if time.time_ns() - key[4] < _SETTLED_NS:
+        return
+    if len(_SHA256_OF) >= _SHA256_KEPT:
+        _SHA256_OF.pop(next(iter(_SHA256_OF)))
+    _SHA256_OF[key] = sha
+
+
 def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file's bytes, as hex (remembered for this version of the file)."""
     with open(path, "rb") as handle:
+        key = _stat_key(os.fstat(handle.fileno()))
+        if key in _SHA256_OF:
+            return _SHA256_OF[key]
+        digest = hashlib.sha256()
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+        unchanged = _stat_key(os.fstat(handle.fileno())) == key
+    if unchanged:
+        _remember_sha256(key, digest.hexdigest())
     return digest.hexdigest()
 
 
@@ -162,8 +193,12 @@ def read_volume(path, what="image", memory_budget=None, bytes_per_voxel=READ_BYT
     """
     path = str(path)
     budget = memory_budget_bytes() if memory_budget is None else int(memory_budget)
-    raw = _read_file(path, what, budget)
-    sha = hashlib.sha256(raw).hexdigest()
+    raw, key = _read_file(path, what, budget)
+    sha = _SHA256_OF.get(key) if key is not None else None
+    if sha is None:
+        sha = hashlib.sha256(raw).hexdigest()
+        if key is not None:
+            _remember_sha256(key, sha)
     parsed = {}
 
     def expected_size(head):
@@ -186,8 +221,9 @@ def read_volume(path, what="image", memory_budget=None, bytes_per_voxel=READ_BYT
     return vol
 
 
-def _read_file(path, what, budget) -> bytes:
-    """The bytes of a regular file; a FIFO or device is refused before it is opened for reading."""
+def _read_file(path, what, budget):
+    """The bytes of a regular file and its :func:`_stat_key` (None when the file changed while it
+    was read); a FIFO or device is refused before it is opened for reading."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -207,9 +243,11 @@ def _read_file(path, what, budget) -> bytes:
         if info.st_size > budget:
             raise InputError(path, f"{what} file is {_gb(info.st_size)}, more than the memory budget of {_gb(budget)}")
         try:
-            return handle.read()
+            raw = handle.read()
         except OSError as exc:
             raise InputError(path, f"{what} file cannot be read ({exc.strerror or type(exc).__name__})") from None
+        key = _stat_key(info)
+        return raw, (key if _stat_key(os.fstat(handle.fileno())) == key else None)
 
 
 def _check_regular(info, path, what):
@@ -577,13 +615,22 @@ def to_canonical(array, affine):
     return out, new_affine, ornt
 
 
+def native_ornt(ornt) -> np.ndarray:
+    """The orientation transform from canonical (RAS+) axes back to the native ones of ``ornt``."""
+    return ornt_transform(axcodes2ornt("RAS"), np.asarray(ornt))
+
+
+def native_view(array, ornt) -> np.ndarray:
+    """The canonical ``array`` on the native grid, as a view (flipped and transposed strides)."""
+    return apply_orientation(array, native_ornt(ornt))
+
+
 def from_canonical(array, ornt) -> np.ndarray:
     """Inverse of :func:`to_canonical` for an array computed on the canonical grid.
 
     ``ornt`` (native -> RAS) equals the native grid's own orientation, since RAS is the identity.
     """
-    inverse = ornt_transform(axcodes2ornt("RAS"), np.asarray(ornt))
-    return np.ascontiguousarray(apply_orientation(array, inverse))
+    return np.ascontiguousarray(native_view(array, ornt))
 
 
 # gzip level of the written files when the ``isal`` package (Intel ISA-L's igzip) is installed:
@@ -599,6 +646,9 @@ def nifti_bytes(array, affine, dtype):
     library's ``gzip`` at level 9. Either way the decompressed bytes are the same; the compressed
     bytes differ between the two (each is reproducible).
     """
+    array = np.asarray(array)
+    if array.dtype == np.bool_ and np.dtype(dtype) == np.uint8:
+        array = array.view(np.uint8)  # the same bytes, in the array's own (e.g. Fortran) order
     img = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.asarray(affine, dtype=float))
     img.header.set_xyzt_units("mm")
     img.set_qform(img.affine, code=1)

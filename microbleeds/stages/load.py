@@ -65,6 +65,8 @@ class Scan:
         one sentence each, for the run's summary.
     replaced : ndarray of bool or None
         Voxels (canonical order) whose NaN/Inf values were set to 0.
+    header_descrip : bytes or None
+        The file header's ``descrip`` field as stored (read with the file; None for arrays and images).
     """
 
     magnitude: np.ndarray
@@ -81,6 +83,7 @@ class Scan:
     echoes: np.ndarray | None = None
     notes: list = field(default_factory=list)
     replaced: np.ndarray | None = None
+    header_descrip: bytes | None = None
 
     @property
     def name(self) -> str:
@@ -257,7 +260,7 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
         negative values beyond interpolation's, a singular affine or a field of view that is not a
         head; the message names the file. What was repaired is listed in ``Scan.notes``.
     """
-    path = sha = None
+    path = sha = descrip = None
     notes, units, scaling = [], "mm", None
     if isinstance(source, (str, os.PathLike)):
         path = str(source)
@@ -265,6 +268,7 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
         data, native_affine, sha, units = vol.data, vol.affine, vol.sha256, vol.units
         notes.extend(vol.notes)
         scaling = (vol.slope, vol.inter) if vol.slope is not None else None
+        descrip = bytes(np.asarray(vol.img.header["descrip"]).tobytes())
     elif isinstance(source, (nib.Nifti1Image, nib.Nifti2Image)):
         img = source
         with np.errstate(over="ignore", invalid="ignore"):
@@ -280,10 +284,16 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
     check_affine(native_affine, label)
     data = squeeze_to_3d_or_4d(data, label)
     check_field_of_view(data.shape[:3], native_affine, label, units)
-    data, replaced = _replace_non_finite(data, native_affine, label, notes)
-    data = _clip_small_negatives(data, label, notes)
-    _check_intensity_range(data, label, scaling)
-    check_values(data, label, "magnitude")
+    extrema = _extrema(data)
+    data, replaced = _replace_non_finite(data, native_affine, label, notes, extrema)
+    if replaced is not None:
+        extrema = _extrema(data)
+    data = _clip_small_negatives(data, label, notes, extrema[0])
+    if extrema[0] < 0:
+        extrema = (0.0, extrema[1])
+    _check_intensity_range(data, label, scaling, max(abs(extrema[0]), abs(extrema[1])))
+    if extrema[1] == extrema[0]:  # finite here: NaN/Inf were refused or replaced
+        check_values(data, label, "magnitude")  # its message for a constant image
     n_echoes = data.shape[3] if data.ndim == 4 else 1
     how = "single echo"
     echoes = None
@@ -312,6 +322,7 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
         echoes=echoes,
         notes=notes,
         replaced=None if replaced is None else to_canonical(replaced, native_affine)[0],
+        header_descrip=descrip,
     )
 
 
@@ -320,11 +331,19 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
 NEGATIVE_TOLERANCE = 0.1
 
 
-def _replace_non_finite(data, affine, label, notes):
+def _extrema(data):
+    """(min, max) of the voxels as floats, two passes without temporaries; both are finite exactly
+    when every voxel is (NaN propagates through min and max, +-Inf reaches one of them)."""
+    return float(data.min()), float(data.max())
+
+
+def _replace_non_finite(data, affine, label, notes, extrema=None):
     """Set NaN/Inf voxels outside the brain to 0 (noted); refuse them inside the brain.
 
     The brain is the automatic brain mask of the image with those voxels at 0 (the mask fills its
-    holes, so NaN inside the brain is inside it)."""
+    holes, so NaN inside the brain is inside it). ``extrema``: :func:`_extrema` of ``data``."""
+    if extrema is not None and np.isfinite(extrema).all():
+        return data, None
     bad = ~np.isfinite(data)
     if not bad.any():
         return data, None
@@ -346,8 +365,8 @@ def _replace_non_finite(data, affine, label, notes):
     return filled, bad3
 
 
-def _clip_small_negatives(data, label, notes):
-    lo = float(data.min())
+def _clip_small_negatives(data, label, notes, lo=None):
+    lo = float(data.min()) if lo is None else lo
     if lo >= 0:
         return data
     negative = int(np.count_nonzero(data < 0))
@@ -361,8 +380,8 @@ def _clip_small_negatives(data, label, notes):
                             "of voxels); is this a phase image?")
 
 
-def _check_intensity_range(data, label, scaling):
-    peak = float(np.max(np.abs(data)))
+def _check_intensity_range(data, label, scaling, peak=None):
+    peak = float(np.max(np.abs(data))) if peak is None else peak
     by = (f" after the header's scl_slope {scaling[0]:g} and scl_inter {scaling[1]:g}" if scaling else "")
     if peak > MAX_INTENSITY:
         raise InputError(label, f"intensities reach {peak:.3g}{by}: beyond {MAX_INTENSITY:g}, where the "

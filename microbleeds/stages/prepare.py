@@ -7,7 +7,6 @@ coarse (~2 mm) grid, since the brain outline and the background vary slowly.
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 from numba import njit, prange
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
@@ -68,11 +67,34 @@ def block_factors(voxel_size_mm, target_mm=COARSE_MM):
     return tuple(max(1, int(round(target_mm / v))) for v in voxel_size_mm)
 
 
-def block_mean(volume, factors):
-    """Mean over non-overlapping blocks of ``factors`` voxels (partial blocks at the far edges)."""
-    ones = np.ones(volume.shape, np.bool_)
-    sums, counts = block_sums(volume, ones, factors)
+def block_mean(volume, factors, square=False):
+    """Mean over non-overlapping blocks of ``factors`` voxels (partial blocks at the far edges);
+    with ``square``, the block means of ``volume ** 2`` (squared in float32, summed in float64)."""
+    factors = np.asarray(factors, np.int64)
+    shape = tuple(int(-(-n // f)) for n, f in zip(volume.shape, factors))
+    sums = np.zeros(shape, np.float64)
+    counts = np.zeros(shape, np.float64)
+    _block_sums_all(volume.astype(np.float32, copy=False), factors, bool(square), sums, counts)
     return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+@njit(cache=True, parallel=True)
+def _block_sums_all(volume, factors, square, sums, counts):
+    """Per-block sums of every voxel (or its float32 square) and counts; as :func:`_block_sums`
+    with ``include`` all true (same order of additions), without the mask or the squared copy."""
+    nx, ny, nz = volume.shape
+    cx = sums.shape[0]
+    for bx in prange(cx):
+        for i in range(bx * factors[0], min((bx + 1) * factors[0], nx)):
+            for j in range(ny):
+                by = j // factors[1]
+                for k in range(nz):
+                    bz = k // factors[2]
+                    v = volume[i, j, k]
+                    if square:
+                        v = v * v
+                    sums[bx, by, bz] += v
+                    counts[bx, by, bz] += 1.0
 
 
 def block_sums(volume, include, factors, reference=None, cutoff=0.0):
@@ -145,8 +167,30 @@ def _upsample_nearest(coarse, factors, out):
                 out[i, j, k] = coarse[i // factors[0], j // factors[1], k // factors[2]]
 
 
+def fortran_copy(array):
+    """A 3D array (any strides, e.g. a reoriented view) copied into Fortran (column-major) order,
+    the voxel order of a NIfTI file: writing it is then one copy of memory, not a transposition."""
+    out = np.empty(array.shape[::-1], array.dtype)
+    _fortran_copy(array, out)
+    return out.T
+
+
+@njit(cache=True, parallel=True)
+def _fortran_copy(array, out):
+    """out[k, j, i] = array[i, j, k] in 32 x 32 tiles of (i, k) per j (reads and writes stay in cache)."""
+    nx, ny, nz = array.shape
+    for j in prange(ny):
+        for i0 in range(0, nx, 32):
+            for k0 in range(0, nz, 32):
+                for i in range(i0, min(i0 + 32, nx)):
+                    for k in range(k0, min(k0 + 32, nz)):
+                        out[k, j, i] = array[i, j, k]
+
+
 def n4_correct(volume, mask=None, shrink=1, iterations=(20, 20, 10)):
     """Bias-field-correct a (coarse) volume with SimpleITK's N4; returns float32."""
+    import SimpleITK as sitk  # slow to import: only for presets with bias correction
+
     image = sitk.GetImageFromArray(np.maximum(volume, 1e-6).astype(np.float32))
     mask_image = sitk.OtsuThreshold(image, 0, 1, 200) if mask is None else sitk.GetImageFromArray(mask.astype(np.uint8))
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
@@ -316,7 +360,7 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     if floor is None:
         return magnitude > 0
     if floor["mean_square"] > 0:
-        square = block_mean(np.square(magnitude, dtype=np.float32), factors)
+        square = block_mean(magnitude, factors, square=True)
         local = local_floor(square, floor["mean_square"], coarse_mm)
         coarse = np.sqrt(np.maximum(square - local, 0)).astype(np.float32)
     else:
@@ -544,7 +588,12 @@ def mask_checks(mask, voxel_size_mm, coverage="auto", volume_range_ml=BRAIN_VOLU
     (no background found) is reported unless coverage is declared partial.
     """
     vox = np.asarray(voxel_size_mm, dtype=np.float64)
-    volume = float(mask.sum() * np.prod(vox)) / 1000.0
+    # voxel counts per plane of each axis, from one projection (bool counts: no int64 copy)
+    plane = np.count_nonzero(mask, axis=2)
+    profiles = (plane.sum(axis=1), plane.sum(axis=0), np.count_nonzero(mask, axis=(0, 1)))
+    total = int(profiles[0].sum())
+    fraction = total / mask.size  # = mask.mean()
+    volume = float(total * np.prod(vox)) / 1000.0
     cut = []
     for axis in range(3):
         for end, name in ((0, "low"), (-1, "high")):
@@ -555,14 +604,14 @@ def mask_checks(mask, voxel_size_mm, coverage="auto", volume_range_ml=BRAIN_VOLU
     sections = []
     for axis in range(3):
         area = np.prod(np.delete(vox, axis)) / 100.0
-        sections.append(float(mask.sum(axis=tuple(a for a in range(3) if a != axis)).max() * area) if mask.any() else 0.0)
+        sections.append(float(profiles[axis].max() * area) if total else 0.0)
     facts = {"volume_ml": round(volume, 3), "coverage": "partial" if partial else "whole",
-             "cut_faces": cut, "fov_fraction": round(float(mask.mean()), 4),
+             "cut_faces": cut, "fov_fraction": round(float(fraction), 4),
              "max_section_cm2": round(max(sections), 1)}
     lo, hi = (float(v) for v in volume_range_ml)
     warnings = []
-    if mask.mean() > FILLS_FOV and coverage != "partial":
-        warnings.append(f"brain mask fills {100 * mask.mean():.0f} % of the field of view: no background "
+    if fraction > FILLS_FOV and coverage != "partial":
+        warnings.append(f"brain mask fills {100 * fraction:.0f} % of the field of view: no background "
                         "was found; unless the scan is a crop inside the brain (then set brain_coverage "
                         "= 'partial'), the mask is wrong and so are the counts")
     if volume > hi:

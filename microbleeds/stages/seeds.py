@@ -237,13 +237,14 @@ def ideal_ball(radius_mm, voxel_size_mm, contrast=1.0, supersample=5):
     half = np.ceil((radius_mm + 3 * vox.max()) / vox).astype(int) + 1
     shape = tuple(2 * half + 1)
     offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
-    inside = np.zeros(shape)
-    for ox in offsets:
-        for oy in offsets:
-            for oz in offsets:
-                grids = np.ogrid[tuple(slice(0, s) for s in shape)]
-                dist2 = sum(((g + o - h) * v) ** 2 for g, o, h, v in zip(grids, (ox, oy, oz), half, vox))
-                inside += dist2 <= radius_mm ** 2
+    # squared distance along each axis, per sub-voxel offset: (offsets, voxels)
+    tx, ty, tz = (((np.arange(n)[None, :] + offsets[:, None] - h) * v) ** 2 for n, h, v in zip(shape, half, vox))
+    count = np.zeros(shape, np.int64)
+    for ox in range(supersample):
+        for oy in range(supersample):  # every z offset at once; (x + y) + z as a sum over the axes
+            dist2 = (tx[ox][:, None] + ty[oy][None, :])[None, :, :, None] + tz[:, None, None, :]
+            count += np.count_nonzero(dist2 <= radius_mm ** 2, axis=0)
+    inside = count.astype(np.float64)
     inside /= supersample ** 3
     return (1.0 - contrast * inside).astype(np.float32), tuple(half)
 

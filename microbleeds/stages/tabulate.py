@@ -21,10 +21,9 @@ from nibabel.affines import apply_affine
 
 from .. import __version__
 from ..contract import CANDIDATE_COLUMNS, COUNTED_REGIONS, LESION_COLUMNS, SIZE_BINS_MM, burden_category
-from ..io.nifti import from_canonical, open_image
+from ..io.nifti import native_ornt, open_image
 from ..io.sidecar import echo_time_to_ms, echo_times_ms
 from ..presets import Parameters
-from .dipole_sign import TRUSTED_SIGN
 from .load import Scan
 from .locate import count_by_region
 from .prepare import mask_checks
@@ -75,12 +74,22 @@ def tabulate(rows, scan):
 
 
 def lesion_map(found, lesion_of_region, shape, scan):
-    """Lesion ids painted on the input's own grid, from the regions' voxel lists."""
-    labels = np.zeros(shape, np.int32)
+    """Lesion ids painted on the input's own grid, from the regions' voxel lists (``shape``: the
+    canonical grid's). Fortran-ordered, as the NIfTI file stores it; the values are those of
+    ``from_canonical`` of the canonical map."""
     offset = np.array([b.start for b in found.box])
     region_of_voxel = np.repeat(np.arange(len(found.regions)), np.diff(found.regions.starts))
-    labels[tuple((found.regions.voxels + offset).T)] = lesion_of_region[region_of_voxel + 1]
-    return from_canonical(labels, scan.ornt)
+    canonical = found.regions.voxels + offset
+    native = np.empty_like(canonical)
+    native_shape = [0, 0, 0]
+    inverse = native_ornt(scan.ornt)  # canonical axis a -> native axis inverse[a, 0], flipped if -1
+    for axis in range(3):
+        to, flip = int(inverse[axis, 0]), inverse[axis, 1] < 0
+        native[:, to] = shape[axis] - 1 - canonical[:, axis] if flip else canonical[:, axis]
+        native_shape[to] = shape[axis]
+    labels = np.zeros(native_shape, np.int32, order="F")
+    labels[tuple(native.T)] = lesion_of_region[region_of_voxel + 1]
+    return labels
 
 
 def summarise_regions(summary, accepted_rows, label_volume):
@@ -97,6 +106,8 @@ def summarise_regions(summary, accepted_rows, label_volume):
 
 def summarise_phase(summary, swi_result, how):
     """The phase branch's record and the note saying whether calcifications were excluded."""
+    from .dipole_sign import TRUSTED_SIGN  # loads the phase kernels: only for a run with phase
+
     summary["phase"] = swi_result.summary(how)
     evidence = swi_result.sign_evidence
     if evidence.get("confidence") in TRUSTED_SIGN:
@@ -152,7 +163,7 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
         "burden_category": burden_category(len(lesions)),
         "candidates": len(candidates),
         "rejected_by_rule": dict(sorted(reasons.items())),
-        "brain_volume_ml": round(float(brain.sum() * np.prod(scan.voxel_size_mm)) / 1000.0, 3),
+        "brain_volume_ml": mask_facts["volume_ml"],  # the same sum, voxel volume and rounding
         "brain_mask": mask_facts,
         "noise_sigma_relative": round(float(noise_sigma), 6),
         "warnings": found,
@@ -160,15 +171,17 @@ def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sig
     }
 
 
-def header_facts(path) -> dict:
+def header_facts(path, descrip=None) -> dict:
     """What a NIfTI header's ``descrip`` says about the acquisition (``echo_time_ms``); ``{}``
-    without a file, a readable header or such a field."""
-    if not path:
-        return {}
-    try:
-        descrip = open_image(path).header["descrip"]
-    except Exception:  # the scan was read already; a header that fails here just says nothing
-        return {}
+    without a file, a readable header or such a field. ``descrip``: the field's bytes when the
+    caller has the header (the scan's, kept at loading), so the file is not read again."""
+    if descrip is None:
+        if not path:
+            return {}
+        try:
+            descrip = open_image(path).header["descrip"]
+        except Exception:  # the scan was read already; a header that fails here just says nothing
+            return {}
     text = bytes(np.asarray(descrip).tobytes()).split(b"\0")[0].decode("latin-1", "replace")
     match = DESCRIP_TE.search(text)
     return {"echo_time_ms": float(match.group(1)), "descrip": text} if match else {"descrip": text}
@@ -203,7 +216,7 @@ def acquisition_details(scan: Scan, params: Parameters):
             te = round(times[picked[0]], 4)
         else:
             te = [round(t, 4) for t in times]
-    header = header_facts(scan.path)
+    header = header_facts(scan.path, scan.header_descrip)
     source = {}
     if te is not None:
         source["echo_time_ms"] = "sidecar"

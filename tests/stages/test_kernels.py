@@ -41,6 +41,14 @@ def test_erosion_matches_minimum_filter(margin):
     np.testing.assert_array_equal(prepare.erode_mm(mask, vox, margin), prepare.erode_reference(mask, vox, margin))
 
 
+@pytest.mark.parametrize("vox", [(0.5, 5.0, 5.0), (5.0, 0.4, 5.0), (5.0, 5.0, 0.3), (0.2, 0.3, 0.25)])
+def test_erosion_along_each_axis_matches_minimum_filter(vox):
+    """Each axis's loop nest alone, and windows longer than the axis (clipped to the image)."""
+    mask = ndi.binary_closing(RNG.random((23, 19, 11)) > 0.1, iterations=1)
+    for margin in (0.9, 2.0, 4.0):
+        np.testing.assert_array_equal(prepare.erode_mm(mask, vox, margin), prepare.erode_reference(mask, vox, margin))
+
+
 @pytest.mark.parametrize("shape", [(12, 13, 9), (29, 7, 6)])
 def test_transform_matches_reference(shape):
     n = 600
@@ -106,7 +114,7 @@ def test_region_growing_matches_connected_component(seed):
 
 def test_kernels_are_cached_float32():
     for kernel in (detect._count_strong, detect._fill_strong, prepare._block_sums, prepare._erode_axis, detect._frst_slabs, detect._local_maxima,
-                   prepare._divide_by_upsampled, segment._grow):
+                   prepare._divide_by_upsampled, prepare._block_sums_all, prepare._fortran_copy, segment._grow):
         assert kernel._cache.__class__.__name__ != "NullCache", kernel
     sig = [str(s) for s in detect._frst_slabs.signatures]
     assert any("float32" in s for s in sig)
@@ -228,3 +236,54 @@ def test_polar_kernel_is_numpy_complex64_bit_for_bit():
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
     assert phase._polar_kernel._cache.__class__.__name__ != "NullCache"
     assert all("float32" in str(s) for s in phase._polar_kernel.signatures)
+
+
+def test_squared_block_means_match_the_square_then_block_sums():
+    """The mask's coarse M^2 (squared inside the kernel) is bit for bit the float32 square's block means."""
+    vol = (RNG.random((13, 11, 7)) * 300).astype(np.float32)
+    factors = (3, 4, 2)
+    sums, counts = prepare.block_sums(np.square(vol, dtype=np.float32), np.ones(vol.shape, bool), factors)
+    np.testing.assert_array_equal(prepare.block_mean(vol, factors, square=True),
+                                  (sums / np.maximum(counts, 1)).astype(np.float32))
+    sums, counts = prepare.block_sums_reference(vol, np.ones(vol.shape, bool), factors)
+    np.testing.assert_allclose(prepare.block_mean(vol, factors), sums / np.maximum(counts, 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int32, np.float32])
+def test_fortran_copy_matches_numpy(dtype):
+    """Tiled Fortran-order copy (odd sizes, flipped and transposed views) against np.asfortranarray."""
+    base = (RNG.random((37, 70, 45)) * 100).astype(dtype)
+    for view in (base, base[::-1, :, ::-1], base.transpose(2, 0, 1), base[3:30, ::2, 5:6]):
+        got = prepare.fortran_copy(view)
+        assert got.flags.f_contiguous and got.dtype == view.dtype
+        np.testing.assert_array_equal(got, view)
+        assert got.tobytes(order="A") == np.asfortranarray(view).tobytes(order="A")
+
+
+def test_lesion_map_in_fortran_order_matches_from_canonical():
+    """The lesion map painted straight onto the native grid equals from_canonical of the canonical
+    map, for every axis permutation and flip."""
+    import itertools
+    from types import SimpleNamespace
+
+    from microbleeds.io.nifti import from_canonical, to_canonical
+    from microbleeds.stages.tabulate import lesion_map
+
+    native_shape = (9, 12, 7)
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            affine = np.eye(4)
+            affine[:3, :3] = np.eye(3)[:, perm] * np.array(signs)
+            _, _, ornt = to_canonical(np.zeros(native_shape), affine)
+            shape = tuple(native_shape[int(np.flatnonzero(ornt[:, 0] == a)[0])] for a in range(3))
+            box = (slice(1, shape[0]), slice(0, shape[1]), slice(2, shape[2]))
+            voxels = np.unique(RNG.integers(0, [shape[0] - 1, shape[1], shape[2] - 2], (40, 3)), axis=0)
+            starts = np.array([0, 10, 25, len(voxels)])
+            regions = type("Regions", (), {"voxels": voxels, "starts": starts, "__len__": lambda self: 3})()
+            found = SimpleNamespace(box=box, regions=regions)
+            ids = np.array([0, 2, 0, 1], np.int32)
+            canonical = np.zeros(shape, np.int32)
+            canonical[tuple((voxels + [1, 0, 2]).T)] = np.repeat(ids[1:], np.diff(starts))
+            got = lesion_map(found, ids, shape, SimpleNamespace(ornt=ornt))
+            assert got.flags.f_contiguous and got.dtype == np.int32
+            np.testing.assert_array_equal(got, from_canonical(canonical, ornt))
