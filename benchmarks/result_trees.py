@@ -113,8 +113,9 @@ def _digest(path: Path, root: Path) -> str:
     repo = (root / REPO_FILE).read_text() if (root / REPO_FILE).is_file() else str(ROOT)
     if path.suffix in TEXT_SUFFIXES:
         data = data.replace(str(root.resolve()).encode(), b"<TREE>").replace(repo.encode(), b"<REPO>")
-    if path.suffix == ".html":  # the pages say when they were made
-        data = re.sub(rb"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", b"Generated <TIME>", data)
+    if path.suffix == ".html":  # pages of older code said when they were made; now who made them
+        data = re.sub(rb"Generated (\d{4}-\d\d-\d\d \d\d:\d\d UTC|by microbleeds [0-9](?:[\w.+-]*[\w+])?)",
+                      b"Generated <TIME>", data)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -1,12 +1,11 @@
 """HTML building blocks shared by the scan page and the cohort page: escaping for each context
 (HTML text and quoted attributes, JSON inside ``<script>``, relative links), the pages'
-Content-Security-Policy, number text, the time stamp, and the CSS / JavaScript files in
+Content-Security-Policy, number text, the page's author line, and the CSS / JavaScript files in
 ``assets/`` (inlined, so a page needs no network)."""
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import functools
 import hashlib
 import html
@@ -66,8 +65,11 @@ def number(value, digits=2, unit="") -> str:
 
 
 def generated() -> str:
-    """The time a page is written, to the minute (UTC), e.g. ``2026-12-01 07:54 UTC``."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    """Who wrote a page, e.g. ``by microbleeds 0.1.0``: no clock time, so that a re-run writes the
+    same bytes (the results' own files say what was run; the file's mtime says when)."""
+    from .. import __version__
+
+    return f"by microbleeds {__version__}"
 
 
 @functools.cache

@@ -102,7 +102,8 @@ def test_prevalence_table(run):
 
 def test_rerun_reproduces_the_tables(run):
     bids, results, _cov, paths = run
-    before = {k: paths[k].read_bytes() for k in ("table", "models", "prevalence", "analysis", "table_sidecar")}
+    before = {k: paths[k].read_bytes() for k in ("table", "models", "prevalence", "analysis", "table_sidecar",
+                                                   "report")}
     again = run_group_level(bids, results, parse(STUDY + ["--outcome", "cmb_total", "--outcome", "cmb_lobar"]))
     assert {k: again[k].read_bytes() for k in before} == before
 
