@@ -3,6 +3,8 @@
 
 * :func:`source_susceptibility_sign` fits the dipole field around one focus and says which sign
   of susceptibility explains its phase better.
+* :func:`voxel_model_sign` does the same for a focus of a few voxels, from the voxel-averaged
+  signal of the voxels it occupies and touches (where the shell fit has too few voxels).
 * :func:`estimate_phase_sign` settles the phase convention of a scan from the veins (their field
   depends on their direction to B0) and from the compact dark foci (assumed paramagnetic).
 * :func:`candidate_signs` writes each candidate's ``phase_score`` and ``phase_sign``.
@@ -53,6 +55,7 @@ from numba import njit, prange
 from scipy import ndimage as ndi
 
 from ..io.nifti import voxel_sizes
+from .gaussian import gaussian_filter_nearest, hessian_at
 
 _PI = math.pi
 
@@ -76,6 +79,24 @@ COUPLING_MIN_PHASE_RAD = 0.02
 COUPLING_MAX_PHASE_RAD = 3.0 * _PI
 N_COUPLINGS = 72  # grid points per sign
 MIN_RESIDUAL_DISPERSION = 1e-4  # floor of 1 - f_best^2 in the noise level (a perfect fit keeps a finite z)
+
+# ---- the voxel-averaged dipole model of a small source (voxel_model_sign)
+# A source of a few voxels leaves too few voxels in the shell beyond it for the shell fit; its
+# sign is in the voxels it occupies and touches, whose phase is the argument of the complex
+# signal averaged over the voxel (the slice profile along B0 included).
+MODEL_SUBVOXEL_MM = 0.34  # sub-voxel sampling step (mm) of the voxel average
+MODEL_MAX_SUBSAMPLES = 16  # at most this many samples per voxel along an axis ...
+MODEL_MAX_SAMPLES = 20_000  # ... and at most this many in all (coarser sampling beyond: large foci)
+MODEL_REACH_RADII = 4.0  # the fitted neighbourhood reaches 4 source radii (the field is 1/64 there) ...
+MODEL_REACH_VOXELS = 2.0  # ... and at least 2 voxels along every axis
+MODEL_MIN_COUPLING_RAD = 0.05  # couplings c = gamma B0 dchi TE / 3 searched from 0.05 rad ...
+MODEL_MAX_COUPLING_RAD = 80.0  # ... to 80 rad (15 ppm at 3 T, TE 20 ms; the radius is only estimated)
+MODEL_N_COUPLINGS = 48  # log grid points (steps of 17 %)
+MODEL_MIN_VOXELS = 10  # fewer usable voxels: no decision
+MODEL_MAX_VOXELS = 6000  # a neighbourhood of more voxels: no fit (the shell fit has voxels enough there, and
+# the cost grows as the diameter cubed: a 25 mm region on a 0.6 mm grid took seconds per fit)
+MODEL_MIN_Z = 2.5  # likelihood-ratio z at least this: at random points of phantom brains (veins and edges
+# included) z has SD 0.8-1.2 and z < -2.5 at 0-1.2 % of them (a focus without a dipole rarely gets a sign)
 
 # ---- the phase convention from veins and compact foci (estimate_phase_sign)
 MASK_FRACTION_OF_P99 = 0.1  # default brain mask: magnitude above 10 % of its 99th percentile, holes filled
@@ -449,6 +470,201 @@ def _score_and_z(pos, neg, w_u):
 
 
 # --------------------------------------------------------------------------------------------
+# The voxel-averaged dipole model of a small source
+# --------------------------------------------------------------------------------------------
+
+def voxel_model_sign(filtered_phase, magnitude, centre_vox, radii_mm, voxel_size_mm, affine,
+                     b0_dir_world=(0, 0, 1), phase_sign=+1, min_z=MODEL_MIN_Z):
+    """Sign of a small source's susceptibility from the phase of the voxels it occupies and touches.
+
+    The shell fit (:func:`source_susceptibility_sign`) leaves out the voxels within the source's
+    radius, and a focus of 2-5 voxels leaves few beyond it: its sign is undecided. Here the
+    signal of every voxel within :data:`MODEL_REACH_RADII` radii (at least
+    :data:`MODEL_REACH_VOXELS` voxels along each axis) is modelled as the average over the voxel
+    of ``rho exp(i s c m)``, sampled every :data:`MODEL_SUBVOXEL_MM` mm: ``m = (a/r)^3 (3 cos^2
+    theta - 1)`` outside a sphere of radius ``a``, ``rho = 0`` inside it (no signal), coupling
+    ``c = gamma B0 |dchi| TE / 3`` (radians) and ``s = +1`` paramagnetic, ``-1`` diamagnetic
+    (no fit when the neighbourhood holds more than :data:`MODEL_MAX_VOXELS` voxels). The
+    model voxel phase ``phi_s(c)`` is the average's argument: a voxel longer along B0 than across
+    averages more of the positive lobes of a paramagnetic source than of its negative ring.
+
+    Each sign's log-likelihood is the phase coherence ``C_s = max_c |sum q^2 exp(i (psi -
+    phi_s(c)))|`` (von Mises phase noise of concentration ``q^2 / sigma^2``, ``q`` the magnitude
+    over the local background, at most 1; a free phase offset). The decision statistic is the
+    likelihood-ratio z ``z = (C_+ - C_-) / (sigma D)``, ``D^2 = sum q^2 2 (1 - cos(phi_+ -
+    phi_-))`` the models' separation, ``sigma^2`` the mean of ``q^2 2 (1 - cos r)`` over the
+    best model's residuals ``r`` (misfit counts as noise). A linear phase left by the high-pass
+    filter is removed first (:func:`_phase_ramp`). Of the radii ``radii_mm`` the one of the
+    largest coherence is used.
+
+    Parameters
+    ----------
+    filtered_phase, magnitude : numpy.ndarray
+        3D high-pass filtered phase (radians) and magnitude, same shape.
+    centre_vox : sequence of 3 float
+        Centre of the focus, voxel indices.
+    radii_mm : sequence of float
+        Source radii (mm) to try (each at least :data:`MIN_SOURCE_RADIUS_VOXELS` of the smallest voxel).
+    voxel_size_mm : sequence of 3 float
+        Voxel sizes (mm).
+    affine : (4, 4) array_like
+        Voxel -> world (mm).
+    b0_dir_world : sequence of 3 float
+        B0 direction, world.
+    phase_sign : {+1, -1}
+        Phase convention of ``filtered_phase``.
+    min_z : float
+        ``|z|`` below this: sign 0.
+
+    Returns
+    -------
+    score : float
+        ``(C_+ - C_-) / sum q^2 (1 - cos(phi_+ - phi_-))`` in [-1, 1] (about +1 for a noise-free
+        paramagnetic source, -1 for a diamagnetic one); NaN if no fit.
+    z : float
+        The likelihood-ratio z (NaN if no fit).
+    sign : int
+        +1, -1, or 0 (undecided).
+    """
+    ph, mag = np.asarray(filtered_phase), np.asarray(magnitude)
+    _check_same_3d(ph, mag)
+    if phase_sign not in (1, -1):
+        raise ValueError(f"phase_sign must be +1 or -1, got {phase_sign!r}")
+    vox = voxel_sizes(voxel_size_mm)
+    A = np.asarray(affine, dtype=np.float64)[:3, :3]
+    b0 = _unit(b0_dir_world)
+    centre = np.asarray(centre_vox, dtype=np.float64).ravel()[:3]
+    best = None
+    for radius in radii_mm:
+        a = max(float(radius), MIN_SOURCE_RADIUS_VOXELS * float(vox.min()))
+        fit = _voxel_model_fit(ph, mag, centre, a, vox, A, b0, phase_sign)
+        if fit is not None and (best is None or fit[2] > best[2]):
+            best = fit
+    if best is None:
+        return float("nan"), float("nan"), 0
+    score, z, _ = best
+    return score, z, (0 if abs(z) < min_z else (1 if z > 0 else -1))
+
+
+def _voxel_model_fit(ph, mag, centre, a, vox, A, b0, phase_sign):
+    """``(score, z, best coherence)`` of :func:`voxel_model_sign` at one radius ``a`` (mm); None
+    when the neighbourhood (cut to the image) is too thin, too large or has too few usable voxels."""
+    reach = np.maximum(MODEL_REACH_RADII * a, MODEL_REACH_VOXELS * vox)
+    half = np.ceil(reach / vox).astype(int)
+    c0 = np.floor(centre + 0.5).astype(int)
+    lo, hi = np.maximum(c0 - half, 0), np.minimum(c0 + half + 1, np.array(ph.shape))
+    if np.any(hi - lo < MIN_BOX_VOXELS) or _PI / 6 * float(np.prod(2 * half + 1)) > MODEL_MAX_VOXELS:
+        return None  # the ellipsoid's voxels (pi/6 of its box) checked before any array is made
+    box = tuple(slice(int(lo[d]), int(hi[d])) for d in range(3))
+    idx = np.stack(np.meshgrid(*[np.arange(lo[d], hi[d]) for d in range(3)], indexing="ij"), -1).reshape(-1, 3)
+    offset = idx - centre
+    within = np.sum((offset * vox / reach) ** 2, axis=1) <= 1.0
+    psi = phase_sign * ph[box].reshape(-1).astype(np.float64)
+    M = mag[box].reshape(-1).astype(np.float64)
+    psi = psi - _phase_ramp(psi, M, within, tuple(hi - lo)) @ offset.T  # residual background of the high-pass
+    dist = np.linalg.norm(offset @ A.T, axis=1)
+    far = M[within & (dist > max(BACKGROUND_MIN_RADII * a, float(vox.max())))]
+    bg = float(np.median(far)) if far.size >= MIN_BACKGROUND_VOXELS else float(np.median(M[within]))
+    use = within & np.isfinite(psi)
+    if not bg > 0 or use.sum() < MODEL_MIN_VOXELS:
+        return None
+    q2 = np.clip(M[use] / bg, 0.0, 1.0) ** 2
+    data = q2 * np.exp(1j * psi[use])
+    m, rho = _subvoxel_dipole(offset[use], a, vox, A, b0)
+    cs = np.geomspace(MODEL_MIN_COUPLING_RAD, MODEL_MAX_COUPLING_RAD, MODEL_N_COUPLINGS)
+    phi, pos, neg = _model_coherence(cs, m, rho, data)
+    c_pos, c_neg = float(pos.max()), float(neg.max())
+    phi_pos, phi_neg = phi[int(np.argmax(pos))], -phi[int(np.argmax(neg))]
+    phi_best = phi_pos if c_pos >= c_neg else phi_neg
+    residual = np.angle(data * np.exp(-1j * phi_best) * np.conj(np.sum(data * np.exp(-1j * phi_best))))
+    sigma = math.sqrt(max(float(np.mean(q2 * 2.0 * (1.0 - np.cos(residual)))), 1e-12))
+    separation = q2 * (1.0 - np.cos(phi_pos - phi_neg))
+    d = math.sqrt(max(2.0 * float(separation.sum()), 1e-12))
+    z = (c_pos - c_neg) / (sigma * d)
+    score = float(np.clip((c_pos - c_neg) / max(float(separation.sum()), 1e-12), -1.0, 1.0))
+    return score, float(z), max(c_pos, c_neg) / float(q2.sum())
+
+
+def _model_coherence(cs, m, rho, data):
+    """Model voxel phases of a paramagnetic source (a diamagnetic one has their negatives) and the
+    coherences of both signs, per coupling: ``phi[k, v] = arg(sum_s rho[v, s] exp(i cs[k] m[v, s]))``,
+    ``pos[k] = |sum_v data[v] exp(-i phi[k, v])|``, ``neg[k] = |sum_v data[v] exp(+i phi[k, v])|``.
+    Runs :func:`_model_coherence_kernel` (float32 samples, float64 sums)."""
+    phi = np.empty((cs.size, m.shape[0]), np.float32)
+    pos = np.empty(cs.size)
+    neg = np.empty(cs.size)
+    _model_coherence_kernel(np.ascontiguousarray(cs, np.float32), np.ascontiguousarray(m, np.float32),
+                            np.ascontiguousarray(rho, np.float32), np.ascontiguousarray(data.real, np.float64),
+                            np.ascontiguousarray(data.imag, np.float64), phi, pos, neg)
+    return phi.astype(np.float64), pos, neg
+
+
+def model_coherence_reference(cs, m, rho, data):
+    """Plain numpy reference of :func:`_model_coherence` (for tests)."""
+    phi = np.angle(np.sum(rho[None] * np.exp(1j * cs[:, None, None] * m[None]), axis=2))
+    return phi, np.abs(np.sum(data[None] * np.exp(-1j * phi), axis=1)), np.abs(np.sum(data[None] * np.exp(1j * phi), axis=1))
+
+
+@njit("void(float32[::1], float32[:, ::1], float32[:, ::1], float64[::1], float64[::1], float32[:, ::1], "
+      "float64[::1], float64[::1])", cache=True, parallel=True)
+def _model_coherence_kernel(cs, m, rho, data_re, data_im, phi, pos, neg):
+    """The loops of :func:`_model_coherence`, one coupling per thread."""
+    n_vox, n_sub = m.shape
+    for k in prange(cs.size):
+        c = cs[k]
+        p_re = p_im = n_re = n_im = 0.0
+        for v in range(n_vox):
+            s_re = s_im = np.float32(0.0)
+            for s in range(n_sub):
+                if rho[v, s] > 0:
+                    cm = c * m[v, s]
+                    s_re += rho[v, s] * math.cos(cm)
+                    s_im += rho[v, s] * math.sin(cm)
+            angle = math.atan2(s_im, s_re)
+            phi[k, v] = angle
+            cc, sc = math.cos(angle), math.sin(angle)
+            dr, di = data_re[v], data_im[v]
+            p_re += dr * cc + di * sc
+            p_im += di * cc - dr * sc
+            n_re += dr * cc - di * sc
+            n_im += di * cc + dr * sc
+        pos[k] = math.sqrt(p_re * p_re + p_im * p_im)
+        neg[k] = math.sqrt(n_re * n_re + n_im * n_im)
+
+
+def _phase_ramp(psi, M, within, box_shape):
+    """Linear phase (radians per voxel along each array axis) left by the high-pass filter in a
+    box: the argument of the magnitude-weighted products of neighbouring voxels' signals, summed
+    over the pairs within the neighbourhood. The source's own field is even about its centre, so
+    its neighbour differences cancel over a box centred on it."""
+    z = (M * np.exp(1j * np.where(np.isfinite(psi), psi, 0.0)) * (within & np.isfinite(psi))).reshape(box_shape)
+    ramp = np.zeros(3)
+    for axis in range(3):
+        head = [slice(None)] * 3
+        tail = [slice(None)] * 3
+        head[axis], tail[axis] = slice(1, None), slice(None, -1)
+        ramp[axis] = np.angle(np.sum(z[tuple(head)] * np.conj(z[tuple(tail)])))
+    return ramp
+
+
+def _subvoxel_dipole(offset, a, vox, A, b0):
+    """Dipole pattern ``m`` and signal ``rho`` (0 inside the sphere of radius ``a`` mm, else 1) at
+    the sub-voxel samples of the voxels at ``offset`` (voxel units from the centre): arrays
+    (n_voxels, n_samples), at most :data:`MODEL_MAX_SAMPLES` samples in all where each voxel keeps one."""
+    n_sub = np.clip(np.ceil(vox / MODEL_SUBVOXEL_MM).astype(int), 1, MODEL_MAX_SUBSAMPLES)
+    while len(offset) * int(np.prod(n_sub)) > MODEL_MAX_SAMPLES and np.any(n_sub > 1):
+        n_sub = np.maximum(n_sub - (n_sub == n_sub.max()), 1)  # thin the densest axis first
+    grids = np.meshgrid(*[(np.arange(n) + 0.5) / n - 0.5 for n in n_sub], indexing="ij")
+    sub = np.stack([g.ravel() for g in grids], -1)
+    world = (offset[:, None, :] + sub[None, :, :]) @ A.T
+    r = np.linalg.norm(world, axis=-1)
+    outside = r > a
+    cos_b0 = (world @ b0) / np.where(outside, r, 1.0)
+    m = np.where(outside, (a / np.where(outside, r, 1.0)) ** 3 * (3.0 * cos_b0**2 - 1.0), 0.0)
+    return m, outside.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
 # The phase convention (handedness) from veins and compact foci
 # --------------------------------------------------------------------------------------------
 
@@ -578,8 +794,8 @@ def _relative_magnitude(mag, mask, vox):
     if box is None:
         return out
     m, k = mag[box], mask[box]
-    local = ndi.gaussian_filter(m * k, sigma, mode="nearest")
-    norm = ndi.gaussian_filter(k.astype(np.float32), sigma, mode="nearest")
+    local = gaussian_filter_nearest(m * k, sigma)  # scipy's gaussian_filter, bit for bit, in parallel
+    norm = gaussian_filter_nearest(k.astype(np.float32), sigma)
     out[box] = np.divide(m, local / np.maximum(norm, 1e-6), out=np.ones_like(m), where=local > 0)
     return out
 
@@ -610,26 +826,22 @@ def _grown(bounds, shape, sigma, truncate=4.0):
 def _hessian_world_at(image, idx, vox, A, sigma_mm):
     """Hessian (world mm) of the Gaussian-smoothed image at voxels ``idx``, shape (N, 3, 3).
 
-    One derivative volume at a time is held in memory.
+    The six ``scipy.ndimage.gaussian_filter`` derivatives at ``idx``, bit for bit, from shared passes
+    with the last axis evaluated at ``idx`` only (:func:`microbleeds.stages.gaussian.hessian_at`).
     """
     sig = [sigma_mm / v for v in vox]
-    Hv = np.empty((idx[0].size, 3, 3), dtype=np.float32)
     img = np.asarray(image, dtype=np.float32)
     # only the box of the voxels grown by the filters' reach (the derivative kernels reach as far
     # as the Gaussian): the same values at ``idx``, bit for bit (see _relative_magnitude)
     box = _grown([(int(i.min()), int(i.max())) for i in idx], img.shape, sig)
     img = img[box]
     idx = tuple(i - s_.start for i, s_ in zip(idx, box))
-    for i in range(3):
-        for j in range(i, 3):
-            order = [0, 0, 0]
-            order[i] += 1
-            order[j] += 1
-            d = ndi.gaussian_filter(img, sig, order=order, mode="nearest", truncate=4.0)[idx]
-            Hv[:, i, j] = d
-            Hv[:, j, i] = d
+    Hv = hessian_at(img, idx, sig, truncate=4.0)
     Ainv = np.linalg.inv(A).astype(np.float32)
     # world = A ijk + t  =>  H_world = A^-T H_vox A^-1
+    d = np.diag(Ainv)
+    if np.array_equal(Ainv, np.diag(d)):  # axis-aligned: einsum's float32 (d_a H_ab) d_b (+0: its zeros are +0)
+        return (Hv * d[None, :, None]) * d[None, None, :] + np.float32(0.0)
     return np.einsum("ka,nkl,lb->nab", Ainv, Hv, Ainv)
 
 
@@ -733,7 +945,11 @@ def _foci_votes(ph, mag, affine, focus_voxels, rel, vox, b0_dir_world, max_foci,
     Undecided fits give no vote.
     """
     votes = []
-    labels, n_labels = ndi.label(focus_voxels, structure=np.ones((3, 3, 3)))
+    # on the foci's bounding box: the same components, numbered in the same (raster) order
+    box = _reach_box(focus_voxels, (0.0, 0.0, 0.0))
+    if box is None:
+        return votes
+    labels, n_labels = ndi.label(focus_voxels[box], structure=np.ones((3, 3, 3)))
     if not n_labels:
         return votes
     voxvol = float(np.prod(vox))
@@ -742,14 +958,15 @@ def _foci_votes(ph, mag, affine, focus_voxels, rel, vox, b0_dir_world, max_foci,
     cand = np.nonzero(ok)[0] + 1
     if not cand.size:
         return votes
-    darkness = ndi.mean(rel, labels, index=cand)
+    fg = labels > 0  # the labelled voxels in raster order: the same sums as over the whole volume
+    darkness = ndi.mean(rel[box][fg], labels[fg], index=cand)
     objs = ndi.find_objects(labels)
     A = np.asarray(affine, dtype=np.float64)[:3, :3]
     for lab_id in cand[np.argsort(darkness)][: FOCI_TRIED_PER_VOTE * max_foci]:
         if len(votes) >= max_foci:
             break
         sl = objs[lab_id - 1]
-        pts = np.argwhere(labels[sl] == lab_id) + np.array([s_.start for s_ in sl])
+        pts = np.argwhere(labels[sl] == lab_id) + np.array([s_.start + b.start for s_, b in zip(sl, box)])
         if _is_elongated(pts @ A.T, vox):
             continue
         centre = pts.mean(axis=0)
@@ -897,8 +1114,11 @@ def candidate_signs(rows, swi_result, scan):
     The susceptibility source lies somewhere inside the half-depth outline (blooming), so the
     dipole is fitted from three inner radii, 0.6, 0.8 and 1.0 of the outline's radius: the sign is
     decided when at least one fit decides and none contradicts it (the three fits share the
-    neighbourhood, see :func:`_source_fits`). Sets ``phase_trusted``, ``phase_score`` and
-    ``phase_sign`` of each row.
+    neighbourhood, see :func:`_source_fits`). Where they leave it undecided (small foci: few
+    voxels beyond the source), the voxel-averaged model of the voxels the source occupies and
+    touches (:func:`voxel_model_sign`, radius 0.8 of the outline's) decides when its
+    likelihood-ratio z reaches :data:`MODEL_MIN_Z`; ``phase_score`` is then the model's score.
+    Sets ``phase_trusted``, ``phase_score`` and ``phase_sign`` of each row.
     """
     trusted = swi_result.sign_evidence.get("confidence") in TRUSTED_SIGN
     ph, mag = np.asarray(swi_result.filtered_phase), np.asarray(swi_result.magnitude)
@@ -915,5 +1135,11 @@ def candidate_signs(rows, swi_result, scan):
         sign = signs.pop() if len(signs) == 1 else 0
         scores = [score for score, s in fits if s == sign and sign] or [fits[1][0]]
         score = max(scores, key=abs)
+        if not sign:  # small foci: the voxels the source occupies and touches decide
+            model_score, _, model_sign = voxel_model_sign(
+                ph, mag, row["centroid_canonical"], [SOURCE_RADIUS_PER_DIAMETER[1] * row["diameter_mm"]],
+                vox, scan.affine, phase_sign=swi_result.phase_sign)
+            if model_sign:
+                sign, score = model_sign, model_score
         row["phase_score"] = None if np.isnan(score) else float(score)
         row["phase_sign"] = int(sign)
