@@ -26,25 +26,16 @@ parameters are written beside the images (``sample.json``).
 
 from pathlib import Path
 
-from microbleeds.bench.phantoms import PhantomParams, simulate, write_phantom
+from microbleeds.bench.phantoms import make_sample as _make_phantom_sample
+from microbleeds.bench.phantoms import sample_params  # noqa: F401  (the parameters, one definition)
 
 SEED = 2026
-
-
-def sample_params(seed: int = SEED) -> PhantomParams:
-    """Parameters of the bundled sample (see the module docstring)."""
-    return PhantomParams(
-        anatomy="mni", head_scale=0.92,
-        fov_mm=(144.0, 177.6, 140.0), voxel_size_mm=(1.2, 1.2, 2.0), centre_mm=(0.0, -15.5, 5.2),
-        b0_t=3.0, te_ms=20.0, snr=30.0, n_coils=16, coil_normalised=True, bias_strength=0.2,
-        n_cmb=8, n_calcifications=2, n_veins=100, cmb_diameter_range_mm=(1.5, 5.0),
-        region_weights={"lobar": 0.5, "deep": 0.3, "infratentorial": 0.2}, seed=seed)
 
 
 def make_sample(out_dir, name: str = "sample", seed: int = SEED) -> dict:
     """Simulate and write the sample into ``out_dir`` (magnitude, phase, truth table and label map,
     sidecar); returns the paths written."""
-    return write_phantom(simulate(sample_params(seed)), out_dir, name, dtype="int16", include_swi=False)
+    return _make_phantom_sample(out_dir, name, seed, include_swi=False)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,12 @@ Ground truth
 ``<name>_truth.tsv`` (columns :data:`TRUTH_COLUMNS`, see docs/contract.md): one row per CMB
 and calcification with the world (RAS+ mm) centre, the *true* diameter (mm, not the blooming
 size) and chi (ppm). ``region`` is the MARS class (``lobar | deep | infratentorial``;
-Gregoire et al. 2009) of the tissue at the source centre:
+Gregoire et al. 2009) at the source centre, on the phantom's own tissue model
+(``head._mni_mars_volume`` for the MNI head: deep grey grown from the nucleus ellipsoids along
+the ICBM152 grey matter, the cerebellum bounded by the tentorial gap of its tissue maps, the
+corpus callosum; the analytic head: its tissue classes); the images never use these classes:
 
-* cortical grey matter -> ``lobar``; basal ganglia / thalamus -> ``deep``; brainstem /
+* cortex -> ``lobar``; basal ganglia / thalamus / corpus callosum -> ``deep``; brainstem /
   cerebellum -> ``infratentorial``;
 * cerebral white matter -> ``lobar`` if juxtacortical, i.e. the nearest point of the source
   sphere (centre distance minus radius) is within :data:`~microbleeds.contract.MARS_JUXTACORTICAL_MM`
@@ -64,7 +67,7 @@ Gregoire et al. 2009) of the tissue at the source centre:
 
 ``lobe`` is the lobe for lobar sources (``frontal | parietal | temporal | occipital``, from a
 geometric rule on the position in the cerebrum) and the structure otherwise (``basal_ganglia |
-thalamus | deep_white_matter | brainstem | cerebellum``); ``hemisphere`` is ``left | right |
+thalamus | corpus_callosum | deep_white_matter | brainstem | cerebellum``); ``hemisphere`` is ``left | right |
 midline`` (centre |x| < 2 mm). Random sources are centred in brain tissue (never in sulcal CSF or
 a ventricle), at least max(3 mm, radius + 2 mm) inside the brain surface, do not overlap (centre
 distance >= sum of radii + 3 mm) and keep radius + 1.5 mm from every vein wall. Their
