@@ -2,6 +2,7 @@
 
     python benchmarks/run_scaling.py                 # 2 rounds at three sizes + the memory run
     python benchmarks/run_scaling.py --rounds 1 --no-memory
+    python benchmarks/run_scaling.py --memory-only --no-readme   # the peak-memory run alone
 
 Scans: the speed benchmark's synthetic head (``run_speed.make_volume``: the same ellipsoid brain,
 scalp, bias, 20 foci and 30 veins, Rician noise at SNR ~20) sampled on three grids over the same
@@ -111,12 +112,12 @@ def exponent(voxels, seconds):
     return float(np.polyfit(np.log(np.asarray(voxels, float)), np.log(np.asarray(seconds, float)), 1)[0])
 
 
-def run(rounds, memory):
-    scans = {name: scan_file(name, *grid)[0] for name, grid in SIZES.items()}
+def run(rounds, memory, sizes=True):
+    scans = {name: scan_file(name, *grid)[0] for name, grid in SIZES.items()} if sizes else {}
     times = {name: [] for name in SIZES}
     rss = {name: [] for name in SIZES}
     fixed = []
-    for r in range(rounds + 1):
+    for r in range(rounds + 1 if sizes else 0):
         out = Path(tempfile.mkdtemp(prefix="mb_scaling_"))
         try:
             fixed_s, _ = run_process(["--help"])
@@ -180,7 +181,11 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds after one warm-up (default 2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the 0.5 mm run with phase and regions")
     parser.add_argument("--no-readme", action="store_true", help="print only; do not write benchmarks/README.md")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory run (implies --no-readme)")
     args = parser.parse_args(argv)
+    if args.memory_only:
+        print(run(0, True, sizes=False)[3])
+        return 0
     times, rss, fixed, mem = run(args.rounds, not args.no_memory)
     text = report(times, rss, fixed, mem, args.rounds)
     print()

@@ -119,23 +119,28 @@ def _pass_last(src, fw, symmetric, out):
 _PASSES = (_pass_first, _pass_middle, _pass_last)
 
 
-def _pass(src, axis, sigma, order, truncate):
-    """One axis of ``gaussian_filter`` (float32 in and out, C-contiguous)."""
-    out = np.empty_like(src)
+def _pass(src, axis, sigma, order, truncate, out=None):
+    """One axis of ``gaussian_filter`` (float32 in and out, C-contiguous), into ``out`` (a buffer of
+    ``src``'s shape other than ``src``) if given."""
+    out = np.empty_like(src) if out is None else out
     fw, symmetric = gaussian_weights(sigma, order, truncate)
     _PASSES[axis](src, fw, symmetric, out)
     return out
 
 
-def gaussian_filter_nearest(image, sigma, order=(0, 0, 0), truncate=4.0):
+def gaussian_filter_nearest(image, sigma, order=(0, 0, 0), truncate=4.0, overwrite_input=False):
     """``scipy.ndimage.gaussian_filter(image, sigma, order, mode="nearest", truncate=truncate)`` of a
     3D float32 image, the same float32 values (sigma in voxels per axis; an axis with sigma 0 is
-    left alone, as scipy does)."""
+    left alone, as scipy does). ``overwrite_input``: a C-contiguous float32 ``image`` may serve as
+    a pass's output buffer (the passes alternate between two volumes instead of three)."""
     out = np.ascontiguousarray(image, np.float32)
+    spare = out if overwrite_input and out is image else None
     for axis in range(3):
         if float(sigma[axis]) > 1e-15:
-            out = _pass(out, axis, sigma[axis], order[axis], truncate)
-    if out is image:
+            target = spare if spare is not None and spare is not out else None
+            result = _pass(out, axis, sigma[axis], order[axis], truncate, target)
+            spare, out = (out if overwrite_input else None), result
+    if out is image and not overwrite_input:
         out = out.copy()
     return out
 

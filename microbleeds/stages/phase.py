@@ -317,9 +317,8 @@ def homodyne_highpass(magnitude, phase, voxel_size_mm=None, window=32, window_mm
                          for e in range(ph.shape[3])], axis=3)
     if ph.ndim != 3:
         raise ValueError(f"phase must be 3D or 4D, got {ph.shape}")
-    z = _complex(magnitude, ph)
-    plan = _homodyne_plan(z.shape, voxel_size_mm, window, window_mm, mode, slice_axis)
-    return _phase_difference(z, _windowed_lowpass(z, *plan))
+    plan = _homodyne_plan(ph.shape, voxel_size_mm, window, window_mm, mode, slice_axis)
+    return _homodyne_slabs(magnitude, ph, plan)
 
 
 def _homodyne_plan(shape, voxel_size_mm, window, window_mm, mode, slice_axis):
@@ -346,12 +345,22 @@ def _homodyne_plan(shape, voxel_size_mm, window, window_mm, mode, slice_axis):
     return axes, pads, windows
 
 
-def _phase_difference(z, lp):
+# numpy evaluates ``z * conj(lp)`` as ``conj(lp) *= z`` (temporary elision: the operands swapped,
+# which rounds differently in complex64) for arrays of at least this many bytes (NPY_MIN_ELIDE_BYTES)
+_ELIDE_BYTES = 256 * 1024
+
+
+def _phase_difference(z, lp, elided=None):
     """``angle(z * conj(lp))`` (radians, float32): the phase of ``z`` relative to its low-pass.
 
     Not in place: ``lp`` is a strided view, and numpy's strided complex product rounds differently
-    from its contiguous (SIMD) one, which the contiguous ``conj(lp)`` gets."""
-    return np.angle(z * np.conj(lp)).astype(np.float32, copy=False)
+    from its contiguous (SIMD) one, which the contiguous ``conj(lp)`` gets. ``elided``: the product
+    as numpy evaluates the expression on an array of that many bytes or more (``conj(lp) * z``, see
+    :data:`_ELIDE_BYTES`); default ``z``'s own size (a slab of a volume passes the volume's)."""
+    elided = z.nbytes >= _ELIDE_BYTES if elided is None else elided
+    c = np.conj(lp)
+    product = np.multiply(c, z, out=c) if elided else z * c
+    return np.angle(product).astype(np.float32, copy=False)
 
 
 def _homodyne_both(magnitude, phase, voxel_size_mm, window, window_mm, slice_axis):
@@ -363,11 +372,109 @@ def _homodyne_both(magnitude, phase, voxel_size_mm, window, window_mm, slice_axi
         pairs = [_homodyne_both(magnitude[..., e], ph[..., e], voxel_size_mm, window, window_mm, slice_axis)
                  for e in range(ph.shape[3])]
         return tuple(np.stack([pair[i] for pair in pairs], axis=3) for i in range(2))
-    z = _complex(magnitude, ph)
-    plans = [_homodyne_plan(z.shape, voxel_size_mm, window, window_mm, mode, slice_axis)
+    plans = [_homodyne_plan(ph.shape, voxel_size_mm, window, window_mm, mode, slice_axis)
              for mode in ("2d", "3d")]
     shared = {}
-    return tuple(_phase_difference(z, _windowed_lowpass(z, *plan, shared=shared)) for plan in plans)
+    return tuple(_homodyne_slabs(magnitude, ph, plan, shared) for plan in plans)
+
+
+# complex64 working set (bytes) of one slab of the full-size transforms in _homodyne_slabs
+SLAB_BYTES = 32 * 2**20
+
+
+def _slabs(n, bytes_per_row):
+    """``(start, stop)`` of consecutive slabs of ``n`` rows of about :data:`SLAB_BYTES` each."""
+    rows = int(max(1, SLAB_BYTES // max(1, bytes_per_row)))
+    return [(s, min(n, s + rows)) for s in range(0, n, rows)]
+
+
+def _along(axis, start, stop):
+    """Index of rows ``start:stop`` along ``axis`` of a 3D array."""
+    where = [slice(None)] * 3
+    where[axis] = slice(start, stop)
+    return tuple(where)
+
+
+def _homodyne_slabs(magnitude, phase, plan, shared=None):
+    """``_phase_difference(z, _windowed_lowpass(z, *plan, shared=shared))`` with
+    ``z = _complex(magnitude, phase)`` (3D), bit for bit, without a full-size complex volume: ``z`` is
+    made slab by slab where it is needed (the first forward transform and the phase difference), and
+    the two transforms over the padded extent (the first forward, the last inverse) run slab by slab
+    along another axis (transforms along an axis are one-dimensional transforms of its lines, the
+    same numbers in any batch); the last inverse transform feeds the phase difference directly.
+    Peak: the cut spectra (a window's fraction of the volume) plus a few slabs."""
+    ph = np.asarray(phase, dtype=np.float32)
+    mag = None if magnitude is None else np.asarray(magnitude, dtype=np.float32)
+    if mag is not None and mag.shape != ph.shape:
+        raise ValueError(f"magnitude {mag.shape} and phase {ph.shape} differ")
+    axes, pads, windows = plan
+    shape = ph.shape
+
+    def z_of(where):
+        return _complex(None if mag is None else mag[where], ph[where])
+
+    supports = [np.flatnonzero(w) for w in windows]
+    key = ()
+    k = None
+    for i, (a, (before, after), w, support) in enumerate(zip(axes, pads, windows, supports)):
+        key += ((a, before, after, w.tobytes()),)
+        if shared is not None and key in shared:
+            k = shared[key]
+            continue
+        widths = [(0, 0)] * 3
+        widths[a] = (before, after)
+        if i == 0:  # over the whole padded extent: slab by slab
+            c = 0 if a != 0 else 1
+            cut = list(shape)
+            cut[a] = support.size
+            k = np.empty(cut, np.complex64)
+            for s0, s1 in _slabs(shape[c], 8 * w.size * math.prod(shape) // (shape[a] * shape[c])):
+                where = _along(c, s0, s1)
+                k[where] = np.take(sfft.fft(np.pad(z_of(where), widths), axis=a, workers=-1), support, axis=a)
+        else:
+            k = np.take(sfft.fft(np.pad(k, widths), axis=a, workers=-1), support, axis=a)
+        if shared is not None:
+            shared[key] = k
+    k = k.copy() if shared is not None else k
+    for a, w, support in zip(axes, windows, supports):
+        bshape = [1] * 3
+        bshape[a] = support.size
+        k *= w[support].reshape(bshape)
+    n_total = int(np.prod([w.size for w in windows]))
+    last = len(axes) - 1
+    for i, (a, (before, _), w, support) in enumerate(zip(axes, pads, windows, supports)):
+        if i == last:
+            return _last_inverse(k, a, before, w, support, shape, z_of, n_total if i == 0 else None)
+        k = _inverse_pass(k, a, before, w, support, shape[a], n_total if i == 0 else None)
+    raise ValueError("no homodyne axes")
+
+
+def _inverse_pass(k, a, before, w, support, n, n_total=None):
+    """One inverse transform along ``a`` of the cut spectrum ``k`` (zeros outside ``support``), scaled
+    by ``1 / n_total`` if given (pocketfft scales an n-dimensional inverse in its first axis's pass),
+    cut back to the ``n`` unpadded voxels from ``before``."""
+    full = list(k.shape)
+    full[a] = w.size
+    spectrum = np.zeros(full, k.dtype)
+    where = [slice(None)] * k.ndim
+    where[a] = support
+    spectrum[tuple(where)] = k
+    k = sfft.ifft(spectrum, axis=a, workers=-1, norm="forward")  # unscaled
+    if n_total is not None:
+        k.view(k.real.dtype)[...] *= k.real.dtype.type(1.0 / n_total)
+    return k[_along(a, before, before + n)]
+
+
+def _last_inverse(k, a, before, w, support, shape, z_of, n_total=None):
+    """The last inverse pass (:func:`_inverse_pass`) and the phase difference with ``z`` (float32
+    radians, ``shape``), slab by slab along another axis."""
+    c = 0 if a != 0 else 1
+    out = np.empty(shape, np.float32)
+    for s0, s1 in _slabs(shape[c], 8 * w.size * math.prod(shape) // (shape[a] * shape[c])):
+        where = _along(c, s0, s1)
+        lp = _inverse_pass(k[where], a, before, w, support, shape[a], n_total)
+        out[where] = _phase_difference(z_of(where), lp, 8 * math.prod(shape) >= _ELIDE_BYTES)
+    return out
 
 
 def _windowed_lowpass(z, axes, pads, windows, shared=None):
@@ -720,8 +827,19 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
     -------
     SWIResult
     """
+    return _compute_swi(magnitude, [phase], affine, echo_times_ms, phase_sign, method, window, window_mm,
+                        sigma_mm, mode, power, reference_te_ms, mask, mip_slab_mm, b0_dir_world, mask_kind,
+                        manufacturer)
+
+
+def _compute_swi(magnitude, held_phase, affine, echo_times_ms=None, phase_sign=None, method="homodyne",
+                 window=32, window_mm=None, sigma_mm=4.0, mode="2d", power=4, reference_te_ms=None, mask=None,
+                 mip_slab_mm=None, b0_dir_world=(0, 0, 1), mask_kind="paramagnetic", manufacturer=None):
+    """:func:`compute_swi` of the phase in the one-item list ``held_phase``, which it empties: the
+    phase is released once filtered (a caller holding no other reference frees it before the
+    estimate and the SWI)."""
     mag = np.asarray(magnitude, dtype=np.float32)
-    ph = np.asarray(phase, dtype=np.float32)
+    ph = np.asarray(held_phase.pop(), dtype=np.float32)
     if mag.shape != ph.shape:
         raise ValueError(f"magnitude {mag.shape} and phase {ph.shape} differ")
     n_echo = mag.shape[3] if mag.ndim == 4 else 1
@@ -734,18 +852,20 @@ def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
         hp, hp3 = _homodyne_both(mag, ph, vox, window, window_mm, sax)
     else:
         hp = highpass_phase(mag, ph, vox, method, window, window_mm, sigma_mm, mode, sax)
+        if phase_sign is None:  # the vein physics holds for the 3D field: the estimate's filter
+            hp3 = hp if mode == "3d" and method == "homodyne" else highpass_phase(
+                mag, ph, vox, "homodyne", window, window_mm, sigma_mm, "3d", sax)
+    del ph
     te = _te_array(echo_times_ms, n_echo) if n_echo > 1 else None
     if te is not None:
         filt, freq, cmag, ref = _combine_echoes(hp, mag, te, reference_te_ms)
     else:
         filt, freq, cmag, ref = _single_echo(hp, mag, echo_times_ms)
-    if phase_sign is None:
-        # the vein physics holds for the 3D field: estimate on 3D homodyne-filtered phase
-        if hp3 is None:
-            hp3 = hp if mode == "3d" and method == "homodyne" else highpass_phase(
-                mag, ph, vox, "homodyne", window, window_mm, sigma_mm, "3d", sax)
+    if phase_sign is None:  # estimated on the 3D homodyne-filtered phase
         filt3 = _first_echo(hp3) if te is None else combine_phases(hp3, mag, te, ref, "radians")
+        del hp3
         sign, ev = estimate_phase_sign(filt3, cmag, affine, mask, b0_dir_world)
+        del filt3
         sign, ev = with_vendor_prior(sign, ev, manufacturer)
     else:
         sign, ev = _forced_sign(phase_sign)
@@ -830,7 +950,9 @@ def phase_branch(scan, phase, brain, params, echo_times_ms=None):
         if echo_times_ms is None:
             raise InputError(scan.path, "multi-echo phase needs echo times (BIDS sidecar EchoTime or --echo-times)")
     manufacturer = (scan.sidecar or {}).get("Manufacturer")
-    result = compute_swi(magnitude, radians, scan.affine, echo_times_ms=echo_times_ms,
-                         phase_sign=params.phase_sign, window=params.highpass_window_vox, mask=brain,
-                         manufacturer=manufacturer if isinstance(manufacturer, str) else None)
+    held = [radians]  # compute_swi's phase, released once filtered
+    del radians
+    result = _compute_swi(magnitude, held, scan.affine, echo_times_ms=echo_times_ms,
+                          phase_sign=params.phase_sign, window=params.highpass_window_vox, mask=brain,
+                          manufacturer=manufacturer if isinstance(manufacturer, str) else None)
     return result, how

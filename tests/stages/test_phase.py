@@ -359,3 +359,62 @@ def test_phase_difference_in_place_is_numpy_bit_for_bit():
     got = P._phase_difference(z, strided)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+# --------------------------------------------------------------------------------------------
+# memory (issue 14): the homodyne filter slab by slab, Gaussian passes reusing their input
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,slice_axis", [("2d", 2), ("2d", 0), ("2d", 1), ("3d", 2)])
+def test_homodyne_slabs_are_the_whole_volume_filter_bit_for_bit(monkeypatch, mode, slice_axis):
+    """Slab by slab (a few rows per slab here), without a complex volume: the values of the
+    whole-volume low-pass and phase difference, and the shared forward passes give the same."""
+    rng = np.random.default_rng(21)
+    ph = rng.uniform(-np.pi, np.pi, (44, 38, 26)).astype(np.float32)
+    mag = rng.uniform(0.2, 1, ph.shape).astype(np.float32)
+    vox = (0.5, 0.6, 1.1)
+    plan = P._homodyne_plan(ph.shape, vox, 48, None, mode, slice_axis)
+    z = P._complex(mag, ph)
+    want = P._phase_difference(z, P._windowed_lowpass(z, *plan))
+    monkeypatch.setattr(P, "SLAB_BYTES", 8 * 3 * 64 * 44)  # about 3 rows per slab
+    c_first = 0 if plan[0][0] != 0 else 1
+    assert len(P._slabs(ph.shape[c_first], 8 * plan[2][0].size * ph.size // (ph.shape[plan[0][0]] * ph.shape[c_first]))) > 5
+    got = P._homodyne_slabs(mag, ph, plan)
+    assert got.dtype == np.float32 and got.shape == ph.shape
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    shared = {}
+    P._homodyne_slabs(mag, ph, P._homodyne_plan(ph.shape, vox, 48, None, "2d", 2), shared)
+    np.testing.assert_array_equal(P._homodyne_slabs(mag, ph, plan, shared).view(np.uint32), want.view(np.uint32))
+    with pytest.raises(ValueError, match="differ"):
+        P._homodyne_slabs(mag[:-1], ph, plan)
+
+
+def test_compute_swi_releases_the_phase_it_holds():
+    """phase_branch hands its phase over in a list: filtered, the phase is dropped (not kept to the
+    end of the branch), and the result is compute_swi's."""
+    rng = np.random.default_rng(3)
+    mag = rng.uniform(0.5, 1.0, (24, 24, 12)).astype(np.float32)
+    ph = rng.uniform(-np.pi, np.pi, mag.shape).astype(np.float32)
+    held = [ph.copy()]
+    got = P._compute_swi(mag, held, np.eye(4), phase_sign=1)
+    assert held == []
+    want = P.compute_swi(mag, ph, np.eye(4), phase_sign=1)
+    np.testing.assert_array_equal(got.swi, want.swi)
+    np.testing.assert_array_equal(got.filtered_phase, want.filtered_phase)
+
+
+@pytest.mark.parametrize("sigma", [(1.5, 2.0, 0.8), (0.0, 2.0, 1.0), (1.0, 0.0, 0.0)])
+def test_gaussian_overwriting_its_input_is_scipy_bit_for_bit(sigma):
+    from scipy import ndimage as ndi
+
+    from microbleeds.stages.gaussian import gaussian_filter_nearest
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(30, 25, 20)).astype(np.float32)
+    want = ndi.gaussian_filter(x, sigma, mode="nearest", truncate=4.0)
+    scratch = x.copy()
+    got = gaussian_filter_nearest(scratch, sigma, overwrite_input=True)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    kept = x.copy()
+    np.testing.assert_array_equal(gaussian_filter_nearest(kept, sigma).view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(kept, x)  # without the flag the input is left alone
