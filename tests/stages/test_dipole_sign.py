@@ -325,6 +325,23 @@ def test_vein_confidence_thresholds():
     assert D._vein_confidence(1e-5, 20, 0.64) == "low"
     assert D._vein_confidence(0.009, 20, 0.9) == "low"
     assert D._vein_confidence(0.01, 20, 0.9) == "none"
+    # thousands of correlated units give a tiny p at any agreement: half for each sign is no evidence
+    assert D._vein_confidence(1e-48, 1896, 0.501) == "none"
+    assert D._vein_confidence(1e-3, 50, 0.55) == "low"
+
+
+def test_brain_edge_is_not_evidence():
+    """The estimate leaves out the brain's outer band (3 Hessian scales: there the Hessian reaches
+    the skull and CSF), and keeps the whole mask when too little would be left."""
+    vox = np.array([1.0, 1.0, 2.0])
+    mask = np.zeros((60, 60, 30), bool)
+    mask[5:-5, 5:-5, 3:-3] = True
+    inner = D._evidence_region(mask, vox, 1.0)
+    assert inner[8:-8, 8:-8, 5:-5].all()  # 3 mm in from each face (1.5 slices of 2 mm: 2)
+    assert not (inner & ~np.pad(np.ones((44, 44, 20), bool), ((8, 8), (8, 8), (5, 5)))).any()
+    small = np.zeros_like(mask)
+    small[28:32, 28:32, 14:16] = True
+    assert (D._evidence_region(small, vox, 1.0) == small).all()
 
 
 def test_compact_and_elongated_foci():
