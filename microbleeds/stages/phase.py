@@ -388,9 +388,9 @@ def _slabs(n, bytes_per_row):
     return [(s, min(n, s + rows)) for s in range(0, n, rows)]
 
 
-def _along(axis, start, stop):
-    """Index of rows ``start:stop`` along ``axis`` of a 3D array."""
-    where = [slice(None)] * 3
+def _along(axis, start, stop, ndim=3):
+    """Index of rows ``start:stop`` along ``axis`` of an ``ndim``-dimensional array."""
+    where = [slice(None)] * ndim
     where[axis] = slice(start, stop)
     return tuple(where)
 
@@ -462,7 +462,7 @@ def _inverse_pass(k, a, before, w, support, n, n_total=None):
     k = sfft.ifft(spectrum, axis=a, workers=-1, norm="forward")  # unscaled
     if n_total is not None:
         k.view(k.real.dtype)[...] *= k.real.dtype.type(1.0 / n_total)
-    return k[_along(a, before, before + n)]
+    return k[_along(a, before, before + n, k.ndim)]
 
 
 def _last_inverse(k, a, before, w, support, shape, z_of, n_total=None):
@@ -513,18 +513,7 @@ def _windowed_lowpass(z, axes, pads, windows, shared=None):
         k *= w[support].reshape(shape)
     n_total = int(np.prod([w.size for w in windows]))
     for i, (a, (before, _), w, support) in enumerate(zip(axes, pads, windows, supports)):
-        full = list(k.shape)
-        full[a] = w.size
-        spectrum = np.zeros(full, k.dtype)
-        where = [slice(None)] * k.ndim
-        where[a] = support
-        spectrum[tuple(where)] = k
-        k = sfft.ifft(spectrum, axis=a, workers=-1, norm="forward")  # unscaled
-        if i == 0:  # pocketfft scales an n-dimensional inverse in its first axis's pass
-            k.view(k.real.dtype)[...] *= k.real.dtype.type(1.0 / n_total)
-        keep = [slice(None)] * k.ndim
-        keep[a] = slice(before, before + z.shape[a])
-        k = k[tuple(keep)]
+        k = _inverse_pass(k, a, before, w, support, z.shape[a], n_total if i == 0 else None)
     return k
 
 
