@@ -116,6 +116,8 @@ def test_kernels_are_cached_float32():
     for kernel in (detect._count_strong, detect._fill_strong, prepare._block_sums, prepare._erode_axis, detect._frst_slabs, detect._local_maxima,
                    prepare._divide_by_upsampled, prepare._block_sums_all, prepare._fortran_copy, segment._grow):
         assert kernel._cache.__class__.__name__ != "NullCache", kernel
+    rel = RNG.random((12, 12, 8)).astype(np.float32)  # the FRST kernel compiles (or loads) for float32 here
+    detect.frst_response(rel, (0.5, 0.5, 1.0), (1.0, 2.0), 0.5)
     sig = [str(s) for s in detect._frst_slabs.signatures]
     assert any("float32" in s for s in sig)
 
