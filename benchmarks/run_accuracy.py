@@ -2,11 +2,13 @@
 
     python benchmarks/run_accuracy.py            # the whole suite (phantoms are cached)
     python benchmarks/run_accuracy.py --quick    # 4 phantoms, for a smoke run
+    python benchmarks/run_accuracy.py --only hard_3t_3d_multi_echo --echo-compare  # echo combinations
 
 Phantoms come from ``microbleeds.bench.phantoms`` (dipole-field physics, blooming, veins,
 calcifications, air-tissue dropout, Rician noise, bias), across field strength, TE, voxel size,
-SNR, with and without phase, including healthy controls. Writes ``benchmarks/results/accuracy.md``
-and ``accuracy.json`` and prints the table.
+SNR, with and without phase, multi-echo, including healthy controls. Writes
+``benchmarks/results/accuracy.md`` and ``accuracy.json`` and prints the table (``--echo-compare``:
+``benchmarks/results/echo_combination.md``).
 """
 
 from __future__ import annotations
@@ -119,14 +121,39 @@ HARD = {
     "3t_calcifications_positive_phase": (dict(b0_t=3.0, te_ms=20.0, voxel_size_mm=(1.0, 1.0, 2.0), snr=25.0,
                                               n_cmb=8, n_calcifications=8, phase_sign=1), True, "swi-3t"),
 }
+# Multi-echo acquisitions (issue 10): 4D magnitude (and phase), the echo times in the BIDS sidecar
+# beside them; the detector combines the echoes itself (microbleeds.bench.phantoms.echoes). The
+# truth's noise-free contrast is stated at the echo nearest T2*/2 of white matter (23 ms at 3 T,
+# 45 ms at 1.5 T), every echo's in the sidecar.
+ECHOES_3T_3D = (5.0, 11.0, 17.0, 23.0, 29.0, 35.0)
+ECHOES_2D = tuple(round(3.0 + 42.0 * n / 9, 1) for n in range(10))  # 3.0 ... 45.0 ms
+HARD.update({
+    # 3 T 3D multi-echo GRE: 6 echoes 5-35 ms, 16 coils, with phase, a cluster, CMBs beside veins
+    "3t_3d_multi_echo": (dict(b0_t=3.0, echo_times_ms=ECHOES_3T_3D, voxel_size_mm=(1.0, 1.0, 2.0), snr=25.0,
+                              n_cmb=10, n_clusters=1, n_cmb_near_vein=2), True, "swi-3t"),
+    # clinical 2D multi-echo GRE at 1.5 T: 10 echoes 3-45 ms, 0.9 x 0.9 x 4 mm every 5 mm, 12 coils, 70 %
+    # of k-space, magnitude only
+    "1.5t_2d_multi_echo": (dict(b0_t=1.5, echo_times_ms=ECHOES_2D, voxel_size_mm=(0.9, 0.9, 4.0), slice_gap_mm=1.0,
+                                fov_mm=(150.0, 180.0, 80.0), snr=25.0, n_cmb=10, n_coils=12,
+                                kspace_fraction=(0.7, 0.7)), False, "gre-1.5t"),
+})
 HARD_TUNING_SEED0, HARD_HELDOUT_SEED0 = 31, 131
 HELDOUT = ("3t_coils_gibbs_clusters", "1.5t_2d_5mm_gap", "3t_pose_positive_phase", "control_3t",
-           "3t_caa_clusters", "1.5t_2d_3mm_cavernoma", "3t_cavernoma_siderosis", "control_1.5t_3mm")
+           "3t_caa_clusters", "1.5t_2d_3mm_cavernoma", "3t_cavernoma_siderosis", "control_1.5t_3mm",
+           "3t_3d_multi_echo", "1.5t_2d_multi_echo")
 """Configurations also run on a held-out seed."""
 for _n, (_name, (_o, _ph, _pre)) in enumerate(HARD.items()):
     SUITE[f"hard_{_name}"] = (dict(_HARD_COMMON, **_o, seed=HARD_TUNING_SEED0 + _n), _ph, _pre)
     if _name in HELDOUT:
         SUITE[f"heldout_{_name}"] = (dict(_HARD_COMMON, **_o, seed=HARD_HELDOUT_SEED0 + _n), _ph, _pre)
+# The two phase conventions on one phantom: the same seed, parameters and magnitude, phase stored
+# as -gamma dB TE and as +gamma dB TE (4 echoes 6-30 ms at 3 T, as many calcifications as CMBs):
+# the detector must give the same classes (both tuning)
+PHASE_PAIR = dict(_HARD_COMMON, b0_t=3.0, echo_times_ms=(6.0, 14.0, 22.0, 30.0), voxel_size_mm=(1.0, 1.0, 2.0),
+                  snr=25.0, n_cmb=8, n_calcifications=6, seed=HARD_TUNING_SEED0 + len(HARD))
+SUITE["hard_3t_multi_echo_phase_minus"] = (dict(PHASE_PAIR, phase_sign=-1), True, "swi-3t")
+SUITE["hard_3t_multi_echo_phase_plus"] = (dict(PHASE_PAIR, phase_sign=1), True, "swi-3t")
+MULTI_ECHO = tuple(n for n in SUITE if SUITE[n][0].get("echo_times_ms"))
 GROUPS = {"easy (tuning)": [n for n in SUITE if n in EASY],
           "hard (tuning)": [n for n in SUITE if n.startswith("hard_")],
           "hard (held out)": [n for n in SUITE if n.startswith("heldout_")]}
@@ -138,6 +165,8 @@ def phantom_files(name):
     folder = CACHE / "phantoms"
     paths = {"magnitude": folder / f"{name}_mag.nii.gz", "phase": folder / f"{name}_phase.nii.gz",
              "truth_tsv": folder / f"{name}{TRUTH_SUFFIX}"}
+    if SUITE[name][0].get("echo_times_ms"):  # the echo times the detector reads, beside the 4D magnitude
+        paths["magnitude_sidecar"] = folder / f"{name}_mag.json"
     fresh = _cache_matches(folder / f"{name}.json", replace(BASE, **SUITE[name][0]))
     if not fresh or not all(p.is_file() for p in paths.values()):
         folder.mkdir(parents=True, exist_ok=True)
@@ -286,8 +315,66 @@ def _ge15(result):
     return tp / n if n else None
 
 
+def _value(text):
+    """A ``--set`` value: a number, else the text (``echo=rss``)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def fmt(v):
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def echo_choices(name, files):
+    """The echo combinations compared on a multi-echo phantom: (label, ``echo`` value) pairs: the
+    T2*-weighted default (``auto``), the rss, the single echo nearest T2*/2 (T2* as the detector
+    fits it) and the last echo (the ``gre-1.5t`` preset's choice)."""
+    import nibabel as nib
+
+    from microbleeds.stages.load import default_t2star, estimate_t2star
+
+    tes = list(SUITE[name][0]["echo_times_ms"])
+    data = np.asarray(nib.load(files["magnitude"]).dataobj, dtype=np.float32)
+    t2s = estimate_t2star(data, tes) or default_t2star(SUITE[name][0].get("b0_t"))
+    nearest = int(np.argmin(np.abs(np.asarray(tes) - t2s / 2.0)))
+    return t2s, [("auto", "auto"), ("rss", "rss"), (f"echo {nearest + 1} ({tes[nearest]:g} ms ~ T2*/2)", nearest),
+                 (f"last ({tes[-1]:g} ms)", "last")]
+
+
+def _counts(result):
+    """(TP, FP, FN) over the CMBs of an evaluation, and the sensitivity >= 1.5 mm at c >= 0.5."""
+    tp = sum(s["tp"] for s in result.scans)
+    return tp, sum(s["fp"] for s in result.scans), sum(s["fn"] for s in result.scans), _sens(result, 1.5, np.inf, 0.5)
+
+
+def compare_echoes(names):
+    """Detect each multi-echo phantom with every :func:`echo_choices` combination (and, on the
+    phase-convention pair, with the sign estimated); markdown lines of the side-by-side table."""
+    lines = ["| phantom | fitted T2* ms | combination | TP | FP | FN | sens >= 1.5, c >= 0.5 | echoes (summary) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in [n for n in names if n in MULTI_ECHO]:
+        files = phantom_files(name)
+        t2s, choices = echo_choices(name, files)
+        if SUITE[name][1]:  # with phase: also the convention estimated from the image, not given
+            choices.append(("auto, phase sign estimated", "auto"))
+        for label, echo in choices:
+            estimated = label.endswith("estimated")
+            folder = CACHE / "results" / "microbleeds_echo" / (str(echo) + ("_sign_estimated" if estimated else ""))
+            overrides = {"echo": echo}
+            sign = None if estimated else int(SUITE[name][0].get("phase_sign", -1))
+            extra = {"phase": files["phase"], "phase_sign": sign} if SUITE[name][1] else {}
+            out = microbleeds.detect(files["magnitude"], pipeline=SUITE[name][2], **extra, **overrides).write(folder, name)
+            result = evaluate.evaluate_pairs([(name, files["truth_tsv"], out)])
+            summary = json.loads((out / "summary.json").read_text())
+            how = summary["input"]["echoes"]
+            if estimated:
+                how += f"; sign {summary.get('phase', {}).get('phase_sign')}"
+            tp, fp, fn, sens = _counts(result)
+            lines.append(f"| {name} | {t2s:.0f} | {label} | {tp} | {fp} | {fn} | {fmt(sens)} | {how} |")
+        print(f"compared {name}", file=sys.stderr)
+    return lines
 
 
 def main(argv=None):
@@ -297,12 +384,20 @@ def main(argv=None):
     parser.add_argument("--methods", default="microbleeds,blob_log_frangi,threshold")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a detection parameter for every phantom (e.g. min_contrast=0.3)")
+    parser.add_argument("--echo-compare", action="store_true",
+                        help="on the multi-echo phantoms: auto vs rss vs the echo nearest T2*/2 vs the last echo")
     args = parser.parse_args(argv)
     names = list(QUICK if args.quick else SUITE)
     if args.only:
         keys = args.only.split(",")
         names = [n for n in names if any(n == k or n.startswith(k) for k in keys)]
-    overrides = {k: float(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if args.echo_compare:
+        lines = compare_echoes(names)
+        OUT.mkdir(exist_ok=True)
+        atomic_write_text(OUT / "echo_combination.md", "\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     methods = args.methods.split(",")
     folders = {m: {} for m in methods}
     seconds = {m: 0.0 for m in methods}

@@ -183,8 +183,10 @@ def _echo(echo):
 
 
 def _mask(mask, scan, params):
-    if mask is None:
-        return brain_mask(scan.magnitude, scan.voxel_size_mm, params.bias_correction, params.mask_opening_mm)
+    if mask is None:  # of multi-echo data, the first echo: one acquisition's noise floor (echoes averaged
+        # keep its level but not its spread, and it no longer reads as noise), the least blooming and dropout
+        first = scan.magnitude if scan.echoes is None else np.ascontiguousarray(scan.echoes[..., 0])
+        return brain_mask(first, scan.voxel_size_mm, params.bias_correction, params.mask_opening_mm)
     if isinstance(mask, np.ndarray):
         if mask.shape != scan.native_shape:
             raise ValueError(f"mask: shape {mask.shape} differs from the scan's {scan.native_shape}")

@@ -28,7 +28,9 @@ squares), :mod:`.acquisition` (zero-filled partial k-space with Hamming / Fermi 
 ringing; motion ghosts along the phase-encode axis; 2D slices with gaps, simulated on sub-slices;
 the other phase convention) and :mod:`.lesions` (cavernous malformations and cortical superficial
 siderosis painted into the susceptibility map, arterial flow voids, dural sinuses; clustered CMBs,
-CMBs beside veins, lobulated CMBs). The sidecar states each source's noise-free contrast as imaged
+CMBs beside veins, lobulated CMBs), and :mod:`.echoes` (multi-echo acquisitions, 2-32 echoes
+from the one field, each with its own TE and noise, 4D files with the echo times in their BIDS
+sidecars). The sidecar states each source's noise-free contrast as imaged
 (``source_contrast_noise_free``), the hard CMBs' ``cmb_context`` and the intracranial volume in the
 field of view.
 
@@ -117,8 +119,7 @@ Peters et al., MRI 2007 25:748-753 (T2* at 1.5/3/7 T); Greenberg et al., Lancet 
 Limitations: the default head is a smooth analytic model (``anatomy="mni"`` uses the ICBM152
 2009 GM/WM maps from nilearn, with rule-based deep nuclei / brainstem / cerebellum); the
 skull and the head-air boundary carry no susceptibility (their field is smooth in the brain and
-would be removed by background-field filtering); no flow, chemical shift, T1 weighting or
-multi-echo; CMB/calcification factors are applied multiplicatively after averaging the
+would be removed by background-field filtering); no flow, chemical shift or T1 weighting; CMB/calcification factors are applied multiplicatively after averaging the
 background (a separable approximation, good while the background varies slowly in a voxel).
 
 Modules
@@ -127,7 +128,7 @@ Modules
 (analytic and MNI heads), ``grid`` (acquisition, margin and fine grids), ``veins``, ``truth``
 (MARS region of each source, :func:`segmentation`), ``sources`` (explicit and random CMBs /
 calcifications, their blooming), ``simulate`` (:func:`simulate`, :func:`simple_swi`), ``write``
-(files, :func:`make_sample`), ``real`` (:func:`insert_cmbs` into real images) and ``kernels``
+(files, :func:`make_sample`), ``echoes`` (multi-echo), ``real`` (:func:`insert_cmbs` into real images) and ``kernels``
 (numba, loaded on first use).
 """
 

@@ -120,8 +120,10 @@ def sum_of_squares(signal, coil_sens, sigma, rng):
     return (np.sqrt(sos) * np.exp(1j * np.angle(weighted))).astype(np.complex64)
 
 
-def apply_coil_array(signal, params, grid, anat_centre, anat_radii, b0_world, wm, rng, wm_mean):
-    """Replace ``signal`` (in place) by its coil-array SoS image; returns the sidecar values."""
+def coil_array(params, grid, anat_centre, anat_radii, b0_world, wm):
+    """The receive array of ``params`` on the acquisition grid: (sensitivities (N, *shape)
+    complex64 scaled so that ``||S||`` averages 1 over white matter, that profile ``||S||``,
+    the loop radius in mm). The same array receives every echo of a multi-echo acquisition."""
     radii = np.asarray(anat_radii, dtype=np.float64) + float(params.coil_gap_mm)
     centres, normals = coil_positions(params.n_coils, anat_centre, radii)
     loop = params.coil_radius_mm or default_loop_radius(params.n_coils, radii)
@@ -129,14 +131,30 @@ def apply_coil_array(signal, params, grid, anat_centre, anat_radii, b0_world, wm
     norm = np.sqrt((np.abs(sens) ** 2).sum(axis=0))
     scale = float(np.mean(norm[wm])) if np.any(wm) else float(np.mean(norm))
     sens /= np.float32(scale)
-    sigma = wm_mean / float(params.snr) if params.snr is not None and params.snr > 0 else 0.0
+    return sens, norm / scale, float(loop)
+
+
+def receive(signal, sens, profile, sigma, rng, normalised):
+    """Replace ``signal`` (in place) by its SoS image through the array (``sigma`` per coil and
+    component; ``normalised``: divided by the clipped ``profile``, prescan normalisation)."""
     signal[...] = sum_of_squares(signal, sens, sigma, rng)
-    profile = norm / scale
-    if params.coil_normalised:
+    if normalised:
         signal /= np.maximum(profile, MIN_NORMALISED_PROFILE).astype(np.float32)
+
+
+def coil_info(params, sigma, loop, profile, wm):
+    """The sidecar values of a receive array."""
     return {"noise_sigma": sigma, "n_coils": int(params.n_coils), "coil_loop_radius_mm": float(loop),
             "noise_model": (f"sum of squares of {int(params.n_coils)} coils: non-central chi, "
                             f"{2 * int(params.n_coils)} degrees of freedom; noise_sigma per coil and component"
                             + ("; divided by the coil profile (prescan normalisation)" if params.coil_normalised else "")),
             "coil_profile_wm_range": [float(np.percentile(profile[wm], 1)), float(np.percentile(profile[wm], 99))]
             if np.any(wm) else None}
+
+
+def apply_coil_array(signal, params, grid, anat_centre, anat_radii, b0_world, wm, rng, wm_mean):
+    """Replace ``signal`` (in place) by its coil-array SoS image; returns the sidecar values."""
+    sens, profile, loop = coil_array(params, grid, anat_centre, anat_radii, b0_world, wm)
+    sigma = wm_mean / float(params.snr) if params.snr is not None and params.snr > 0 else 0.0
+    receive(signal, sens, profile, sigma, rng, params.coil_normalised)
+    return coil_info(params, sigma, loop, profile, wm)

@@ -78,7 +78,13 @@ class PhantomParams:
     b0_t : float
         Field strength (T): 1.5, 3 or 7 (any positive value works).
     te_ms : float
-        Echo time (ms).
+        Echo time (ms) of a single-echo phantom (unused when ``echo_times_ms`` is given).
+    echo_times_ms : tuple of float
+        A multi-echo acquisition (:mod:`.echoes`): one echo per time (ms, 4-12 echoes as
+        clinical multi-echo GRE), all from the same susceptibility map and field (the dipole
+        convolution is computed once), each with its own phase ``gamma dB TE``, T2* decay and
+        blooming, and its own noise; magnitude and phase are 4D ``(i, j, k, echo)``. Empty
+        (default): one echo at ``te_ms``.
     snr : float or None
         Mean white-matter magnitude / noise sigma; None for a noise-free image.
     n_cmb, n_calcifications, n_veins : int
@@ -240,6 +246,7 @@ class PhantomParams:
     phase_encode_axis: int = 1
     slice_gap_mm: float = 0.0
     phase_sign: int = -1
+    echo_times_ms: tuple = ()
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict of all fields (what the sidecar stores under ``parameters``)."""
@@ -271,7 +278,8 @@ class Phantom:
     ----------
     magnitude, phase, swi : float32 arrays (i, j, k)
         Magnitude (arbitrary units, WM about 0.7 * exp(-R2* TE) times bias), wrapped phase (rad,
-        [-pi, pi]) and the simple SWI.
+        [-pi, pi]) and the simple SWI. A multi-echo phantom's magnitude and phase are 4D
+        ``(i, j, k, echo)``; its SWI is that of the reference echo (:func:`.echoes.reference_echo`).
     truth_labels : int16 array
         Label map on the acquisition grid, value = ``truth_id`` (voxels at least half inside the
         source, plus the voxel holding its centre).

@@ -14,7 +14,7 @@ import numpy as np
 from ... import __version__
 from ..dipole import field_from_chi, phase_per_ppm
 from ..truth_table import TRUTH_COLUMNS, TRUTH_REGIONS
-from . import acquisition, lesions
+from . import acquisition, echoes, lesions
 from .grid import _simulation_grid
 from .head import _make_anatomy
 from .params import (
@@ -59,31 +59,70 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
     sim = _simulation_grid(sampling.params) if sampling else grid
     b0w = np.asarray(params.b0_direction, dtype=np.float64)
     b0w = b0w / np.linalg.norm(b0w)
-    ppp = phase_per_ppm(params.b0_t, params.te_ms)
+    tes = echoes.echo_times(params)
     vpts, vrad = _make_veins(params, rng, anat, sim.rot, sim.fov_lo, sim.fov_hi)
     painted = lesions.plan_painted(params, anat, sim.fov_lo, sim.fov_hi)
     timings["veins_s"] = time.perf_counter() - t0
-    signal, vein_fraction, tissue = _tissue_signal(params, anat, sim, vpts, vrad, ppp, b0w, timings,
-                                                   painted)
+    fine = _fine_maps(params, anat, sim, vpts, vrad, b0w, timings, painted)  # TE-independent: once
 
     t1 = time.perf_counter()
     explicit = _explicit_sources(params, anat)
     rows = _place_sources(params, rng, anat, sim, vpts, vrad, explicit, painted)
     _warn_if_not_all_placed(params, rows, explicit)
-    truth_labels = np.zeros(sim.shape, dtype=np.int16)
-    imaged = sampling is not None or acquisition.active(params)
-    clean = signal.copy() if imaged else None  # the same scan without the sources
-    contrast = _apply_sources(signal, sim.affine, rows, ppp, b0w, float(params.cmb_inside_signal),
-                              truth_labels)
     truth = [{c: t[c] for c in TRUTH_COLUMNS} for t in (dict(truth_id=n + 1, **r) for n, r in enumerate(rows))]
     timings["sources_s"] = time.perf_counter() - t1
+    signals, contrasts = [], []
+    for e, te in enumerate(tes):
+        labels = np.zeros(sim.shape, dtype=np.int16) if e == 0 else None
+        signal, contrast, maps = _echo(params, anat, sim, grid, sampling, fine, rows, te, b0w, labels, timings)
+        if e == 0:
+            vein_fraction, tissue, truth_labels = maps
+        signals.append(signal)
+        contrasts.append(contrast)
+    del fine
 
+    t1 = time.perf_counter()
+    if len(tes) == 1:
+        signal = signals[0]
+        noise = _bias_phase_noise(params, rng, signal, tissue, grid, anat, b0w)
+    else:
+        noise = echoes.bias_phase_noise(params, rng, signals, tissue, grid, anat, b0w, _bias_field)
+    ref = echoes.reference_echo(params)
+    magnitude = np.abs(signals[0] if len(tes) == 1 else np.stack(signals, axis=3)).astype(np.float32)
+    phase = np.angle(signals[0] if len(tes) == 1 else np.stack(signals, axis=3)).astype(np.float32)
+    if int(params.phase_sign) == 1:
+        phase = -phase  # the other vendors' convention: phase = +gamma dB TE
+    swi = simple_swi(signals[ref], voxel_size_mm=grid.voxel_mm, sigma_mm=params.swi_hp_sigma_mm,
+                     power=params.swi_power)
+    del signals
+    timings["noise_swi_s"] = time.perf_counter() - t1
+    timings["total_s"] = time.perf_counter() - t0
+    info = _info(grid, phase_per_ppm(params.b0_t, tes[ref]), b0w, noise, vpts, truth, timings)
+    info.update(_hard_info(params, rows, contrasts[ref], painted, sampling))
+    if len(tes) > 1:
+        info.update(echoes.echo_info(params, contrasts))
+    info.update(_volumes(tissue, grid))
+    return Phantom(magnitude=magnitude, phase=phase, swi=swi, truth_labels=truth_labels,
+                   tissue=tissue, vein_fraction=vein_fraction, affine=grid.affine, truth=truth,
+                   params=params, info=info)
+
+
+def _echo(params, anat, sim, grid, sampling, fine, rows, te_ms, b0w, labels, timings):
+    """One echo's noise-free complex signal on the acquisition grid with the sources' blooming at
+    ``te_ms``, and each source's noise-free contrast in it; with ``labels`` (the first echo) also
+    the venous fraction, the tissue classes and the truth labels (TE-independent)."""
+    ppp = phase_per_ppm(params.b0_t, te_ms)
+    signal, vein_fraction, tissue = _decimated(params, anat, sim, fine, te_ms, ppp, timings)
+    imaged = sampling is not None or acquisition.active(params)
+    clean = signal.copy() if imaged else None  # the same scan without the sources
+    contrast = _apply_sources(signal, sim.affine, rows, ppp, b0w, float(params.cmb_inside_signal), labels)
     t1 = time.perf_counter()
     if sampling:
         signal = acquisition.collapse(signal, sampling)
-        vein_fraction = acquisition.collapse(vein_fraction, sampling)
-        truth_labels = acquisition.collapse(truth_labels, sampling, how="max")
-        tissue = anat.grid(grid.affine[:3, :3], grid.affine[:3, 3], grid.shape)
+        if labels is not None:
+            vein_fraction = acquisition.collapse(vein_fraction, sampling)
+            labels = acquisition.collapse(labels, sampling, how="max")
+            tissue = anat.grid(grid.affine[:3, :3], grid.affine[:3, 3], grid.shape)
     acquisition.kspace(signal, grid.voxel_mm, params)
     if imaged:
         if sampling:
@@ -91,21 +130,8 @@ def simulate(params: PhantomParams | None = None, **overrides) -> Phantom:
         acquisition.kspace(clean, grid.voxel_mm, params)
         contrast = _imaged_contrast(signal, clean, grid.affine, rows, contrast)
         del clean
-    noise = _bias_phase_noise(params, rng, signal, tissue, grid, anat, b0w)
-    magnitude = np.abs(signal).astype(np.float32)
-    phase = np.angle(signal).astype(np.float32)
-    if int(params.phase_sign) == 1:
-        phase = -phase  # the other vendors' convention: phase = +gamma dB TE
-    swi = simple_swi(signal, voxel_size_mm=grid.voxel_mm, sigma_mm=params.swi_hp_sigma_mm,
-                     power=params.swi_power)
-    timings["noise_swi_s"] = time.perf_counter() - t1
-    timings["total_s"] = time.perf_counter() - t0
-    info = _info(grid, ppp, b0w, noise, vpts, truth, timings)
-    info.update(_hard_info(params, rows, contrast, painted, sampling))
-    info.update(_volumes(tissue, grid))
-    return Phantom(magnitude=magnitude, phase=phase, swi=swi, truth_labels=truth_labels,
-                   tissue=tissue, vein_fraction=vein_fraction, affine=grid.affine, truth=truth,
-                   params=params, info=info)
+    timings["acquisition_s"] = timings.get("acquisition_s", 0.0) + time.perf_counter() - t1
+    return signal, contrast, (vein_fraction, tissue, labels)
 
 
 def _imaged_contrast(signal, clean, affine, rows, contrast) -> dict:
@@ -165,6 +191,7 @@ def _hard_info(params, rows, contrast, painted, sampling) -> dict:
 def _checked(params: PhantomParams) -> PhantomParams:
     """``params``, or ValueError for a non-positive field / echo time or bad region weights."""
     acquisition.check(params)
+    echoes.check(params)
     if params.b0_t <= 0 or params.te_ms <= 0:
         raise ValueError("b0_t and te_ms must be positive")
     if int(params.n_coils) < 0 or int(params.n_coils) != params.n_coils:
@@ -195,10 +222,10 @@ def _luts(b0_t):
     return m0, r2, chi
 
 
-def _tissue_signal(params, anat, grid, vpts, vrad, ppp, b0w, timings, painted=()):
-    """Complex GRE signal of tissue and veins on the acquisition grid (steps 1-3 of the package
-    docstring); returns (signal complex64, venous fraction float32, tissue class uint8)."""
-    from .kernels import chi_grid, signal_decimate, stamp_tubes
+def _fine_maps(params, anat, grid, vpts, vrad, b0w, timings, painted=()):
+    """Tissue classes, venous fraction and relative field ``dB/B0`` (ppm) on the fine grid (steps
+    1-2 of the package docstring): what every echo's signal is computed from."""
+    from .kernels import chi_grid, stamp_tubes
 
     t1 = time.perf_counter()
     fine_mm = grid.voxel_mm / grid.oversampling
@@ -211,23 +238,32 @@ def _tissue_signal(params, anat, grid, vpts, vrad, ppp, b0w, timings, painted=()
         stamp_tubes(vpts, vrad, np.linalg.inv(grid.fmat), grid.fmat, grid.ftrans, grid.fshape, h, frac)
     timings["anatomy_s"] = time.perf_counter() - t1
 
-    m0_lut, r2_lut, chi_lut = _luts(params.b0_t)
+    _, _, chi_lut = _luts(params.b0_t)
     t1 = time.perf_counter()
     chi = chi_grid(lab, frac, chi_lut, _VEIN_PROPS[2])
     fld = field_from_chi(chi, fine_mm, grid.rot.T @ b0w, workers=-1)  # B0 in the grid's axes
     del chi
     timings["field_s"] = time.perf_counter() - t1
+    return lab, frac, fld
 
+
+def _decimated(params, anat, grid, fine, te_ms, ppp, timings):
+    """Complex GRE signal of tissue and veins at ``te_ms`` on the acquisition grid (step 3 of the
+    package docstring); returns (signal complex64, venous fraction float32, tissue class uint8)."""
+    from .kernels import signal_decimate
+
+    lab, frac, fld = fine
+    m0_lut, r2_lut, _ = _luts(params.b0_t)
     t1 = time.perf_counter()
     sig_e, vfrac_e = signal_decimate(lab, frac, fld, m0_lut, r2_lut, _VEIN_PROPS[0],
-                                     _VEIN_PROPS[1] * (float(params.b0_t) / 3.0), params.te_ms * 1e-3,
+                                     _VEIN_PROPS[1] * (float(params.b0_t) / 3.0), te_ms * 1e-3,
                                      ppp, grid.oversampling, grid.eshape)
-    del lab, frac, fld
     crop = tuple(slice(int(a), int(a + n)) for a, n in zip(grid.margin, grid.shape))
     signal = np.ascontiguousarray(sig_e[crop])
     vein_fraction = np.ascontiguousarray(vfrac_e[crop])
+    del sig_e, vfrac_e
     tissue = anat.grid(grid.affine[:3, :3], grid.affine[:3, 3], grid.shape)
-    timings["signal_s"] = time.perf_counter() - t1
+    timings["signal_s"] = timings.get("signal_s", 0.0) + time.perf_counter() - t1
     return signal, vein_fraction, tissue
 
 

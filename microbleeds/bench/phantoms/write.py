@@ -10,6 +10,7 @@ import numpy as np
 from ...io.atomic import atomic_save_nifti, atomic_write_text
 from ...io.tables import json_text, tsv_text
 from ..truth_table import TRUTH_COLUMNS, TRUTH_SUFFIX
+from . import echoes
 from .params import Phantom, PhantomParams
 from .simulate import simulate
 from .truth import DSEG_LABELS, segmentation
@@ -78,7 +79,10 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
     -------
     dict
         Paths keyed ``magnitude, phase, swi, truth_tsv, truth_labels, sidecar`` (and
-        ``dseg``, ``dseg_tsv`` with ``include_labels``).
+        ``dseg``, ``dseg_tsv`` with ``include_labels``). A multi-echo phantom's magnitude and
+        phase are 4D, each with its BIDS sidecar (``<name>_mag.json``, ``<name>_phase.json``:
+        ``EchoTime`` in s, one per echo, and ``MagneticFieldStrength``; keys
+        ``magnitude_sidecar``, ``phase_sidecar``), as the detector reads them.
     """
     if dtype not in ("float32", "int16"):
         raise ValueError("dtype must be 'float32' or 'int16'")
@@ -125,6 +129,13 @@ def write_phantom(phantom: Phantom, out_dir, name: str = "phantom", dtype: str =
         "n_truth": len(phantom.truth),
         **{k: v for k, v in phantom.info.items() if k != "timings_s"},
     }
+    if p.echo_times_ms:  # the BIDS sidecars the detector reads the echo times from
+        side["acquisition"]["echo_times_ms"] = [float(t) for t in p.echo_times_ms]
+        side["acquisition"]["echo_time_ms"] = float(p.echo_times_ms[echoes.reference_echo(p)])
+        for key in ("magnitude", "phase"):
+            paths[f"{key}_sidecar"] = out / f"{name}_{'mag' if key == 'magnitude' else key}.json"
+            atomic_write_text(paths[f"{key}_sidecar"], json_text(echoes.bids_sidecar(p)))
+        side["files"] = {k: v.name for k, v in paths.items()}
     atomic_write_text(paths["sidecar"], json_text(side))
     return {k: str(v) for k, v in paths.items()}
 
