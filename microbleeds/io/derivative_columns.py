@@ -61,7 +61,8 @@ CANDIDATE_COLUMN_DOCS = dict(_COMMON, **{
     "reason": _c("Rule that rejected the candidate (n/a: accepted)", levels={
         "outside_brain": "in CSF or outside the brain", "brain_edge": "at the brain's edge (air-tissue dropout, "
         "partial volume)", "too_large": "larger than the largest microbleed", "too_small": "smaller than the "
-        "smallest", "tubular": "elongated: a vein", "faint": "too little contrast or CNR",
+        "smallest", "tubular": "elongated: a vein",
+        "embedded": "a darker spot of a larger dark structure (vein tree, sinus, dark tissue)", "faint": "too little contrast or CNR",
         "calcification": "diamagnetic dipole (phase)", "cavernoma": "a dark rim around a core that is not dark"}),
     "n_voxels": _c("Voxels in the segmented region"),
     "depth": _c("Darkness of the region's core relative to its background"),

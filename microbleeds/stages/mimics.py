@@ -15,7 +15,8 @@ rejection reason. Rules, in order:
                     (``max_elongation_3d``), line-like in-plane Hessian (``max_vesselness``),
                     continuing through more slices than its width allows
                     (``max_through_plane_ratio``), drifting across slices
-                    (``max_centroid_shift_mm`` per slice), or a fragment of a longer faint
+                    (``max_centroid_shift_mm`` per slice and more than half its in-plane width:
+                    a compact focus's cross-sections overlap), or a fragment of a longer faint
                     line (``max_halo_elongation``) about as dark as itself
                     (``min_halo_depth_ratio``: a focus touching a vein is much darker than the
                     vein, a vein fragment is not)
@@ -25,6 +26,13 @@ rejection reason. Rules, in order:
 ``faint``           contrast to its shell below ``min_contrast``, CNR below ``min_cnr``, or a
                     focus resolved in-plane without a dark core (``min_core_depth``):
                     noise, iron-rich nuclei
+``embedded``        a darker spot of a larger dark structure that is not a line: its 3/8-depth
+                    component reaches more than 3 mm beyond it and stays at least
+                    ``min_halo_depth_ratio`` as dark as the candidate (``halo_depth_ratio``),
+                    however it is shaped (a vein bend or tree, a sinus, dark tissue at a
+                    grey-white border under thick slices): a microbleed's dephased core is much
+                    darker than anything it touches, so its own contrast is not the structure's;
+                    a core darker than ``COMPLETE_DEPTH`` (completely dephased) is exempt
 
 Confidence is the smallest of per-rule soft margins (logistic, 0.5 at each rule's threshold),
 so every accepted candidate has confidence > 0.5 and the weakest feature decides. MARS
@@ -62,6 +70,15 @@ HALO_REACH_MM = 3.0
 RESOLVED_MM = 3.0
 RESOLVED_VOXELS = 3.0
 """A focus at least this wide (mm, and voxels across) is resolved: it must show a dark core."""
+DRIFT_WIDTH_FRACTION = 0.5
+"""Centroid drift per slice, as a fraction of the in-plane width, beyond which consecutive
+cross-sections no longer overlap by half: a tube crossing the slices obliquely."""
+COMPLETE_DEPTH = 0.9
+"""A core darker than this (under 10 % of the tissue's signal) is completely dephased: a focus that
+dark is exempt from ``embedded`` whatever it touches (on a vendor SWI a vein can be nearly as dark)."""
+EMBEDDED_SOFT = 0.025
+"""Halo darkness ratio near ``min_halo_depth_ratio``: a median over tens of voxels, relative to the
+depth, moves by ~0.02 with the noise (sigma 0.05 at SNR 20)."""
 RING_SOFT_MM3 = 5.0
 """Enclosed volume near ``max_ring_interior_mm3``, mm3: a few voxels."""
 _LOGIT_CLAMP = 50.0  # margins beyond 50 widths saturate (no overflow in exp)
@@ -81,8 +98,9 @@ def rule_margins(row, p):
                         p.max_elongation_3d - row["elongation"],
                         VESSELNESS_PER_ELONGATION * (p.max_vesselness - row["vesselness"]),
                         p.max_through_plane_ratio - row["through_plane_ratio"],
-                        p.max_centroid_shift_mm - row["centroid_shift_mm"],
+                        _drift_margin(row, p),
                         _halo_margin(row, p)), TUBULAR_SOFT),
+        "embedded": (_embedded_margin(row, p), EMBEDDED_SOFT),
         "too_small": (min(row["diameter_mm"] - p.min_diameter_mm,
                           row.get("max_inplane_diameter_mm", np.inf) - p.min_inplane_diameter_mm), SMALL_SOFT_MM),
         "cavernoma": (p.max_ring_interior_mm3 - row.get("ring_interior_mm3", 0.0), RING_SOFT_MM3),
@@ -95,6 +113,17 @@ def rule_margins(row, p):
     return margins
 
 
+def _drift_margin(row, p):
+    """Centroid drift between consecutive slices (mm) is a vein's only when it exceeds
+    ``max_centroid_shift_mm`` *and* half the candidate's in-plane width: the cross-sections of a
+    compact focus (lobulated, or two foci of a cluster) overlap from slice to slice, so its centroid
+    stays inside its own footprint; an oblique tube's cross-sections step sideways by more than their
+    radius."""
+    shift = row["centroid_shift_mm"]
+    half_width = DRIFT_WIDTH_FRACTION * row.get("max_inplane_diameter_mm", 0.0)
+    return max(p.max_centroid_shift_mm - shift, half_width - shift)
+
+
 def _halo_margin(row, p):
     """A candidate sitting on a longer dark line of about its own darkness (its 3/8-depth
     component reaching more than :data:`HALO_REACH_MM` beyond it, and elongated) is a fragment of a vein."""
@@ -103,6 +132,16 @@ def _halo_margin(row, p):
     if row.get("halo_depth_ratio", 1.0) < p.min_halo_depth_ratio:
         return 1.0  # the line is much fainter than the focus: a focus beside a vein
     return p.max_halo_elongation - row["halo_elongation"]
+
+
+def _embedded_margin(row, p):
+    """A candidate whose 3/8-depth component reaches more than :data:`HALO_REACH_MM` beyond it
+    (of any shape) must be much darker than that component: ``min_halo_depth_ratio`` minus its
+    ``halo_depth_ratio``. The elongated case is :func:`_halo_margin`'s vein fragment; this one is a
+    vein bend or tree, a sinus, or a band of dark tissue that the focus is only a darker spot of."""
+    if row.get("halo_extent_mm", 0.0) <= row["diameter_mm"] + HALO_REACH_MM or row["depth"] >= COMPLETE_DEPTH:
+        return 1.0
+    return p.min_halo_depth_ratio - row.get("halo_depth_ratio", 0.0)
 
 
 def _core_margin(row, p):
@@ -136,6 +175,8 @@ def classify(row, p):
         reason = "too_small"
     elif margins["faint"][0] < 0:
         reason = "faint"
+    elif margins["embedded"][0] < 0:
+        reason = "embedded"
     confidence = min(_soft(m, w) for m, w in margins.values())
     if reason and confidence > 0.5:
         confidence = 0.5 * confidence  # a rejected candidate never looks surer than an accepted one

@@ -92,8 +92,29 @@ def lesion_map(found, lesion_of_region, shape, scan):
     return labels
 
 
+CALCIFICATION_SITE = "classic site of physiological calcification"
+"""Words of the note on lesions in the globus pallidus (dropped when the phase excluded calcifications)."""
+
+
+def pallidal_lesions(accepted_rows, label_volume):
+    """Accepted lesions whose label is the globus pallidus: the classic site of physiological
+    calcification a parenchymal lesion can lie in (the pineal gland and the choroid plexus lie in
+    CSF spaces, ``outside_brain`` with a segmentation). On magnitude alone such a focus may be
+    calcium; deep microbleeds occur there too, so it is counted and shown, never rejected."""
+    if label_volume.data is None:
+        return 0
+    lookup = label_volume.lookup
+    return sum(1 for row in accepted_rows
+               if "pallidum" in getattr(lookup.get(int(row.get("label_id", -1))), "name", "").lower())
+
+
 def summarise_regions(summary, accepted_rows, label_volume):
     """Region counts of the accepted candidates (their full records: label ids included)."""
+    pallidal = pallidal_lesions(accepted_rows, label_volume)
+    summary["counts"]["in_pallidum"] = pallidal
+    if pallidal:
+        summary["notes"].append(f"{pallidal} lesion(s) in the globus pallidus, a {CALCIFICATION_SITE}: "
+                                "where calcifications are not excluded, check them on phase or CT.")
     counts = count_by_region(accepted_rows)
     summary["counts"]["by_region"] = {k: counts[k] for k in COUNTED_REGIONS}
     for key in ("by_lobe", "by_hemisphere", "by_region_hemisphere", "unknown_label_ids", "pattern",
@@ -116,7 +137,8 @@ def summarise_phase(summary, swi_result, how):
     else:
         note = (f"Phase given, but its sign convention could not be settled (confidence "
                 f"{evidence.get('confidence')}): calcifications are NOT excluded; rerun with --phase-sign +1 or -1.")
-    summary["notes"] = [n for n in summary["notes"] if "no phase given" not in n] + [note]
+    drop = ("no phase given", CALCIFICATION_SITE) if evidence.get("confidence") in TRUSTED_SIGN else ("no phase given",)
+    summary["notes"] = [n for n in summary["notes"] if not any(d in n for d in drop)] + [note]
 
 
 def build_summary(scan: Scan, params: Parameters, lesions, candidates, noise_sigma, brain):
