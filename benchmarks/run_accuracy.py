@@ -37,6 +37,9 @@ from microbleeds.io.tables import json_text, tsv_text  # noqa: E402
 
 CACHE = HERE / ".cache"
 OUT = HERE / "results"
+RUNS = HERE / ".runs"
+"""The detector's result folders of this checkout (not in the phantom cache, which worktrees may
+share: two runs at once would overwrite each other's folders before scoring)."""
 BASE = PhantomParams(fov_mm=(150.0, 180.0, 96.0), n_cmb=10, n_calcifications=3, n_veins=40)
 
 # name: (overrides, use phase, preset)
@@ -196,7 +199,7 @@ def run_microbleeds(name, files, use_phase, preset, overrides=None):
     sign = int(SUITE[name][0].get("phase_sign", -1))  # as the phantom's sidecar states it
     extra = {"phase": files["phase"], "phase_sign": sign} if use_phase else {}
     result = microbleeds.detect(files["magnitude"], pipeline=preset, **extra, **(overrides or {}))
-    return result.write(CACHE / "results" / "microbleeds", name)
+    return result.write(RUNS / "microbleeds", name)
 
 
 def run_baseline(method, name, files):
@@ -361,7 +364,7 @@ def compare_echoes(names):
             choices.append(("auto, phase sign estimated", "auto"))
         for label, echo in choices:
             estimated = label.endswith("estimated")
-            folder = CACHE / "results" / "microbleeds_echo" / (str(echo) + ("_sign_estimated" if estimated else ""))
+            folder = RUNS / "microbleeds_echo" / (str(echo) + ("_sign_estimated" if estimated else ""))
             overrides = {"echo": echo}
             sign = None if estimated else int(SUITE[name][0].get("phase_sign", -1))
             extra = {"phase": files["phase"], "phase_sign": sign} if SUITE[name][1] else {}
