@@ -22,6 +22,10 @@ at least partly spared (a vein's darkness varies far less along it)."""
 SPLIT_NOISE_SIGMAS = 4.0
 """...and higher than this many noise sigmas (``rel``'s, from neighbour differences), so that noise
 inside one focus or along one vein does not split it."""
+FOCUS_MAX_ELONGATION = 2.0
+"""A basin less elongated than this (sqrt of its covariance's largest / smallest eigenvalue; the
+tubular rule's in-plane limit) is round: a microbleed's blooming follows the dipole field, at most
+2^(1/3) = 1.26 times longer along B0 than across, while a vein's piece between two minima is long."""
 
 
 @dataclass
@@ -159,10 +163,13 @@ def _grow_split(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_vox
     A voxel's level is the highest ``rel`` on the best path from its region's seed (its ``top``);
     the regions grow together, so two foci of a cluster meet at their saddle, each keeping its
     own basin. A region does not descend more than ``margin = max(split_fraction * depth,
-    split_noise)`` below its path's top (into a basin without a seed). Two regions that touch are
-    merged (:func:`merge_touching`) only if the saddle between them (the higher of the two tops
-    at the contact) is within the shallower region's margin of its floor: segments of one vein,
-    not two foci. Seeds already flooded by another region are dropped, as in :func:`_grow`."""
+    split_noise)`` below its path's top (into a basin without a seed). Every pair of regions that
+    touch where each is below the other's threshold is returned with its saddle (the lowest, over
+    their contacts, of the higher of the two tops); :func:`vein_contacts` decides which are
+    segments of one vein. Seeds already flooded by another region are dropped, as in :func:`_grow`.
+
+    Returns voxels, starts, centres, depths, limits (per region) and ``pairs`` (k, 2) of 1-based
+    labels (a < b, in order of first contact) with their ``saddles`` (k,) float32."""
     nx, ny, nz = rel.shape
     n_seeds = seeds.shape[0]
     owner = np.zeros(n_seeds + 1, np.int64)  # region label -> seed index
@@ -175,8 +182,8 @@ def _grow_split(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_vox
     floors = np.zeros(n_seeds + 1, np.float32)
     top = np.full((nx, ny, nz), np.float32(np.inf), np.float32)
     steps = _neighbour_steps()
-    contacts = [(np.int32(0), np.int32(0))]
-    contacts.pop()
+    saddles = {np.int64(0): np.float32(0.0)}  # pair key a * (n_seeds + 1) + b (a < b) -> lowest saddle
+    saddles.pop(np.int64(0))
     heap = [(np.float32(0.0), np.int64(0), np.int64(0), np.int64(0), np.int64(0))]
     heap.pop()
     candidates = 0
@@ -228,10 +235,10 @@ def _grow_split(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_vox
             other = labels[a, b, c]
             if other != 0:
                 if other != label and rel[qi, qj, qk] < thresholds[other]:
-                    saddle = max(level, top[a, b, c])
-                    shallow = label if floors[label] >= floors[other] else other
-                    if saddle - floors[shallow] <= margins[shallow]:
-                        contacts.append((np.int32(min(label, other)), np.int32(max(label, other))))
+                    saddle = np.float32(max(level, top[a, b, c]))
+                    key = np.int64(min(label, other)) * (n_seeds + 1) + max(label, other)
+                    if key not in saddles or saddle < saddles[key]:
+                        saddles[key] = saddle
                 continue
             if rel[a, b, c] < level - margins[label]:
                 continue  # down into a basin without a seed of its own
@@ -278,8 +285,14 @@ def _grow_split(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_vox
             out_centres[new[r] - 1] = centres[r - 1]
             out_depths[new[r] - 1] = depths[r - 1]
             out_limits[new[r] - 1] = limits[r]
-    renumbered = [(np.int32(new[a]), np.int32(new[b])) for a, b in contacts]
-    return voxels, starts, out_centres, out_depths, out_limits, renumbered
+    pairs = np.zeros((len(saddles), 2), np.int64)
+    levels = np.zeros(len(saddles), np.float32)
+    n = 0
+    for key, saddle in saddles.items():
+        pairs[n, 0], pairs[n, 1] = new[key // (n_seeds + 1)], new[key % (n_seeds + 1)]
+        levels[n] = saddle
+        n += 1
+    return voxels, starts, out_centres, out_depths, out_limits, pairs, levels
 
 
 def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=0.5, min_depth=0.1,
@@ -304,8 +317,9 @@ def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=
         Seeds whose darkest voxel is less than this below background are skipped.
     split_fraction : float
         Touching foci are split at their saddle when it is more than ``split_fraction`` of the
-        focus's depth and ``split_noise`` above the next focus's floor (:func:`_grow_split`); 0 =
-        off (one region takes every connected voxel below its threshold, :func:`_grow`).
+        focus's depth and ``split_noise`` above the next focus's floor, or more than ``split_noise``
+        above the floor of a round one (:func:`_grow_split`, :func:`vein_contacts`); 0 = off (one
+        region takes every connected voxel below its threshold, :func:`_grow`).
     split_noise : float, optional
         Relative intensity; default :data:`SPLIT_NOISE_SIGMAS` times the noise of ``rel`` in
         ``mask`` (:func:`microbleeds.stages.prepare.noise_level`).
@@ -325,15 +339,74 @@ def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=
             from .prepare import noise_level
 
             split_noise = SPLIT_NOISE_SIGMAS * noise_level(rel, mask)
-        voxels, starts, centres, depths, limits, contacts = _grow_split(
+        voxels, starts, centres, depths, limits, pairs, levels = _grow_split(
             rel32, mask, seeds, np.float32(depth_fraction), np.float32(min_depth), radius_vox, max_voxels,
             labels, np.float32(split_fraction), np.float32(split_noise))
+        regions = Regions(labels, voxels, starts, centres, depths, limits.astype(bool))
+        keep = vein_contacts(regions, pairs, levels, split_fraction, split_noise, vox)
+        return merge_touching(regions, [tuple(p) for p in pairs[keep]])
     else:
         voxels, starts, centres, depths, limits, contacts = _grow(
             rel32, mask, seeds, np.float32(depth_fraction), np.float32(min_depth), radius_vox, max_voxels,
             labels)
     regions = Regions(labels, voxels, starts, centres, depths, limits.astype(bool))
     return merge_touching(regions, contacts)
+
+
+def vein_contacts(regions, pairs, saddles, split_fraction, split_noise, voxel_size_mm):
+    """Which touching pairs of basins are segments of one vein (merged), not two lesions.
+
+    A pair is merged when the saddle between them is within the shallower basin's margin
+    (``max(split_fraction * depth, split_noise)``) of its floor, unless either basin is a focus of
+    its own: round (:func:`region_elongation` below :data:`FOCUS_MAX_ELONGATION`) with the saddle
+    more than ``split_noise`` above its floor. The depth-relative part of the margin allows for a
+    vein's darkness varying along it; a vein's piece between two minima is long (the vein goes on
+    beyond the saddle), while a microbleed's blooming is round, so a round basin whose saddle
+    rises above the noise is a focus touching the other: a neighbour in a cluster, or a vein
+    beside it.
+
+    Parameters
+    ----------
+    regions : Regions
+        The watershed's basins (before merging).
+    pairs : ndarray (k, 2) int
+        Touching basins (1-based labels, ``a < b``).
+    saddles : ndarray (k,) float
+        The lowest saddle (relative intensity) between each pair.
+    split_fraction, split_noise : float
+        The vein margin (:func:`grow_regions`).
+    voxel_size_mm : sequence of 3 floats
+
+    Returns
+    -------
+    ndarray (k,) bool
+    """
+    if len(pairs) == 0:
+        return np.zeros(0, bool)
+    depth = regions.depth.astype(np.float64)
+    floor = 1.0 - depth
+    margin = np.maximum(split_fraction * depth, split_noise)
+    a, b = pairs[:, 0] - 1, pairs[:, 1] - 1
+    shallow = np.where(floor[a] >= floor[b], a, b)
+    vein = saddles - floor[shallow] <= margin[shallow]
+    round_ = region_elongation(regions, voxel_size_mm) < FOCUS_MAX_ELONGATION
+    own = (round_[a] & (saddles - floor[a] > split_noise)) | (round_[b] & (saddles - floor[b] > split_noise))
+    return vein & ~own
+
+
+def region_elongation(regions, voxel_size_mm):
+    """sqrt of the largest / smallest eigenvalue of each region's voxel covariance (mm; each voxel
+    counted as its own box, so a one-slice region of thick slices is not called round by the
+    slice's thickness alone): about 1 for a ball, L / (sqrt(3) d) for a rod L long, d wide."""
+    vox = np.asarray(voxel_size_mm, dtype=float)
+    n = np.diff(regions.starts)
+    out = np.ones(len(n))
+    for r in range(len(n)):
+        pts = regions.region(r) * vox
+        cov = (np.cov(pts.T, bias=True) if len(pts) > 1 else np.zeros((3, 3))) + np.diag(vox ** 2 / 12.0)
+        eig = np.linalg.eigvalsh(cov)
+        out[r] = np.sqrt(eig[-1] / max(eig[0], 1e-12))
+    return out
 
 
 def merge_touching(regions, contacts):

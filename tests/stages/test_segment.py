@@ -63,3 +63,144 @@ def test_watershed_kernel_is_cached_and_runs_on_float32():
     segment.grow_regions(rel, np.ones(rel.shape, bool), _seeds_of(rel, (10, 10, 10)), VOX, max_extent_mm=4.0)
     assert segment._grow_split._cache.__class__.__name__ != "NullCache"
     assert any("float32" in str(s) for s in segment._grow_split.signatures)
+
+
+def _vein(shape, radius_mm, depth, narrow_at_mm=None, narrow_depth=None, noise=0.02, seed=3):
+    """A straight dark tube along axis 0 (blurred); optionally fainter over 1 mm at ``narrow_at_mm``."""
+    grid = np.indices(shape).transpose(1, 2, 3, 0) * VOX
+    dist = np.sqrt((grid[..., 1] - 10) ** 2 + (grid[..., 2] - 10) ** 2)
+    darkness = np.clip(1.5 - dist / radius_mm, 0, 1) * depth
+    if narrow_at_mm is not None:
+        along = np.abs(grid[..., 0] - narrow_at_mm) < 0.5
+        darkness = np.where(along, darkness * narrow_depth / depth, darkness)
+    rng = np.random.default_rng(seed)
+    return (1.0 - ndi.gaussian_filter(darkness, 0.8) + rng.normal(0, noise, shape)).astype(np.float32)
+
+
+def _close_pair(gap_mm, noise=0.02, seed=0, blur=1.0):
+    """Two dark round foci (contrast 0.85, 0.8) ``gap_mm`` apart, centre to centre, blurred (blooming)."""
+    shape = (40, 40, 40)
+    darkness = np.maximum(_ball(shape, (10, 10, 10), 1.2, 0.85), _ball(shape, (10 + gap_mm, 10, 10), 1.2, 0.8))
+    rel = 1.0 - ndi.gaussian_filter(darkness, blur)
+    rel += np.random.default_rng(seed).normal(0, noise, shape)
+    return rel.astype(np.float32)
+
+
+def _basins(rel, seeds, split_noise):
+    """The watershed's basins before merging, with the touching pairs and their saddles."""
+    labels = np.zeros(rel.shape, np.int32)
+    out = segment._grow_split(rel, np.ones(rel.shape, bool), np.ascontiguousarray(seeds), np.float32(0.5),
+                              np.float32(0.1), np.full(3, 12.0), 20000, labels, np.float32(segment.SPLIT_FRACTION),
+                              np.float32(split_noise))
+    voxels, starts, centres, depths, limits, pairs, saddles = out
+    return segment.Regions(labels, voxels, starts, centres, depths, limits), pairs, saddles
+
+
+def test_two_round_foci_over_a_shallow_saddle_are_two_regions(monkeypatch):
+    """The saddle is within 0.3 x depth of the shallower floor (the vein margin would merge them)
+    but above the noise margin (4 sigma), and each basin is round: two foci of a cluster, not a vein."""
+    rel = _close_pair(2.4)
+    seeds = _seeds_of(rel, (10, 10, 10), (12.4, 10, 10))
+    basins, pairs, saddles = _basins(rel, seeds, 4 * 0.02)
+    assert len(pairs) == 1
+    rise = saddles[0] - (1.0 - basins.depth.min())
+    assert 4 * 0.02 < rise < segment.SPLIT_FRACTION * basins.depth.min()
+    assert (segment.region_elongation(basins, VOX) < segment.FOCUS_MAX_ELONGATION).all()
+    mask = np.ones(rel.shape, bool)
+    regions = segment.grow_regions(rel, mask, seeds, VOX, max_extent_mm=6.0, split_noise=4 * 0.02)
+    assert len(regions) == 2
+    first, second = (regions.labels[tuple(s)] for s in seeds)
+    assert first != second and first > 0 and second > 0
+    monkeypatch.setattr(segment, "FOCUS_MAX_ELONGATION", 0.0)  # the vein margin alone merges them
+    merged = segment.grow_regions(rel, mask, seeds, VOX, max_extent_mm=6.0, split_noise=4 * 0.02)
+    assert len(merged) == 1
+
+
+def test_noise_sized_saddle_between_round_halves_is_one_region():
+    """One round focus with two noise minima: the saddle between them is noise, so one region."""
+    rel = _close_pair(0.6, noise=0.02, seed=4)
+    seeds = _seeds_of(rel, (10, 10, 10), (10.5, 10, 10))
+    regions = segment.grow_regions(rel, np.ones(rel.shape, bool), seeds, VOX, max_extent_mm=6.0, split_noise=0.08)
+    assert len(regions) == 1
+
+
+def test_vein_with_a_constriction_stays_one_region():
+    """A vein fainter over 1 mm (a narrowing): its saddle rises above the noise, but its pieces are
+    long, not round: segments of one vein, merged."""
+    shape = (40, 40, 40)
+    rel = _vein(shape, 0.6, 0.6, narrow_at_mm=10.0, narrow_depth=0.45)
+    seeds = _seeds_of(rel, (5, 10, 10), (15, 10, 10))
+    basins, pairs, saddles = _basins(rel, seeds, 0.08)
+    assert len(pairs) == 1
+    assert saddles[0] - (1.0 - basins.depth.min()) > 0.08  # above the noise margin: not a noise dip
+    assert (segment.region_elongation(basins, VOX) > segment.FOCUS_MAX_ELONGATION).all()
+    regions = segment.grow_regions(rel, np.ones(shape, bool), seeds, VOX, max_extent_mm=8.0, split_noise=0.08)
+    assert len(regions) == 1
+
+
+def test_deep_focus_beside_a_fainter_vein_is_its_own_region(monkeypatch):
+    """A deep round focus touching a fainter vein: the saddle is a dip for the vein but a rise of
+    far more than the noise for the focus, which is round: not a segment of the vein."""
+    shape = (40, 40, 40)
+    grid = np.indices(shape).transpose(1, 2, 3, 0) * VOX
+    dist = np.sqrt((grid[..., 1] - 10) ** 2 + (grid[..., 2] - 10) ** 2)
+    vein = 0.8 * np.clip(1.5 - dist / 1.0, 0, 1)
+    darkness = np.maximum(vein, _ball(shape, (10, 12.2, 10), 1.2, 0.97))
+    rel = (1.0 - ndi.gaussian_filter(darkness, 0.8) + np.random.default_rng(1).normal(0, 0.02, shape)).astype(np.float32)
+    seeds = _seeds_of(rel, (10, 12.2, 10), (4, 10, 10), (16, 10, 10))
+    mask = np.ones(shape, bool)
+    regions = segment.grow_regions(rel, mask, seeds, VOX, max_extent_mm=8.0, split_noise=0.08)
+    focus = regions.labels[tuple(seeds[0])]
+    assert focus > 0 and regions.labels[tuple(seeds[1])] != focus
+    assert regions.labels[tuple(seeds[1])] == regions.labels[tuple(seeds[2])]  # the vein: one region
+    assert len(regions.region(focus - 1)) < 0.5 * np.count_nonzero(regions.labels)
+    monkeypatch.setattr(segment, "FOCUS_MAX_ELONGATION", 0.0)  # the vein margin alone: one region
+    merged = segment.grow_regions(rel, mask, seeds, VOX, max_extent_mm=8.0, split_noise=0.08)
+    assert merged.labels[tuple(seeds[0])] == merged.labels[tuple(seeds[1])]
+
+
+def test_region_elongation_of_a_ball_and_a_rod():
+    shape = (30, 30, 30)
+    labels = np.zeros(shape, np.int32)
+    grid = np.indices(shape).transpose(1, 2, 3, 0) * VOX
+    ball = np.sqrt(((grid - 5.0) ** 2).sum(-1)) <= 2.0
+    rod = (np.abs(grid[..., 0] - 7.5) <= 5.0) & (np.sqrt((grid[..., 1] - 12) ** 2 + (grid[..., 2] - 12) ** 2) <= 0.8)
+    voxels = np.concatenate([np.argwhere(ball), np.argwhere(rod)])
+    starts = np.array([0, ball.sum(), ball.sum() + rod.sum()])
+    regions = segment.Regions(labels, voxels, starts, voxels[[0, ball.sum()]], np.ones(2, np.float32), np.zeros(2, bool))
+    ratio = segment.region_elongation(regions, VOX)
+    assert ratio[0] < 1.2 and ratio[1] > 3.0
+
+
+def _minimax_saddle(rel, a, b):
+    """Plain reference: the lowest level at which voxels a and b are 26-connected through voxels
+    no brighter than it (Kruskal order, union-find)."""
+    shape = rel.shape
+    parent = {}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    steps = [s for s in np.ndindex(3, 3, 3) if s != (1, 1, 1)]
+    for flat in np.argsort(rel, axis=None, kind="stable"):
+        p = np.unravel_index(flat, shape)
+        parent[p] = p
+        for s in steps:
+            q = tuple(int(c + d - 1) for c, d in zip(p, s))
+            if all(0 <= c < n for c, n in zip(q, shape)) and q in parent:
+                parent[find(q)] = find(p)
+        if a in parent and b in parent and find(a) == find(b):
+            return float(rel[p])
+    return np.inf
+
+
+def test_watershed_saddle_matches_a_minimax_reference():
+    rel = _close_pair(2.4, noise=0.0)[6:34, 10:30, 10:30].copy()
+    seeds = _seeds_of(rel, (7, 5, 5), (9.4, 5, 5))  # the foci at 10 and 12.4 mm, in the crop
+    basins, pairs, saddles = _basins(rel, seeds, 0.08)
+    assert len(pairs) == 1 and saddles.dtype == np.float32
+    floors = [tuple(int(v) for v in c) for c in basins.seeds]
+    assert saddles[0] == np.float32(_minimax_saddle(rel, floors[0], floors[1]))
