@@ -26,12 +26,17 @@ ratios are those of the per-round medians; every figure is from the same run, on
 whose load the other processes set, so the ratios are the figures to trust. ``--code DIR`` runs
 the microbleeds commands with ``PYTHONPATH=DIR`` (e.g. a frozen tree of an older commit),
 interleaved in the same rounds, for before / after comparisons.
+
+``--stages`` adds, in each round and for each code, one more ``detect`` process with timers around
+the stages (``PROBE``: imports, load, mask, ..., regions with its registration and composite atlas,
+writing) and prints the per-stage medians of the timed rounds side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -56,6 +61,46 @@ REFERENCE = ("import sys, numpy as np, nibabel as nib\n"
              "from scipy import ndimage as ndi\n"
              "data = np.asarray(nib.load(sys.argv[1]).get_fdata(dtype=np.float32))\n"
              "ndi.gaussian_filter(data, 1.0)\n")
+
+
+PROBE = r'''
+import json, sys, time
+t_start = time.perf_counter()
+times = {}
+import microbleeds.cli as cli  # noqa
+import microbleeds.batch as batch  # noqa
+import microbleeds.api as api
+import microbleeds.io.results as results
+import microbleeds.stages.labels as labels
+times["imports"] = time.perf_counter() - t_start
+
+def timer(module, name, key):
+    fn = getattr(module, name)
+    def wrapped(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            times[key] = times.get(key, 0.0) + time.perf_counter() - t0
+    setattr(module, name, wrapped)
+
+for name, key in (("load_scan", "load"), ("brain_mask", "mask"), ("relative_intensity", "relative"),
+                  ("noise_level", "noise"), ("erode_mm", "erode"), ("find_seeds", "seeds"),
+                  ("grow_regions", "segment"), ("describe_regions", "describe"), ("locate", "regions"),
+                  ("tabulate", "tabulate"), ("build_summary", "summary"), ("lesion_map", "lesion map"),
+                  ("fortran_copy", "mask copy")):
+    timer(api, name, key)
+timer(labels, "register_template", "  registration")
+timer(labels, "composite_atlas", "  composite atlas")
+timer(results, "write_result", "write")
+timer(batch, "run_fingerprint", "fingerprint")
+sys.argv = ["microbleeds", *sys.argv[1:]]
+code = cli.main()
+times["total (in process)"] = time.perf_counter() - t_start
+print("STAGES " + json.dumps(times))
+'''
+"""In-process per-stage timer (``--stages``): wraps the functions ``api.detect`` calls (their first
+call includes loading their numba kernels from the cache), then runs the command line."""
 
 
 def make_phase(volume, affine, truth, seed=run_speed.SEED):
@@ -130,9 +175,19 @@ def _env(code):
     return env
 
 
-def run(rounds, codes):
+def staged(argv, env=None):
+    """Per-stage seconds (dict) of one ``detect`` process run under :data:`PROBE`."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv[2:]], env=env, capture_output=True, text=True,
+                          cwd=tempfile.gettempdir())
+    line = [x for x in proc.stdout.splitlines() if x.startswith("STAGES ")]
+    if proc.returncode != 0 or not line:
+        raise RuntimeError(f"stage probe failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(line[-1][len("STAGES "):])
+
+
+def run(rounds, codes, stages=False):
     scan, phase = scan_files()
-    times = {"reference": []}
+    times = {"reference": [], "stages": {}}
     labels = [str(c) if c else "installed" for c in codes]
     for label in labels:
         for name in commands(scan, phase, Path(".")):
@@ -150,13 +205,29 @@ def run(rounds, codes):
                     if not warm:
                         times[(label, name)].append(t)
                     print(f"[{'warm-up' if warm else r}] {label} {name}: {t:.2f} s", flush=True)
+                if stages and not warm:
+                    argv = commands(scan, phase, out / f"s{labels.index(label)}")["detect"]
+                    times["stages"].setdefault(label, []).append(staged(argv, _env(code)))
         finally:
             shutil.rmtree(out, ignore_errors=True)
     return times, labels, scan
 
 
+def stage_table(per_code, labels):
+    """Markdown table: median seconds of each stage (rows) for each code (columns)."""
+    names = []
+    for runs in per_code.values():
+        for one in runs:
+            names += [n for n in one if n not in names]
+    lines = ["| stage | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for n in names:
+        cells = [f"{np.median([one.get(n, 0.0) for one in per_code[lb]]):.2f}" if lb in per_code else "" for lb in labels]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def report(times, labels, rounds):
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    med = {k: float(np.median(v)) for k, v in times.items() if k != "stages"}
     ref = med["reference"]
     try:
         import numba
@@ -192,13 +263,17 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up (default 5)")
     parser.add_argument("--code", action="append", default=None,
                         help="source tree to run microbleeds from (PYTHONPATH); repeat to interleave several")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time the stages in one more detect process per round and code")
     parser.add_argument("--no-readme", action="store_true", help="print only; do not write benchmarks/README.md")
     args = parser.parse_args(argv)
     codes = [Path(c).resolve() for c in args.code] if args.code else [None]
-    times, labels, _ = run(args.rounds, codes)
+    times, labels, _ = run(args.rounds, codes, args.stages)
     text = report(times, labels, args.rounds)
     print()
     print(text)
+    if times["stages"]:
+        print(stage_table(times["stages"], labels))
     if not args.no_readme:
         run_speed.README = README
         _write_section(text)

@@ -606,11 +606,12 @@ def canonical_ornt(affine) -> np.ndarray:
     return ornt_transform(io_orientation(affine), axcodes2ornt("RAS"))
 
 
-def to_canonical(array, affine):
-    """Reorder and flip a 3D array to closest RAS+; return (array, canonical affine, ornt)."""
+def to_canonical(array, affine, contiguous=np.ascontiguousarray):
+    """Reorder and flip a 3D array to closest RAS+; return (array, canonical affine, ornt).
+    ``contiguous`` makes the C-ordered copy of the reoriented view (e.g. a tiled copy)."""
     ornt = canonical_ornt(affine)
     shape = array.shape[:3]
-    out = np.ascontiguousarray(apply_orientation(array, ornt))
+    out = contiguous(apply_orientation(array, ornt))
     new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     return out, new_affine, ornt
 

@@ -470,6 +470,8 @@ def _build_composite(files):
     import nibabel as nib
     from scipy import ndimage as ndi
 
+    from .prepare import distance_transform_edt  # scipy's values, its lines in parallel
+
     aal = nib.load(str(files["aal3"]))
     lab = np.asarray(aal.dataobj).astype(np.int16)
     aff = np.asarray(aal.affine, float)
@@ -486,8 +488,8 @@ def _build_composite(files):
     lab[(kind_of[lab] == 1) & wm_high & wm_over] = 0
     # nearest AAL3 label of every voxel and its distance, on the 2 mm subgrid
     sub = lab[::2, ::2, ::2]
-    dist2, ind = ndi.distance_transform_edt(sub == 0, sampling=2.0 * np.sqrt((aff[:3, :3] ** 2).sum(0)),
-                                            return_indices=True)
+    dist2, ind = distance_transform_edt(sub == 0, sampling=2.0 * np.sqrt((aff[:3, :3] ** 2).sum(0)),
+                                        return_indices=True)
     near2 = sub[tuple(ind)]
     del ind
     free = lab == 0

@@ -31,6 +31,7 @@ from ..io.nifti import (
 )
 from ..io.sidecar import echo_times_ms as sidecar_echo_times
 from ..io.sidecar import read_sidecar
+from .prepare import c_order_copy
 
 
 @dataclass
@@ -306,7 +307,7 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
         data, how = combine_echoes(data, echo, te, field_t, notes)
     if n_echoes > 1:
         check_values(data, label, "combined magnitude")
-    canon, canon_affine, ornt = to_canonical(data.astype(np.float32, copy=False), native_affine)
+    canon, canon_affine, ornt = to_canonical(data.astype(np.float32, copy=False), native_affine, c_order_copy)
     return Scan(
         magnitude=canon,
         affine=canon_affine,

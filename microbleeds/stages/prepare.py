@@ -181,6 +181,19 @@ def fortran_copy(array):
     return out.T
 
 
+def c_order_copy(array):
+    """A C-contiguous copy of a 3D array of any strides (e.g. a NIfTI file's Fortran-ordered
+    voxels, reoriented): where the source's first axis is its fastest, the tiled copy of
+    :func:`fortran_copy` (a plain copy crawls across memory); otherwise
+    :func:`numpy.ascontiguousarray`."""
+    strides = [abs(s) for s in array.strides] if array.ndim == 3 else []
+    if array.ndim != 3 or array.dtype != np.float32 or array.flags.c_contiguous or strides[0] != min(strides):
+        return np.ascontiguousarray(array)
+    out = np.empty(array.shape, array.dtype)
+    _fortran_copy(array.T, out)
+    return out
+
+
 @njit(cache=True, parallel=True)
 def _fortran_copy(array, out):
     """out[k, j, i] = array[i, j, k] in 32 x 32 tiles of (i, k) per j (reads and writes stay in cache)."""
@@ -296,6 +309,132 @@ def noise_floor(magnitude):
     return None
 
 
+@njit(cache=True, inline="always")
+def _voronoi_line(f, n, coor, d, s, g, out):
+    """scipy's ``_VoronoiFT`` on one line: ``f`` (n, 3) the line's features (component 0 < 0:
+    none yet), ``coor`` the line's position on the other axes, ``s`` the sampling; the nearest
+    feature of each point into ``out`` (n, 3); returns False (``out`` untouched) without features."""
+    top = -1
+    for ii in range(n):
+        if f[ii, 0] >= 0:
+            fd = np.float64(f[ii, d])
+            wR = 0.0
+            for jj in range(3):
+                if jj != d:
+                    tw = np.float64(f[ii, jj] - coor[jj]) * s[jj]
+                    wR += tw * tw
+            while top >= 1:
+                idx1 = g[top]
+                f1 = np.float64(f[idx1, d])
+                idx2 = g[top - 1]
+                a = (f1 - np.float64(f[idx2, d])) * s[d]
+                b = (fd - f1) * s[d]
+                c = a + b
+                uR = 0.0
+                vR = 0.0
+                for jj in range(3):
+                    if jj != d:
+                        cc = np.float64(coor[jj])
+                        tu = (np.float64(f[idx2, jj]) - cc) * s[jj]
+                        tv = (np.float64(f[idx1, jj]) - cc) * s[jj]
+                        uR += tu * tu
+                        vR += tv * tv
+                if c * vR - b * uR - a * wR - a * b * c <= 0.0:
+                    break
+                top -= 1
+            top += 1
+            g[top] = ii
+    last = top
+    if last < 0:
+        return False
+    top = 0
+    for ii in range(n):
+        delta1 = 0.0
+        for jj in range(3):
+            t = np.float64(f[g[top], jj] - (ii if jj == d else coor[jj])) * s[jj]
+            delta1 += t * t
+        while top < last:
+            delta2 = 0.0
+            for jj in range(3):
+                t = np.float64(f[g[top + 1], jj] - (ii if jj == d else coor[jj])) * s[jj]
+                delta2 += t * t
+            if delta1 <= delta2:
+                break
+            delta1 = delta2
+            top += 1
+        for jj in range(3):
+            out[ii, jj] = f[g[top], jj]
+    return True
+
+
+@njit(cache=True, parallel=True)
+def _feature_transform(inside, s, ft, dist, want_dist):
+    """scipy's exact Euclidean feature transform (Maurer et al. 2003, ``_ComputeFT``): ``ft``
+    (3, n0, n1, n2) int32 the nearest voxel where ``inside`` is False; with ``want_dist`` its
+    distance (mm, ``s`` the sampling) into ``dist`` as scipy computes it."""
+    n0, n1, n2 = inside.shape
+    shape = (n0, n1, n2)
+    for d in range(3):
+        a1 = 1 if d == 0 else 0
+        a2 = 1 if d == 2 else 2
+        m1, m2 = shape[a1], shape[a2]
+        n = shape[d]
+        for q in prange(m1 * m2):
+            u = q // m2
+            v = q % m2
+            f = np.empty((n, 3), np.int64)
+            out = np.empty((n, 3), np.int64)
+            g = np.empty(n, np.int64)
+            coor = np.zeros(3, np.int64)
+            coor[a1] = u
+            coor[a2] = v
+            idx = np.zeros(3, np.int64)
+            idx[a1] = u
+            idx[a2] = v
+            for t in range(n):
+                idx[d] = t
+                if d == 0:
+                    if inside[idx[0], idx[1], idx[2]]:
+                        f[t, 0] = -1
+                        f[t, 1] = 0
+                        f[t, 2] = 0
+                    else:
+                        f[t, 0] = t
+                        f[t, 1] = idx[1]
+                        f[t, 2] = idx[2]
+                else:
+                    for jj in range(3):
+                        f[t, jj] = ft[jj, idx[0], idx[1], idx[2]]
+            src = out if _voronoi_line(f, n, coor, d, s, g, out) else f
+            for t in range(n):
+                idx[d] = t
+                for jj in range(3):
+                    ft[jj, idx[0], idx[1], idx[2]] = src[t, jj]
+    if want_dist:
+        for i in prange(n0):
+            for j in range(n1):
+                for k in range(n2):
+                    a = np.float64(ft[0, i, j, k] - i) * s[0]
+                    b = np.float64(ft[1, i, j, k] - j) * s[1]
+                    c = np.float64(ft[2, i, j, k] - k) * s[2]
+                    dist[i, j, k] = np.sqrt(a * a + b * b + c * c)
+
+
+def distance_transform_edt(inside, sampling=None, return_distances=True, return_indices=False):
+    """:func:`scipy.ndimage.distance_transform_edt` of a 3D array, its values bit for bit (the same
+    feature transform, tie-breaking and float64 arithmetic), its lines in parallel; distances in
+    the units of ``sampling`` (per-axis voxel size, default 1), indices int32 (3, ...)."""
+    inside = np.ascontiguousarray(np.asarray(inside, dtype=bool))
+    if inside.ndim != 3:
+        raise ValueError(f"distance_transform_edt: a 3D array is needed, got {inside.ndim}D")
+    s = np.ones(3) if sampling is None else np.broadcast_to(np.asarray(sampling, np.float64), (3,)).copy()
+    ft = np.empty((3,) + inside.shape, np.int32)
+    dist = np.empty(inside.shape if return_distances else (0, 0, 0), np.float64)
+    _feature_transform(inside, s, ft, dist, bool(return_distances))
+    out = [x for x, want in ((dist, return_distances), (ft, return_indices)) if want]
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 FLOOR_SMOOTH_MM = 15.0
 """Gaussian sigma (mm) of the local noise-floor map: a coil array's profile varies slowly."""
 FLOOR_AIR_RATIO = 2.0
@@ -303,6 +442,85 @@ FLOOR_AIR_RATIO = 2.0
 (tissue at SNR 15 or more over a floor of at most 8 sigma is 3.5 times above it)."""
 FLOOR_PASSES = 4
 """Passes of the local floor map: each lets the air reach where the floor is higher."""
+
+
+def gaussian_nearest(image, sigma, truncate=4.0):
+    """``scipy.ndimage.gaussian_filter(image, sigma, mode="nearest")`` of a 3D float64 image, the
+    same float64 values (sigma in voxels per axis; 0 leaves an axis alone, as scipy does), each
+    axis in a parallel numba pass with scipy's per-voxel order of operations
+    (:mod:`microbleeds.stages.gaussian` does the same for float32)."""
+    out = np.ascontiguousarray(image, np.float64)
+    for axis in range(3):
+        if float(sigma[axis]) <= 1e-15:
+            continue
+        fw = _gaussian_taps(sigma[axis], truncate)
+        result = np.empty_like(out)
+        if not np.array_equal(fw, fw[::-1]):
+            ndi.correlate1d(out, fw, axis=axis, output=result, mode="nearest")
+        elif axis == 2:
+            _symmetric_last64(out, fw, result)
+        elif axis == 0:
+            _symmetric_pass64(out.reshape(1, out.shape[0], -1), fw, result.reshape(1, out.shape[0], -1))
+        else:
+            _symmetric_pass64(out, fw, result)
+        out = result
+    return out.copy() if out is image else out
+
+
+@njit(cache=True, parallel=True)
+def _symmetric_last64(src, fw, out):
+    """Correlate the last (contiguous) axis of a float64 volume with a symmetric kernel, mode
+    nearest, as scipy does: each line padded with its end values, then per voxel ``x[0] w[0]``
+    and ``+ (x[-j] + x[j]) w[-j]`` from the farthest tap in."""
+    n0, n1, n = src.shape
+    half = fw.size // 2
+    w0 = fw[half]
+    for q in prange(n0 * n1):
+        i = q // n1
+        j = q % n1
+        line = src[i, j]
+        buf = np.empty(n + 2 * half)
+        for t in range(n + 2 * half):
+            buf[t] = line[min(max(t - half, 0), n - 1)]
+        row = out[i, j]
+        for k in range(n):
+            c = k + half
+            acc = buf[c] * w0
+            for jj in range(-half, 0):
+                acc += (buf[c + jj] + buf[c - jj]) * fw[half + jj]
+            row[k] = acc
+
+
+def _gaussian_taps(sigma, truncate):
+    """The float64 correlation weights of ``scipy.ndimage.gaussian_filter1d`` (order 0)."""
+    from scipy.ndimage._filters import _gaussian_kernel1d
+
+    radius = int(truncate * float(sigma) + 0.5)
+    return np.ascontiguousarray(_gaussian_kernel1d(float(sigma), 0, radius)[::-1], np.float64)
+
+
+@njit(cache=True, parallel=True)
+def _symmetric_pass64(src, fw, out):
+    """Correlate the middle axis of ``(p, n, m)`` float64 with a symmetric kernel, mode nearest:
+    per voxel ``x[0] w[0]`` then ``+ (x[-j] + x[j]) w[-j]`` from the farthest tap in (scipy's
+    order), a contiguous row of ``m`` at a time."""
+    n_p, n, m = src.shape
+    half = fw.size // 2
+    last = n - 1
+    for q in prange(n_p * n):
+        p = q // n
+        i = q % n
+        row = out[p, i]
+        centre = src[p, i]
+        w0 = fw[half]
+        for k in range(m):
+            row[k] = centre[k] * w0
+        for jj in range(-half, 0):
+            a = src[p, min(max(i + jj, 0), last)]
+            b = src[p, min(max(i - jj, 0), last)]
+            w = fw[half + jj]
+            for k in range(m):
+                row[k] += (a[k] + b[k]) * w
 
 
 def local_floor(square, mean_square, coarse_mm):
@@ -318,14 +536,14 @@ def local_floor(square, mean_square, coarse_mm):
         air = square < FLOOR_AIR_RATIO * floor
         if not air.any():
             break
-        num = ndi.gaussian_filter(np.where(air, square, 0).astype(np.float64), sigma, mode="nearest")
-        den = ndi.gaussian_filter(air.astype(np.float64), sigma, mode="nearest")
+        num = gaussian_nearest(np.where(air, square, 0).astype(np.float64), sigma)
+        den = gaussian_nearest(air.astype(np.float64), sigma)
         known = den > 0.05
         if not known.any():
             break
         estimate = np.where(known, num / np.maximum(den, 1e-12), 0.0)
         if not known.all():
-            _, nearest = ndi.distance_transform_edt(~known, return_indices=True)
+            nearest = distance_transform_edt(~known, return_distances=False, return_indices=True)
             estimate = estimate[tuple(nearest)]
         floor = np.maximum(estimate, mean_square).astype(np.float32)
     return floor
@@ -422,8 +640,8 @@ def closing_edt(mask, radius_mm, voxel_mm):
     border, where the padding is; a fraction of its time at a radius of 5 voxels)."""
     if not mask.any() or radius_mm <= 0:
         return mask.copy()
-    grown = ndi.distance_transform_edt(~mask, sampling=voxel_mm) <= radius_mm
-    return ndi.distance_transform_edt(grown, sampling=voxel_mm) > radius_mm
+    grown = distance_transform_edt(~mask, sampling=voxel_mm) <= radius_mm
+    return distance_transform_edt(grown, sampling=voxel_mm) > radius_mm
 
 
 def fill_holes(mask):
@@ -432,7 +650,7 @@ def fill_holes(mask):
     A 2D hole is a background component of one slice that does not touch the slice's border;
     one labelling per axis, with a structure that connects voxels within slices only.
     """
-    mask = ndi.binary_fill_holes(mask)
+    mask = _fill_holes_3d(mask)
     for axis in range(3):
         structure = np.zeros((3, 3, 3), bool)
         index = [slice(None)] * 3
@@ -452,6 +670,19 @@ def fill_holes(mask):
         border[0] = True
         mask = mask | ~border[labels]
     return mask
+
+
+def _fill_holes_3d(mask):
+    """:func:`scipy.ndimage.binary_fill_holes` (face connectivity): background that no path of
+    face neighbours joins to the array's border, from one labelling instead of a dilation
+    repeated until it stops."""
+    labels, n = ndi.label(~mask)
+    border = np.zeros(n + 1, bool)
+    for axis in range(3):
+        for end in (0, mask.shape[axis] - 1):
+            border[np.unique(np.take(labels, end, axis=axis))] = True
+    border[0] = True
+    return mask | ~border[labels]
 
 
 def background_level(magnitude, mask, voxel_size_mm, sigma_mm=6.0, dark_cutoff=0.75):
@@ -478,8 +709,8 @@ def background_level(magnitude, mask, voxel_size_mm, sigma_mm=6.0, dark_cutoff=0
 
 
 def _normalised_smooth(values, weight, sigma):
-    num = ndi.gaussian_filter(values.astype(np.float64), sigma, mode="nearest")
-    den = ndi.gaussian_filter(weight.astype(np.float64), sigma, mode="nearest")
+    num = gaussian_nearest(values, sigma)
+    den = gaussian_nearest(weight, sigma)
     out = np.where(den > DENSITY_FLOOR * max(den.max(), 1e-12), num / np.maximum(den, 1e-12), 0.0)
     if np.any(out > 0):
         out[out <= 0] = np.median(out[out > 0])

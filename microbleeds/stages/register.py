@@ -10,6 +10,7 @@ decides whether the atlas's regions are given at all.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 """RAS+ <-> LPS (ITK's world) flip."""
@@ -267,12 +268,8 @@ def fov_centred(rotation, scan_mask, scan_affine, template_mask, template_affine
 def warp_mask(mask, mask_affine, matrix, shape, affine):
     """A mask (moving grid) brought to a fixed grid through ``matrix`` (fixed world -> moving
     world), linear interpolation thresholded at 0.5."""
-    from scipy import ndimage as ndi
-
     m = np.linalg.inv(mask_affine) @ matrix @ affine
-    out = ndi.affine_transform(np.asarray(mask, np.float32), m[:3, :3], m[:3, 3], output_shape=tuple(shape[:3]),
-                               order=1, cval=0.0)
-    return out >= 0.5
+    return affine_linear(mask, m, shape) >= 0.5
 
 
 def dice(a, b):
@@ -339,23 +336,29 @@ def _shape_level(mask, affine, template_mask, template_affine, grid_mm, sigma_mm
     idx = np.argwhere(fs > 1e-3)
     idx = idx[::max(1, len(idx) // MAX_FIT_POINTS)]  # a regular subset: deterministic
     world = idx.astype(float) @ ca[:3, :3].T + ca[:3, 3]
-    return {"target": fs[tuple(idx.T)].astype(float), "world": np.c_[world, np.ones(len(world))], "moving": ts,
-            "grads": [g.astype(np.float32) for g in np.gradient(ts)], "moving_inv": np.linalg.inv(taff)}
+    return {"target": fs[tuple(idx.T)].astype(float), "world": np.c_[world, np.ones(len(world))],
+            "moving": np.ascontiguousarray(ts[None]),
+            "grads": np.ascontiguousarray(np.stack(np.gradient(ts)).astype(np.float32)),
+            "moving_inv": np.linalg.inv(taff)}
 
 
 def _shape_fit(level, m0, kind, centre, iterations=20):
     """Levenberg-Marquardt fit (analytic Jacobian) of the smoothed template brain sampled through
-    the transform to the smoothed scan brain at the level's points. Returns the matrix."""
-    from scipy import ndimage as ndi
+    the transform to the smoothed scan brain at the level's points. Returns the matrix.
 
+    The samples and normal equations come from numba kernels with the values of the numpy / scipy
+    calls they replace (``map_coordinates(order=1, mode="constant")``, the einsum Jacobian and its
+    products), bit for bit."""
     wh, target, mov, inv_mov = level["world"], level["target"], level["moving"], level["moving_inv"]
     step = 1e-4
 
     def matrix(p):
         return inv_mov @ _params_to_matrix(p, kind, centre)
 
-    def sample(a, v):
-        return ndi.map_coordinates(a, v.T, order=1, mode="constant", cval=0.0)
+    def sample(volumes, v):
+        out = np.empty((len(v), volumes.shape[0]), np.float32)
+        _sample_linear(volumes, np.ascontiguousarray(v), out)
+        return out
 
     # products by einsum (no BLAS call: tall-skinny BLAS products crawl when its threads compete
     # with other processes for the cores)
@@ -363,21 +366,22 @@ def _shape_fit(level, m0, kind, centre, iterations=20):
         return np.einsum("nj,ij->ni", wh, m[:3, :])
 
     def residuals(p):
-        return sample(mov, apply(matrix(p))) - target
+        return sample(mov, apply(matrix(p)))[:, 0] - target
 
-    def jacobian(p):
+    def normal_equations(p, r):
+        """J^T J and J^T r of the Jacobian at ``p`` (residuals ``r``)."""
         m = matrix(p)
-        v = apply(m)
-        g = np.stack([sample(gr, v) for gr in level["grads"]], axis=1)  # d moving / d voxel
+        g = sample(level["grads"], apply(m))  # d moving / d voxel
         dms = np.stack([(matrix(p + step * np.eye(len(p))[k]) - m)[:3, :] / step for k in range(len(p))])
-        return np.einsum("ni,nj,kij->nk", g, wh, dms)
+        h, grad = np.zeros((len(p), len(p))), np.zeros(len(p))
+        _normal_equations(g, wh, np.ascontiguousarray(dms), r, h, grad)
+        return h, grad
 
     p = _matrix_to_params(m0, kind, centre)
     r = residuals(p)
     cost, lam = float(r @ r), 1e-3
     for _ in range(iterations):
-        jac = jacobian(p)
-        h, grad = np.einsum("nk,nl->kl", jac, jac), np.einsum("nk,n->k", jac, r)
+        h, grad = normal_equations(p, r)
         damp = np.diag(np.maximum(np.diag(h), 1e-12))
         for _ in range(6):  # raise the damping until a step lowers the cost; none: converged
             dp = np.linalg.solve(h + lam * damp, -grad)
@@ -393,6 +397,69 @@ def _shape_fit(level, m0, kind, centre, iterations=20):
         if gain < 1e-5 * cost:
             break
     return _params_to_matrix(p, kind, centre)
+
+
+@njit(cache=True)
+def _sample_linear(volumes, points, out):
+    """``out[n, v] = map_coordinates(volumes[v], points.T, order=1, mode="constant", cval=0)[n]``
+    (float32 volumes, voxel coordinates float64), scipy's arithmetic: a point outside
+    ``[0, size - 1]`` on any axis is 0; weights ``1 - f`` and ``1 - (1 - f)`` (``f`` the fraction past
+    the lower voxel); the 8 corners (the upper one mirrored at the last voxel) in C order, each
+    ``value * w0 * w1 * w2`` added to 0 in float64, stored as float32."""
+    nv, n0, n1, n2 = volumes.shape
+    dims = (n0, n1, n2)
+    w = np.empty((3, 2))
+    corner = np.empty((3, 2), np.int64)
+    for p in range(points.shape[0]):
+        outside = False
+        for a in range(3):
+            cc = points[p, a]
+            if not (cc >= 0.0 and cc <= dims[a] - 1):
+                outside = True
+                break
+            lo = np.floor(cc)
+            w[a, 0] = 1.0 - (cc - lo)
+            w[a, 1] = 1.0 - w[a, 0]
+            corner[a, 0] = np.int64(lo)
+            hi = corner[a, 0] + 1
+            corner[a, 1] = hi if hi < dims[a] else (2 * dims[a] - 2 - hi if dims[a] > 1 else 0)
+        for v in range(nv):
+            if outside:
+                out[p, v] = 0.0
+                continue
+            t = 0.0
+            for c0 in range(2):
+                for c1 in range(2):
+                    for c2 in range(2):
+                        coeff = np.float64(volumes[v, corner[0, c0], corner[1, c1], corner[2, c2]])
+                        coeff *= w[0, c0]
+                        coeff *= w[1, c1]
+                        coeff *= w[2, c2]
+                        t += coeff
+            out[p, v] = np.float32(t)
+
+
+@njit(cache=True)
+def _normal_equations(g, wh, dms, r, h, grad):
+    """``jac = einsum("ni,nj,kij->nk", g, wh, dms)`` (float32 ``g`` taken as float64), then
+    ``h += einsum("nk,nl->kl", jac, jac)`` and ``grad += einsum("nk,n->k", jac, r)``, with einsum's
+    order of operations: each product ``(g * wh) * dms`` added to 0 over ``i`` then ``j``, the
+    point sums in point order."""
+    n = g.shape[0]
+    nk = dms.shape[0]
+    row = np.empty(nk)
+    for a in range(n):
+        for k in range(nk):
+            acc = 0.0
+            for i in range(3):
+                gi = np.float64(g[a, i])
+                for j in range(4):
+                    acc = (gi * wh[a, j]) * dms[k, i, j] + acc
+            row[k] = acc
+        for k in range(nk):
+            for m in range(nk):
+                h[k, m] = row[k] * row[m] + h[k, m]
+            grad[k] = row[k] * r[a] + grad[k]
 
 
 def mutual_information(a, b, bins=32):
@@ -526,8 +593,37 @@ def register_template(image, affine, mask, template, template_affine, template_m
 
 def warp_image(data, data_affine, matrix, shape, affine):
     """An image (moving grid) sampled on a fixed grid through ``matrix`` (linear, 0 outside)."""
-    from scipy import ndimage as ndi
-
     m = np.linalg.inv(data_affine) @ matrix @ affine
-    return ndi.affine_transform(np.asarray(data, np.float32), m[:3, :3], m[:3, 3], output_shape=tuple(shape[:3]),
-                                order=1, cval=0.0)
+    return affine_linear(data, m, shape)
+
+
+def affine_linear(data, m, shape):
+    """``scipy.ndimage.affine_transform(data as float32, m[:3, :3], m[:3, 3], output_shape=shape,
+    order=1, cval=0)``, its float32 values bit for bit (voxel ``c`` samples ``data`` at
+    ``((m[:, 3] + c0 m[:, 0]) + c1 m[:, 1]) + c2 m[:, 2]``, scipy's order of operations)."""
+    volume = np.ascontiguousarray(np.asarray(data, np.float32)[None])
+    out = np.empty(tuple(int(n) for n in shape[:3]), np.float32)
+    _affine_linear(volume, np.ascontiguousarray(np.asarray(m, np.float64)[:3, :4]), out)
+    return out
+
+
+@njit(cache=True)
+def _affine_linear(volume, m, out):
+    """The output grid's points through ``m`` (3 x 4, voxel to voxel), sampled by :func:`_sample_linear`."""
+    n0, n1, n2 = out.shape
+    points = np.empty((n0 * n1 * n2, 3))
+    q = 0
+    for i in range(n0):
+        for j in range(n1):
+            for k in range(n2):
+                for a in range(3):
+                    points[q, a] = ((m[a, 3] + i * m[a, 0]) + j * m[a, 1]) + k * m[a, 2]
+                q += 1
+    values = np.empty((n0 * n1 * n2, 1), np.float32)
+    _sample_linear(volume, points, values)
+    q = 0
+    for i in range(n0):
+        for j in range(n1):
+            for k in range(n2):
+                out[i, j, k] = values[q, 0]
+                q += 1

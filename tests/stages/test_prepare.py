@@ -144,3 +144,106 @@ def test_faint_tissue_and_microbleeds_inside_the_outline_stay_in_the_mask(shaded
         magnitude[focus] *= 0.1  # contrast 0.9
         inside = brain_mask(magnitude, vs, False, 4.0)[focus & truth].mean()
         assert inside >= 0.9, f"focus at voxel {site.tolist()}: {inside:.2f} inside the mask"
+
+
+# --------------------------------------------------------------------------------------------------
+# numba kernels with scipy's values (the mask's distance transforms and float64 Gaussians)
+# --------------------------------------------------------------------------------------------------
+def _edt_inputs(rng):
+    """Random 3D masks: scattered, blobs with holes, a single background voxel, all background,
+    lines of length 1; with and without anisotropic sampling."""
+    cases = []
+    for trial in range(60):
+        shape = tuple(int(n) for n in rng.integers(1, 15, 3))
+        x = rng.random(shape) > rng.random()
+        if trial % 3 == 0:
+            x = ~(ndi.binary_dilation(rng.random(shape) > 0.97, iterations=2) | (rng.random(shape) > 0.99))
+        sampling = None if trial % 2 else rng.choice([0.45, 1.2, 2.0, 0.9, 1.0], 3)
+        cases.append((x, sampling))
+    one = np.ones((7, 9, 5), bool)
+    one[3, 4, 2] = False
+    cases += [(one, (0.5, 0.7, 1.9)), (np.zeros((4, 5, 6), bool), None), (np.ones((3, 1, 4), bool), None)]
+    return cases
+
+
+def test_distance_transform_is_scipys_bit_for_bit():
+    """Distances and nearest-background indices (ties broken as scipy breaks them) equal
+    ``scipy.ndimage.distance_transform_edt``'s exactly."""
+    from microbleeds.stages.prepare import _feature_transform, distance_transform_edt
+
+    rng = np.random.default_rng(7)
+    ties = 0
+    for x, sampling in _edt_inputs(rng):
+        want_d, want_i = ndi.distance_transform_edt(x, sampling=sampling, return_indices=True)
+        got_d, got_i = distance_transform_edt(x, sampling=sampling, return_indices=True)
+        assert got_i.dtype == np.int32 and got_d.dtype == np.float64
+        np.testing.assert_array_equal(got_i, want_i)
+        np.testing.assert_array_equal(got_d, want_d)
+        ties += int(np.sum(np.abs(np.diff(want_d.ravel())) == 0))
+        only = distance_transform_edt(x, sampling=sampling, return_distances=False, return_indices=True)
+        np.testing.assert_array_equal(only, want_i)
+    assert ties > 100  # equidistant neighbours were there to break
+    assert _feature_transform._cache.__class__.__name__ != "NullCache"
+
+
+def test_distance_transform_on_a_large_grid_in_parallel():
+    """Many lines per pass (both threads busy) and a brain-like mask: the same as scipy."""
+    from microbleeds.stages.prepare import distance_transform_edt
+
+    x = np.ones((70, 64, 40), bool)
+    x[10:60, 8:55, 5:35] = ndi.gaussian_filter(np.random.default_rng(3).random((50, 47, 30)), 2) < 0.5
+    for sampling in (None, (1.8, 1.8, 2.4)):
+        want = ndi.distance_transform_edt(x, sampling=sampling, return_indices=True)
+        got = distance_transform_edt(x, sampling=sampling, return_indices=True)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_float64_gaussian_is_scipys_bit_for_bit():
+    """``gaussian_nearest`` equals ``scipy.ndimage.gaussian_filter(..., mode="nearest")`` in float64,
+    for the mask's sigmas (8.3, 6.25 coarse voxels), small ones, zero (axis left alone) and lines
+    shorter than the kernel."""
+    from microbleeds.stages.prepare import _symmetric_pass64, gaussian_nearest
+
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        shape = tuple(int(n) for n in rng.integers(1, 28, 3))
+        x = rng.random(shape) * 10.0 ** rng.uniform(-3, 6)
+        if trial % 4 == 0:
+            x = (rng.random(shape) > 0.5).astype(np.float64)
+        sigma = rng.choice([0.0, 0.3, 1.0, 2.5, 8.33, 6.25, 17.0], 3)
+        want = ndi.gaussian_filter(x, sigma, mode="nearest")
+        got = gaussian_nearest(x, sigma)
+        assert got.dtype == np.float64 and got is not x
+        np.testing.assert_array_equal(got, want)
+    assert _symmetric_pass64._cache.__class__.__name__ != "NullCache"
+
+
+def test_c_order_copy_of_reoriented_nifti_data():
+    """The tiled copy of a Fortran-ordered float32 volume (as nibabel reads a NIfTI), flipped or
+    with its axes permuted, equals numpy's C-ordered copy; other arrays pass to numpy."""
+    from microbleeds.stages.prepare import c_order_copy
+
+    data = np.asfortranarray(np.random.default_rng(2).random((37, 41, 19), dtype=np.float32))
+    for view in (data, data[::-1], data[:, ::-1, ::-1], data.transpose(1, 0, 2), data.transpose(2, 1, 0)[::-1],
+                 np.ascontiguousarray(data), data[3:30:2], data.astype(np.float64), data > 0.5):
+        out = c_order_copy(view)
+        assert out.flags.c_contiguous and out.dtype == view.dtype
+        np.testing.assert_array_equal(out, view)
+
+
+def test_3d_hole_filling_is_binary_fill_holes():
+    """The labelling version fills what scipy's repeated dilation fills (holes were there to fill)."""
+    from microbleeds.stages.prepare import _fill_holes_3d
+
+    rng = np.random.default_rng(5)
+    filled = 0
+    for trial in range(60):
+        shape = tuple(int(n) for n in rng.integers(1, 20, 3))
+        mask = rng.random(shape) > rng.uniform(0.2, 0.9)
+        if trial % 2:
+            mask = ndi.binary_closing(mask, iterations=2) | mask
+        want = ndi.binary_fill_holes(mask)
+        np.testing.assert_array_equal(_fill_holes_3d(mask), want)
+        filled += int(want.sum() - mask.sum())
+    assert filled > 100

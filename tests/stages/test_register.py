@@ -176,3 +176,64 @@ def test_real_clinical_t1_overlaps_its_brain_mask():
     # independent of the metric's grid: the registered template brain on the scan's own grid
     warped = R.warp_mask(tmask, taff, reg["matrix"], mask.shape, t1.affine)
     assert R.dice(mask, warped) >= 0.85
+
+
+# --------------------------------------------------------------------------------------------------
+# the shape fit's numba kernels: scipy's and numpy's values, bit for bit
+# --------------------------------------------------------------------------------------------------
+def test_linear_sampling_is_map_coordinates_bit_for_bit():
+    """``_sample_linear`` equals ``map_coordinates(order=1, mode="constant")`` on float32 volumes,
+    with points outside, on the faces, exactly on voxels and at -0.0, and a single voxel's value
+    at fractions below 1 (where scipy's upper weight ``1 - (1 - f)`` is not ``f``)."""
+    rng = np.random.default_rng(4)
+    for _trial in range(25):
+        shape = tuple(int(n) for n in rng.integers(1, 20, 3))
+        volumes = rng.normal(size=(3,) + shape).astype(np.float32)
+        pts = rng.uniform(-1.5, np.array(shape) + 0.5, (3000, 3))
+        pts[:300] = np.round(pts[:300])
+        pts[300:400, 0] = shape[0] - 1
+        pts[400:450, 1] = -0.0
+        out = np.empty((len(pts), 3), np.float32)
+        R._sample_linear(volumes, pts, out)
+        for v in range(3):
+            want = ndi.map_coordinates(volumes[v], pts.T, order=1, mode="constant", cval=0.0)
+            np.testing.assert_array_equal(out[:, v], want)
+    delta = np.zeros((1, 3, 3, 3), np.float32)
+    delta[0, 1, 0, 0] = 1.0
+    pts = np.c_[np.linspace(0.01, 0.99, 500), np.zeros(500), np.zeros(500)]
+    out = np.empty((500, 1), np.float32)
+    R._sample_linear(delta, pts, out)
+    np.testing.assert_array_equal(out[:, 0], ndi.map_coordinates(delta[0], pts.T, order=1, mode="constant"))
+
+
+def test_affine_linear_is_affine_transform_bit_for_bit():
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        shape = tuple(int(n) for n in rng.integers(2, 20, 3))
+        data = rng.normal(size=shape).astype(np.float32) if trial % 3 else rng.random(shape) > 0.5
+        m = np.eye(4)
+        m[:3, :3] = rng.normal(size=(3, 3)) * 0.4 + np.eye(3) * rng.uniform(0.5, 2)
+        m[:3, 3] = rng.normal(size=3) * 5
+        out_shape = tuple(int(n) for n in rng.integers(2, 24, 3))
+        want = ndi.affine_transform(np.asarray(data, np.float32), m[:3, :3], m[:3, 3], output_shape=out_shape,
+                                    order=1, cval=0.0)
+        np.testing.assert_array_equal(R.affine_linear(data, m, out_shape), want)
+
+
+@pytest.mark.parametrize("k", [6, 7, 12])
+def test_normal_equations_are_the_einsums_bit_for_bit(k):
+    """J^T J and J^T r from ``_normal_equations`` equal the einsum Jacobian's products exactly
+    (float32 gradient samples, as the fit has them)."""
+    rng = np.random.default_rng(k)
+    for n in (1, 37, 20011):
+        g = (rng.normal(size=(n, 3)) * rng.uniform(0.01, 3)).astype(np.float32)
+        wh = np.c_[rng.normal(size=(n, 3)) * 60, np.ones(n)]
+        dms = rng.normal(size=(k, 3, 4)) * rng.uniform(0.001, 100)
+        r = rng.normal(size=n)
+        jac = np.einsum("ni,nj,kij->nk", g, wh, dms)
+        h, grad = np.zeros((k, k)), np.zeros(k)
+        R._normal_equations(g, wh, dms, r, h, grad)
+        np.testing.assert_array_equal(h, np.einsum("nk,nl->kl", jac, jac))
+        np.testing.assert_array_equal(grad, np.einsum("nk,n->k", jac, r))
+    for kernel in (R._normal_equations, R._sample_linear, R._affine_linear):
+        assert kernel._cache.__class__.__name__ != "NullCache", kernel
