@@ -57,6 +57,7 @@ from scipy import ndimage as ndi
 from ..io.nifti import voxel_sizes
 from .gaussian import gaussian_filter_nearest, hessian_at
 from .prepare import erode_mm
+from .sincosf import sincosf, sincosf_array
 
 _PI = math.pi
 
@@ -106,6 +107,11 @@ LOCAL_MEAN_SIGMA_MM = 4.0  # Gaussian sigma (mm) of the local mean the magnitude
 MIN_DARK_VOXELS = 20  # fewer dark voxels: default sign
 MIN_HESSIAN_SIGMA_MM = 0.7  # default Hessian scale: small veins; larger scales pick up tissue boundaries
 EIGH_CHUNK = 500_000  # Hessians per eigen-decomposition: bounds eigh's temporaries
+# The tube test runs on analytic eigenvalues (float64, Smith's trigonometric formula); LAPACK's float32
+# eigenvalues differ from them by at most EIGEN_BOUND * ||H||_F (Weyl: LAPACK's backward error is a few
+# float32 epsilons of ||H||; measured at most ~1e-7 on 3 million Hessians of a 0.45 mm scan), so only
+# the voxels whose decision could change within the bound, and the tubes, are decomposed by LAPACK.
+EIGEN_BOUND = 1e-4
 # A dark tube has two large positive eigenvalues and one small one (along the vein): the smallest
 # |eigenvalue| under half the middle one, the middle one above 0.1 of the 90th percentile of the
 # largest |eigenvalue| in the dark voxels.
@@ -450,11 +456,16 @@ def _coherence_kernel(cs, m, weighted_cos, weighted_sin, pos, neg):
     n = m.size
     for k in prange(cs.size):
         c = cs[k]
+        cm = np.empty(n, np.float32)
+        sines = np.empty(n, np.float32)
+        cosines = np.empty(n, np.float32)
+        for v in range(n):
+            cm[v] = c * m[v]
+        sincosf_array(cm, sines, cosines)  # math.sin / math.cos of the float32 products, bit for bit
         pos_re = pos_im = neg_re = neg_im = 0.0
         for v in range(n):
-            cm = c * m[v]
-            cc = np.float64(math.cos(cm))
-            sc = np.float64(math.sin(cm))
+            cc = np.float64(cosines[v])
+            sc = np.float64(sines[v])
             wc, ws = weighted_cos[v], weighted_sin[v]
             pos_re += wc * cc + ws * sc
             pos_im += ws * cc - wc * sc
@@ -620,17 +631,22 @@ def _model_coherence_kernel(cs, m, rho, data_re, data_im, phi, pos, neg):
     n_vox, n_sub = m.shape
     for k in prange(cs.size):
         c = cs[k]
+        cm = np.empty(n_sub, np.float32)
+        sines = np.empty(n_sub, np.float32)
+        cosines = np.empty(n_sub, np.float32)
         p_re = p_im = n_re = n_im = 0.0
         for v in range(n_vox):
+            for s in range(n_sub):
+                cm[s] = c * m[v, s]
+            sincosf_array(cm, sines, cosines)  # math.sin / math.cos, bit for bit
             s_re = s_im = np.float32(0.0)
             for s in range(n_sub):
                 if rho[v, s] > 0:
-                    cm = c * m[v, s]
-                    s_re += rho[v, s] * math.cos(cm)
-                    s_im += rho[v, s] * math.sin(cm)
+                    s_re += rho[v, s] * cosines[s]
+                    s_im += rho[v, s] * sines[s]
             angle = math.atan2(s_im, s_re)
             phi[k, v] = angle
-            cc, sc = math.cos(angle), math.sin(angle)
+            sc, cc = sincosf(angle)
             dr, di = data_re[v], data_im[v]
             p_re += dr * cc + di * sc
             p_im += di * cc - dr * sc
@@ -791,8 +807,20 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
 def _evidence_region(mask, vox, sigma_mm):
     """The mask without its outer band of :data:`EDGE_REACH_SIGMAS` Hessian scales ``sigma_mm``
     (mm); the whole mask when too little would be left (a slab or a small crop)."""
-    inner = erode_mm(mask, vox, EDGE_REACH_SIGMAS * sigma_mm)
+    inner = _erode_on_box(mask, vox, EDGE_REACH_SIGMAS * sigma_mm)
     return inner if inner.sum() >= MIN_MASK_VOXELS else mask
+
+
+def _erode_on_box(mask, vox, margin_mm):
+    """``erode_mm(mask, vox, margin_mm)``, computed on the mask's bounding box grown by the erosion's
+    reach plus one voxel (cut to the image): outside the mask nothing survives, and the box's own
+    edges lie on voxels outside the mask or on the image's edges, as before."""
+    reach = [int(round(margin_mm / v)) + 1 for v in vox]
+    box = _reach_box(mask, reach, truncate=1.0)
+    out = np.zeros(mask.shape, bool)
+    if box is not None:
+        out[box] = erode_mm(mask[box], vox, margin_mm)
+    return out
 
 
 def _relative_magnitude(mag, mask, vox):
@@ -880,16 +908,121 @@ def _eigen_by_magnitude(H):
 
 def _tube_voxels(mag, idx, vox, A, sigma_mm):
     """Which dark voxels ``idx`` are tube-like (bool), and for those their axis (world unit
-    vectors) and tube strength ``v = lambda_mid * (1 - |lambda_small| / lambda_mid)``."""
+    vectors) and tube strength ``v = lambda_mid * (1 - |lambda_small| / lambda_mid)``.
+
+    The values of LAPACK's float32 eigen-decomposition of every Hessian, bit for bit, from LAPACK on
+    a few voxels only: the analytic eigenvalues and their bound (:func:`_symmetric_eigenvalues`) give
+    the scale's percentile exactly (:func:`_exact_largest_percentile`) and settle the test wherever
+    no value within the bound could change it (:func:`_tube_undecided`); the tubes and the voxels
+    left undecided are decomposed by LAPACK and tested as before."""
     Hw = _hessian_world_at(mag, idx, vox, A, sigma_mm)
-    lam_s, axis_vec = _eigen_by_magnitude(Hw)
+    lam, bound = _symmetric_eigenvalues(Hw)
+    scale = _exact_largest_percentile(Hw, lam, bound, TUBE_SCALE_PERCENTILE) + 1e-12
+    exact = np.flatnonzero(_tube_undecided(lam, bound, float(TUBE_MIN_STRENGTH * scale)))
+    lam_s, axis_vec = _eigen_by_magnitude(Hw[exact])
     del Hw
+    tube_exact, axis_vec, strength = _tube_test(lam_s, axis_vec, scale)
+    tube = np.zeros(lam.shape[0], bool)
+    tube[exact[tube_exact]] = True
+    return tube, axis_vec, strength
+
+
+def _tube_test(lam_s, axis_vec, scale):
+    """The tube test on LAPACK's eigenvalues sorted by ``|lambda|`` (see :func:`_tube_voxels`): the
+    tube mask, the tubes' axes and strengths."""
     small, midl, large = lam_s[:, 0], lam_s[:, 1], lam_s[:, 2]  # by |lambda|
-    scale = np.percentile(np.abs(large), TUBE_SCALE_PERCENTILE) + 1e-12
     tube = ((midl > 0) & (large > 0) & (np.abs(small) < TUBE_MAX_AXIAL_RATIO * midl)
             & (midl > TUBE_MIN_STRENGTH * scale))
     strength = midl[tube] * (1.0 - np.abs(small[tube]) / midl[tube])
     return tube, axis_vec[tube], strength
+
+
+def _exact_largest_percentile(H, lam, bound, q):
+    """``np.percentile(|lambda_large|, q)`` of LAPACK's float32 eigenvalues of ``H`` (the largest
+    ``|lambda|`` of each), bit for bit, from the analytic eigenvalues ``lam`` and their bound.
+
+    The order statistics around the percentile's rank lie between those of the lower and of the
+    upper bounds; only the voxels whose interval reaches between them are decomposed by LAPACK, and
+    the percentile is taken of an array with the same order statistics there (0 below, the float32
+    maximum above)."""
+    n = lam.shape[0]
+    approx = np.maximum(np.abs(lam[:, 0]), np.abs(lam[:, 2]))
+    rank = int(math.floor(q / 100.0 * (n - 1)))
+    r_lo, r_hi = max(rank - 1, 0), min(rank + 2, n - 1)  # numpy interpolates between rank and rank + 1
+    t_lo = np.partition(approx - bound, r_lo)[r_lo]
+    t_hi = np.partition(approx + bound, r_hi)[r_hi]
+    below = int(np.count_nonzero(approx + bound < t_lo))
+    near = np.flatnonzero((approx + bound >= t_lo) & (approx - bound <= t_hi))
+    values = np.sort(np.abs(_eigen_by_magnitude(H[near])[0][:, 2]))
+    stand_in = np.full(n, np.finfo(np.float32).max, np.float32)
+    stand_in[:below] = 0.0
+    stand_in[below:below + values.size] = values
+    return np.percentile(stand_in, q)
+
+
+@njit("Tuple((float64[:, ::1], float64[::1]))(float32[:, :, :])", cache=True, parallel=True)
+def _symmetric_eigenvalues(H):
+    """Eigenvalues (ascending, float64) of the symmetric 3x3 matrices whose lower triangle is ``H``'s
+    (the triangle LAPACK reads), by Smith's trigonometric formula, and the bound
+    :data:`EIGEN_BOUND` ``* ||H||_F`` of their distance to LAPACK's float32 eigenvalues."""
+    n = H.shape[0]
+    lam = np.empty((n, 3), np.float64)
+    bound = np.empty(n, np.float64)
+    third = 2.0 * math.pi / 3.0
+    for v in prange(n):
+        a00, a11, a22 = np.float64(H[v, 0, 0]), np.float64(H[v, 1, 1]), np.float64(H[v, 2, 2])
+        a10, a20, a21 = np.float64(H[v, 1, 0]), np.float64(H[v, 2, 0]), np.float64(H[v, 2, 1])
+        off = a10 * a10 + a20 * a20 + a21 * a21
+        bound[v] = EIGEN_BOUND * math.sqrt(a00 * a00 + a11 * a11 + a22 * a22 + 2.0 * off) + 1e-30
+        if off == 0.0:
+            e0, e1, e2 = a00, a11, a22
+        else:
+            q = (a00 + a11 + a22) / 3.0
+            b00, b11, b22 = a00 - q, a11 - q, a22 - q
+            p = math.sqrt((b00 * b00 + b11 * b11 + b22 * b22 + 2.0 * off) / 6.0)
+            b00, b11, b22, b10, b20, b21 = b00 / p, b11 / p, b22 / p, a10 / p, a20 / p, a21 / p
+            r = 0.5 * (b00 * (b11 * b22 - b21 * b21) - b10 * (b10 * b22 - b21 * b20)
+                       + b20 * (b10 * b21 - b11 * b20))
+            phi = 0.0 if r >= 1.0 else (math.pi / 3.0 if r <= -1.0 else math.acos(r) / 3.0)
+            e2 = q + 2.0 * p * math.cos(phi)
+            e0 = q + 2.0 * p * math.cos(phi + third)
+            e1 = 3.0 * q - e0 - e2
+        # ascending
+        if e0 > e1:
+            e0, e1 = e1, e0
+        if e1 > e2:
+            e1, e2 = e2, e1
+        if e0 > e1:
+            e0, e1 = e1, e0
+        lam[v, 0], lam[v, 1], lam[v, 2] = e0, e1, e2
+    return lam, bound
+
+
+@njit("boolean[::1](float64[:, ::1], float64[::1], float64)", cache=True, parallel=True)
+def _tube_undecided(lam, bound, threshold):
+    """Whether the tube test of :func:`_tube_test` could pass for LAPACK's eigenvalues, each within
+    ``bound`` of ``lam`` (ascending): False only where it fails for every such value (``threshold``:
+    the least middle eigenvalue, ``TUBE_MIN_STRENGTH * scale``). An order by ``|lambda|`` that the
+    bound leaves open is undecided."""
+    n = lam.shape[0]
+    out = np.empty(n, np.bool_)
+    for v in prange(n):
+        eps = bound[v]
+        x, y, z = lam[v, 0], lam[v, 1], lam[v, 2]
+        # sort by |lambda| (small, middle, large)
+        if abs(x) > abs(y):
+            x, y = y, x
+        if abs(y) > abs(z):
+            y, z = z, y
+        if abs(x) > abs(y):
+            x, y = y, x
+        if abs(y) - abs(x) <= 2.0 * eps or abs(z) - abs(y) <= 2.0 * eps:
+            out[v] = True
+            continue
+        fails = (y + eps < 0.0 or z + eps < 0.0 or abs(x) - eps > TUBE_MAX_AXIAL_RATIO * (y + eps)
+                 or y + eps < threshold)
+        out[v] = not fails
+    return out
 
 
 def _vein_evidence(phase, axis, strength, points_mm, b0, block_mm, ev):
@@ -934,12 +1067,49 @@ def _block_units(points_mm, block_mm, values, weights):
 
 def _signed_rank_p(unit_sums):
     """Wilcoxon signed-rank p of the unit sums (ranks keep one large vein from dominating);
-    1 with fewer than 2 units or none non-zero."""
-    from scipy.stats import wilcoxon  # scipy.stats is slow to import: only when needed
+    1 with fewer than 2 units or none non-zero.
 
+    ``scipy.stats.wilcoxon`` (two-sided, zeros dropped); beyond :data:`WILCOXON_EXACT_MAX` non-zero
+    sums it uses the normal approximation, computed here with its formulas
+    (:func:`_signed_rank_normal_p`) so that ``scipy.stats`` (about a second to import) loads only for
+    the small samples it tests exactly."""
     if unit_sums.size >= 2 and np.any(unit_sums != 0):
-        return float(wilcoxon(unit_sums[unit_sums != 0]).pvalue)
+        d = unit_sums[unit_sums != 0]
+        if d.size > WILCOXON_EXACT_MAX:
+            return _signed_rank_normal_p(d)
+        from scipy.stats import wilcoxon  # scipy.stats is slow to import: only when needed
+
+        return float(wilcoxon(d).pvalue)
     return 1.0
+
+
+WILCOXON_EXACT_MAX = 50  # scipy.stats.wilcoxon's method "auto": exact (or permutation) up to 50 values
+
+
+def _signed_rank_normal_p(d):
+    """Two-sided p of the signed-rank statistic of the non-zero values ``d`` (float64) by the normal
+    approximation with the tie correction and without continuity correction: the operations of
+    ``scipy.stats.wilcoxon(d, method="asymptotic")``, bit for bit (average ranks and tie counts are
+    integers or halves, so their sums are exact in any order)."""
+    from scipy.special import ndtr
+
+    d = np.asarray(d, np.float64)
+    absd = np.abs(d)
+    order = np.argsort(absd, kind="mergesort")
+    ordered = absd[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.r_[np.flatnonzero(first), absd.size]  # each tie group's first sorted position
+    group = np.cumsum(first) - 1
+    ranks = np.empty(absd.size, np.float64)
+    ranks[order] = 0.5 * (starts[group] + starts[group + 1] + 1.0)  # average ranks (1-based)
+    ties = np.diff(starts).astype(np.float64)
+    count = np.float64(d.size)
+    r_plus = np.sum((d > 0).astype(np.float64) * ranks)
+    mn = count * (count + 1.0) * 0.25
+    se = count * (count + 1.0) * (2.0 * count + 1.0)
+    se = np.sqrt((se - np.sum(ties**3 - ties) / 2) / 24)
+    z = (r_plus - mn) / se
+    return float(2 * ndtr(-np.abs(z)))
 
 
 def _vein_confidence(p, n_units, agreement):

@@ -37,6 +37,7 @@ from ..io.nifti import to_canonical, voxel_sizes
 from ..io.phase_file import load_phase, wrap_phase
 from ..io.sidecar import read_echo_times
 from .dipole_sign import estimate_phase_sign, with_vendor_prior
+from .sincosf import sincosf_array
 
 _PI = math.pi
 _HZ_PER_RAD_PER_MS = 1000.0 / (2 * _PI)  # angular frequency (radians / ms) -> frequency (Hz)
@@ -249,18 +250,22 @@ def _complex(magnitude, phase):
 @njit(["complex64[:, :, ::1](float32[:, :, :], float32[:, :, :])"], cache=True, parallel=True)
 def _polar_kernel(mag, ph):
     """``mag * exp(1j * ph)`` as numpy computes it in complex64 (``1j * ph`` is complex64 for a
-    float32 ``ph``): ``exp(0 + i p) = (cos p, sin p)`` in float32, times ``(mag, 0)`` by the complex
-    product's formula, bit for bit; one pass, no complex temporaries."""
+    float32 ``ph``): ``exp(0 + i p) = (cosf p, sinf p)`` (glibc's, :func:`sincosf_array`), times
+    ``(mag, 0)`` by the complex product's formula, bit for bit; one pass, no complex temporaries."""
     out = np.empty(mag.shape, np.complex64)
     zero = np.float32(0.0)
+    n2 = mag.shape[2]
     for i in prange(mag.shape[0]):
+        row = np.empty(n2, np.float32)
+        s = np.empty(n2, np.float32)
+        c = np.empty(n2, np.float32)
         for j in range(mag.shape[1]):
-            for k in range(mag.shape[2]):
-                p = ph[i, j, k]
+            for k in range(n2):
+                row[k] = ph[i, j, k]
+            sincosf_array(row, s, c)
+            for k in range(n2):
                 m = mag[i, j, k]
-                c = math.cos(p)
-                s = math.sin(p)
-                out[i, j, k] = complex(m * c - zero * s, m * s + zero * c)
+                out[i, j, k] = complex(m * c[k] - zero * s[k], m * s[k] + zero * c[k])
     return out
 
 
@@ -375,16 +380,25 @@ def _homodyne_both(magnitude, phase, voxel_size_mm, window, window_mm, slice_axi
     plans = [_homodyne_plan(ph.shape, voxel_size_mm, window, window_mm, mode, slice_axis)
              for mode in ("2d", "3d")]
     shared = {}
-    return tuple(_homodyne_slabs(magnitude, ph, plan, shared) for plan in plans)
+    z_of, ends = _complex_slabs(magnitude, ph), []
+    for plan in plans:
+        ends.append(_cut_lowpass(ph.shape, z_of, plan, shared))
+    del shared
+    return tuple(_last_inverses(ends, ph.shape, z_of))
 
 
 # complex64 working set (bytes) of one slab of the full-size transforms in _homodyne_slabs
 SLAB_BYTES = 32 * 2**20
 
 
+def _slab_rows(bytes_per_row):
+    """Rows in a slab of about :data:`SLAB_BYTES`."""
+    return int(max(1, SLAB_BYTES // max(1, bytes_per_row)))
+
+
 def _slabs(n, bytes_per_row):
     """``(start, stop)`` of consecutive slabs of ``n`` rows of about :data:`SLAB_BYTES` each."""
-    rows = int(max(1, SLAB_BYTES // max(1, bytes_per_row)))
+    rows = _slab_rows(bytes_per_row)
     return [(s, min(n, s + rows)) for s in range(0, n, rows)]
 
 
@@ -404,15 +418,27 @@ def _homodyne_slabs(magnitude, phase, plan, shared=None):
     same numbers in any batch); the last inverse transform feeds the phase difference directly.
     Peak: the cut spectra (a window's fraction of the volume) plus a few slabs."""
     ph = np.asarray(phase, dtype=np.float32)
+    z_of = _complex_slabs(magnitude, ph)
+    return _last_inverses([_cut_lowpass(ph.shape, z_of, plan, shared)], ph.shape, z_of)[0]
+
+
+def _complex_slabs(magnitude, phase):
+    """``z_of(where)``: ``_complex(magnitude, phase)[where]`` of a 3D image, made when asked."""
+    ph = np.asarray(phase, dtype=np.float32)
     mag = None if magnitude is None else np.asarray(magnitude, dtype=np.float32)
     if mag is not None and mag.shape != ph.shape:
         raise ValueError(f"magnitude {mag.shape} and phase {ph.shape} differ")
-    axes, pads, windows = plan
-    shape = ph.shape
 
     def z_of(where):
         return _complex(None if mag is None else mag[where], ph[where])
 
+    return z_of
+
+
+def _cut_lowpass(shape, z_of, plan, shared=None):
+    """The windowed low-pass spectrum of ``z`` (:func:`_homodyne_slabs`) up to its last inverse pass:
+    ``(k, axis, before, window, support, n_total)``, the arguments of that pass (:func:`_last_inverses`)."""
+    axes, pads, windows = plan
     supports = [np.flatnonzero(w) for w in windows]
     key = ()
     k = None
@@ -435,6 +461,8 @@ def _homodyne_slabs(magnitude, phase, plan, shared=None):
             k = np.take(sfft.fft(np.pad(k, widths), axis=a, workers=-1), support, axis=a)
         if shared is not None:
             shared[key] = k
+    if not axes:
+        raise ValueError("no homodyne axes")
     k = k.copy() if shared is not None else k
     for a, w, support in zip(axes, windows, supports):
         bshape = [1] * 3
@@ -444,7 +472,7 @@ def _homodyne_slabs(magnitude, phase, plan, shared=None):
     last = len(axes) - 1
     for i, (a, (before, _), w, support) in enumerate(zip(axes, pads, windows, supports)):
         if i == last:
-            return _last_inverse(k, a, before, w, support, shape, z_of, n_total if i == 0 else None)
+            return k, a, before, w, support, (n_total if i == 0 else None)
         k = _inverse_pass(k, a, before, w, support, shape[a], n_total if i == 0 else None)
     raise ValueError("no homodyne axes")
 
@@ -465,16 +493,30 @@ def _inverse_pass(k, a, before, w, support, n, n_total=None):
     return k[_along(a, before, before + n, k.ndim)]
 
 
-def _last_inverse(k, a, before, w, support, shape, z_of, n_total=None):
-    """The last inverse pass (:func:`_inverse_pass`) and the phase difference with ``z`` (float32
-    radians, ``shape``), slab by slab along another axis."""
-    c = 0 if a != 0 else 1
-    out = np.empty(shape, np.float32)
-    for s0, s1 in _slabs(shape[c], 8 * w.size * math.prod(shape) // (shape[a] * shape[c])):
-        where = _along(c, s0, s1)
-        lp = _inverse_pass(k[where], a, before, w, support, shape[a], n_total)
-        out[where] = _phase_difference(z_of(where), lp, 8 * math.prod(shape) >= _ELIDE_BYTES)
-    return out
+def _last_inverses(ends, shape, z_of):
+    """The last inverse pass (:func:`_inverse_pass`) of each cut spectrum ``ends[i]`` (from
+    :func:`_cut_lowpass`) and its phase difference with ``z`` (float32 radians, ``shape``), slab by
+    slab along another axis (0, or 1 for a pass along 0): low-passes with the same slab axis share
+    each slab of ``z`` (made once for them)."""
+    slab_axes = {0 if end[1] != 0 else 1 for end in ends}
+    if len(slab_axes) > 1:
+        return [out for end in ends for out in _last_inverses([end], shape, z_of)]
+    return _last_inverses_along(ends, shape, z_of, slab_axes.pop())
+
+
+def _last_inverses_along(ends, shape, z_of, c):
+    """:func:`_last_inverses` with slabs along axis ``c`` (not one of the passes' axes)."""
+    outs = [np.empty(shape, np.float32) for _ in ends]
+    rows = min(_slab_rows(8 * end[3].size * math.prod(shape) // (shape[end[1]] * shape[c])) for end in ends)
+    elided = 8 * math.prod(shape) >= _ELIDE_BYTES
+    for s0 in range(0, shape[c], rows):
+        where = _along(c, s0, min(shape[c], s0 + rows))
+        z = z_of(where)
+        for out, (k, a, before, w, support, n_total) in zip(outs, ends):
+            lp = _inverse_pass(k[where], a, before, w, support, shape[a], n_total)
+            out[where] = _phase_difference(z, lp, elided)
+        del z
+    return outs
 
 
 def _windowed_lowpass(z, axes, pads, windows, shared=None):

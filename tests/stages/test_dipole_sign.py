@@ -480,3 +480,85 @@ def test_voxel_model_no_fit_on_a_large_neighbourhood():
     assert np.isfinite(small[1])  # fitted (a field-free focus: no decision)
     large = D.voxel_model_sign(ph, mag, (60, 60, 60), [4.0], (0.6, 0.6, 0.6), A)  # a 20 mm region
     assert np.isnan(large[1]) and large[2] == 0
+
+
+# --------------------------------------------------------------------------------------------
+# the handedness estimate's shortcuts: the same decisions and values as the plain computation
+# --------------------------------------------------------------------------------------------
+
+def _tube_voxels_lapack(mag, idx, vox, A, sigma_mm):
+    """The tube test with LAPACK's eigen-decomposition of every Hessian (the plain computation)."""
+    Hw = D._hessian_world_at(mag, idx, vox, A, sigma_mm)
+    lam_s, axis_vec = D._eigen_by_magnitude(Hw)
+    scale = np.percentile(np.abs(lam_s[:, 2]), D.TUBE_SCALE_PERCENTILE) + 1e-12
+    return D._tube_test(lam_s, axis_vec, scale)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_tube_voxels_are_lapacks_bit_for_bit(seed):
+    """Analytic eigenvalues with LAPACK only where the test could change: the same tubes, axes and
+    strengths as LAPACK on every dark voxel (veins, foci and noise; an oblique affine)."""
+    rng = np.random.default_rng(seed)
+    vox, A, src, _ = _vein_phantom(rng, +1)
+    mag, _ = make_volume(np.random.default_rng(seed + 10), (48, 48, 24), A, src, 3.0, 20.0, 20.0, +1, ss=2)
+    A3 = A[:3, :3] @ np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.05], [0.0, 0.0, 1.0]])  # oblique too
+    for lin in (A[:3, :3], A3):
+        v = np.linalg.norm(lin, axis=0)
+        idx = np.nonzero(mag < np.percentile(mag, 30))
+        tube, axis, strength = D._tube_voxels(mag, idx, v, lin, 0.7)
+        want_tube, want_axis, want_strength = _tube_voxels_lapack(mag, idx, v, lin, 0.7)
+        assert 20 < want_tube.sum() < want_tube.size
+        np.testing.assert_array_equal(tube, want_tube)
+        np.testing.assert_array_equal(axis.view(np.uint32), want_axis.view(np.uint32))
+        np.testing.assert_array_equal(strength.view(np.uint32), want_strength.view(np.uint32))
+
+
+def test_exact_percentile_of_the_largest_eigenvalue():
+    """The scale's percentile from the analytic eigenvalues and a few LAPACK ones equals numpy's
+    percentile of LAPACK's, also with ties and degenerate (diagonal, zero) matrices."""
+    rng = np.random.default_rng(2)
+    H = rng.normal(size=(5000, 3, 3)).astype(np.float32)
+    H = (H + H.transpose(0, 2, 1)) / np.float32(2)
+    H[:300] = H[0]  # ties
+    H[300:400] = np.diag([1.0, -2.0, 0.5]).astype(np.float32)
+    H[400:450] = 0.0
+    lam, bound = D._symmetric_eigenvalues(H)
+    for q in (0, 10, 50, 90, 100):
+        got = D._exact_largest_percentile(H, lam, bound, q)
+        want = np.percentile(np.abs(D._eigen_by_magnitude(H)[0][:, 2]), q)
+        assert got.dtype == want.dtype and got == want
+
+
+def test_signed_rank_p_is_scipys_wilcoxon_bit_for_bit():
+    """The normal approximation computed without scipy.stats gives scipy's p exactly (ties, both
+    signs, large and small effects); small samples go to scipy itself."""
+    from scipy.stats import wilcoxon
+
+    rng = np.random.default_rng(4)
+    for trial in range(300):
+        n = int(rng.integers(D.WILCOXON_EXACT_MAX + 1, 2000))
+        d = rng.normal(rng.normal(0.0, 0.2), 1.0, n)
+        if trial % 2:
+            d = np.round(d, 1)  # ties
+        d = d[d != 0]
+        if d.size > D.WILCOXON_EXACT_MAX:
+            assert D._signed_rank_normal_p(d) == float(wilcoxon(d).pvalue)
+    small = rng.normal(0.3, 1.0, 30)
+    assert D._signed_rank_p(np.r_[small, 0.0]) == float(wilcoxon(small).pvalue)
+    assert D._signed_rank_p(np.zeros(5)) == 1.0
+
+
+def test_erosion_on_the_masks_box_is_the_whole_volumes():
+    """The estimate's edge band eroded on the mask's bounding box: the whole volume's erosion,
+    masks touching the image's edges included (beyond the image counts as inside)."""
+    from microbleeds.stages.prepare import erode_mm
+
+    rng = np.random.default_rng(5)
+    for _trial in range(30):
+        mask = np.zeros((21, 24, 15), bool)
+        lo = rng.integers(0, 9, 3)
+        hi = np.minimum(lo + rng.integers(3, 16, 3), mask.shape)
+        mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = rng.random(tuple(hi - lo)) > 0.1
+        v = rng.uniform(0.3, 1.5, 3)
+        np.testing.assert_array_equal(D._erode_on_box(mask, v, 1.7), erode_mm(mask, v, 1.7))
+    assert not D._erode_on_box(np.zeros((5, 5, 5), bool), v, 1.0).any()

@@ -1,5 +1,7 @@
 """Every numba kernel against a plain numpy/scipy reference, on random float32 inputs."""
 
+import platform
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -8,6 +10,9 @@ from microbleeds.stages import prepare, segment
 from microbleeds.stages import seeds as detect
 
 RNG = np.random.default_rng(1234)
+ON_GLIBC = platform.libc_ver()[0] == "glibc"
+"""The phase kernels' sine and cosine are glibc's float32 sinf / cosf ported to numba: bit for bit
+with numpy only where numpy calls glibc (elsewhere deterministic, within 1 ulp)."""
 
 
 def test_strong_gradients_match_numpy():
@@ -222,6 +227,7 @@ def test_filters_on_the_reach_box_match_the_whole_volume():
     np.testing.assert_array_equal(H[:, 0, 1], (full * Ainv[0, 0] * Ainv[1, 1]).astype(np.float32))
 
 
+@pytest.mark.skipif(not ON_GLIBC, reason="bit for bit with glibc's sinf / cosf only")
 def test_polar_kernel_is_numpy_complex64_bit_for_bit():
     """The homodyne filter's complex image (numba) against ``mag * exp(1j * ph)`` in numpy, on a
     strided view, zeros and negative zeros included."""
@@ -289,3 +295,51 @@ def test_lesion_map_in_fortran_order_matches_from_canonical():
             got = lesion_map(found, ids, shape, SimpleNamespace(ornt=ornt))
             assert got.flags.f_contiguous and got.dtype == np.int32
             np.testing.assert_array_equal(got, from_canonical(canonical, ornt))
+
+
+@pytest.mark.skipif(not ON_GLIBC, reason="bit for bit with glibc's sinf / cosf only")
+def test_sincosf_is_glibcs_sinf_and_cosf():
+    """The inlined sine and cosine (vectorised loop, scalar, and glibc from 120) against math.sin /
+    math.cos (glibc's sinf / cosf) on wide, dense and special arguments."""
+    from microbleeds.stages.sincosf import libm_mismatches
+
+    wide = (RNG.standard_cauchy(400_000) * 30).astype(np.float32)
+    dense = RNG.uniform(-4 * np.pi, 4 * np.pi, 400_000).astype(np.float32)
+    tiny = (RNG.uniform(-1, 1, 10_000) * 2.0 ** -10).astype(np.float32)
+    edges = np.float32([0.0, -0.0, 2.0 ** -12, -(2.0 ** -12), 0.75, -0.75, np.nextafter(np.float32(0.75), 0),
+                        119.99999, 120.0, -120.0, 1e30, 3e38, np.inf, -np.inf, np.nan, 1e-45])
+    for values in (wide, dense, tiny, edges):
+        assert libm_mismatches(np.ascontiguousarray(values)) == 0
+
+
+def test_sincosf_kernels_are_cached_with_float32_signatures():
+    from microbleeds.stages import dipole_sign as D
+    from microbleeds.stages import phase
+    from microbleeds.stages.sincosf import libm_mismatches
+
+    for kernel in (libm_mismatches, D._symmetric_eigenvalues, D._tube_undecided, phase._polar_kernel,
+                   D._coherence_kernel, D._model_coherence_kernel):
+        assert kernel._cache.__class__.__name__ != "NullCache", kernel
+    assert all("float32" in str(s) for s in libm_mismatches.signatures)
+    assert all("float32" in str(s) for s in D._symmetric_eigenvalues.signatures)
+
+
+def test_symmetric_eigenvalues_match_numpy_within_their_bound():
+    """Smith's formula (float64) against LAPACK in float64 (near-exact) and float32 (what the tube
+    test uses): within rounding of the former, well within the bound of the latter; near-degenerate
+    and diagonal matrices included; the lower triangle is the one read."""
+    from microbleeds.stages import dipole_sign as D
+
+    H = RNG.normal(size=(20_000, 3, 3)).astype(np.float32)
+    H = (H + H.transpose(0, 2, 1)) / np.float32(2)
+    H[:2000] = (np.eye(3) * RNG.normal(size=(2000, 1, 1)) + 1e-4 * H[:2000]).astype(np.float32)  # near-degenerate
+    H[2000:3000] *= np.eye(3, dtype=np.float32)  # diagonal
+    H[3000:4000] = np.tril(H[3000:4000]) + np.triu(RNG.normal(size=(1000, 3, 3)).astype(np.float32), 1)
+    lower = np.tril(H) + np.transpose(np.tril(H, -1), (0, 2, 1))
+    lam, bound = D._symmetric_eigenvalues(H)
+    assert lam.dtype == np.float64 and np.all(np.diff(lam, axis=1) >= 0)
+    norm = np.linalg.norm(lower.reshape(-1, 9).astype(np.float64), axis=1)
+    near_exact = np.linalg.eigvalsh(lower.astype(np.float64))
+    assert np.max(np.abs(lam - near_exact) / (norm + 1e-30)[:, None]) < 1e-7
+    lapack32 = np.linalg.eigvalsh(H).astype(np.float64)  # float32 LAPACK reads the lower triangle
+    assert np.all(np.abs(lam - lapack32) <= 0.01 * bound[:, None])
