@@ -343,3 +343,26 @@ def test_symmetric_eigenvalues_match_numpy_within_their_bound():
     assert np.max(np.abs(lam - near_exact) / (norm + 1e-30)[:, None]) < 1e-7
     lapack32 = np.linalg.eigvalsh(H).astype(np.float64)  # float32 LAPACK reads the lower triangle
     assert np.all(np.abs(lam - lapack32) <= 0.01 * bound[:, None])
+
+
+def test_every_stage_kernel_is_cached():
+    """Every numba kernel of every stage module keeps its compiled code on disk (``cache=True``):
+    found by walking the modules, so a new kernel cannot be left out of a list (inlined helpers are
+    compiled into their callers)."""
+    import importlib
+    import pkgutil
+
+    from numba.core.registry import CPUDispatcher
+
+    import microbleeds.stages as stages
+
+    found = []
+    for info in pkgutil.iter_modules(stages.__path__):
+        module = importlib.import_module(f"microbleeds.stages.{info.name}")
+        for name, obj in vars(module).items():
+            if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == module.__name__:
+                if obj.targetoptions.get("inline") == "always":
+                    continue  # compiled into the kernels that call it
+                found.append(f"{info.name}.{name}")
+                assert obj._cache.__class__.__name__ != "NullCache", f"{info.name}.{name} is not cached"
+    assert len(found) >= 30, found  # the walk did find the kernels
