@@ -382,7 +382,7 @@ def run_presets(args):
 def _evaluate_parser(sub):
     p = sub.add_parser("evaluate", help="score detection results against phantom ground truth")
     p.add_argument("truth_dir", help="folder with <name>_truth.tsv files (searched recursively)")
-    p.add_argument("results_dir", help="detector output folder (per-scan folders <name>*/lesions.tsv, searched recursively)")
+    p.add_argument("results_dir", help="detector output folder: per-scan folders <name>*/lesions.tsv or BIDS Derivatives <name>*_desc-cmb_lesions.tsv, searched recursively")
     p.add_argument("-o", "--output", default=None,
                    help="write evaluation.json, evaluation_scans.tsv, evaluation_matches.tsv and evaluation.txt here")
     p.add_argument("--max-distance", type=float, default=3.0, metavar="MM",

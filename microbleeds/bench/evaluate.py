@@ -84,6 +84,7 @@ import numpy as np
 from .. import __version__
 from ..contract import BURDEN_CATEGORIES, LESIONS_FILE, burden_category
 from ..errors import InputError
+from ..io.derivatives import BIDS_NAMES
 from ..io.atomic import atomic_write_text
 from ..io.tables import NA, json_text, jsonable, tsv_text
 from .truth_table import EXTENDED_MIMICS, TRUTH_REGIONS, TRUTH_SUFFIX, TRUTH_TYPES
@@ -906,7 +907,8 @@ def pair_folders(truth_dir, results_dir, on_missing="error"):
     folder under ``results_dir`` (searched recursively) that contains ``lesions.tsv`` and is
     named ``<name>`` or ``<name>_<suffix>`` (the detector names its folder after the input
     file stem, so phantom ``p01_swi.nii.gz`` gives ``p01_swi/``; ``p01_mag/`` and ``p01/``
-    match too).  A folder is only considered for the *longest* truth name it starts with
+    match too), or with a BIDS Derivatives lesion table ``<prefix>_desc-cmb_lesions.tsv``
+    whose prefix is named so (``sub-01_desc-cmb_lesions.tsv`` for ``sub-01_truth.tsv``).  A folder is only considered for the *longest* truth name it starts with
     (``p01_b_swi`` belongs to ``p01_b`` if both ``p01`` and ``p01_b`` exist).  If several
     folders match one truth, those in the same relative sub-directory as the truth file are
     preferred, then the one named exactly ``<name>``; if still more than one remains (e.g.
@@ -924,7 +926,8 @@ def pair_folders(truth_dir, results_dir, on_missing="error"):
     Returns
     -------
     list of (pathlib.Path, pathlib.Path)
-        ``(truth_tsv, results_folder)`` sorted by truth name.
+        ``(truth_tsv, results)`` sorted by truth name: ``results`` is the results folder or the
+        BIDS lesion table.
     """
     if on_missing not in ("error", "skip"):
         raise ValueError("on_missing must be 'error' or 'skip'")
@@ -941,11 +944,9 @@ def pair_folders(truth_dir, results_dir, on_missing="error"):
         if n in by_name:
             raise InputError(p, f"truth name {n!r} also used by {by_name[n]}")
         by_name[n] = p
-    folders = sorted({p.parent for p in results_dir.rglob(LESIONS_FILE) if p.is_file()})
-
     owner = {}
-    for f in folders:
-        cands = [n for n in by_name if f.name == n or f.name.startswith(n + "_")]
+    for f, stem in _result_sets(results_dir):
+        cands = [n for n in by_name if stem == n or stem.startswith(n + "_")]
         if cands:
             owner[f] = max(cands, key=len)
 
@@ -958,7 +959,7 @@ def pair_folders(truth_dir, results_dir, on_missing="error"):
             same = [f for f in cands if f.parent.relative_to(results_dir) == rel]
             cands = same or cands
         if len(cands) > 1:
-            exact = [f for f in cands if f.name == n]
+            exact = [f for f in cands if _result_stem(f) == n]
             cands = exact or cands
         if len(cands) > 1:
             raise InputError(tp, "several results folders match: "
@@ -970,6 +971,21 @@ def pair_folders(truth_dir, results_dir, on_missing="error"):
             continue
         pairs.append((tp, cands[0]))
     return pairs
+
+
+_BIDS_LESIONS = "_" + BIDS_NAMES[LESIONS_FILE]
+
+
+def _result_stem(path):
+    """The scan name of a results folder or of a BIDS lesion table (``<prefix>_desc-cmb_lesions.tsv``)."""
+    return path.name[:-len(_BIDS_LESIONS)] if path.name.endswith(_BIDS_LESIONS) else path.name
+
+
+def _result_sets(results_dir):
+    """Every scan's results under ``results_dir``: (folder or BIDS lesion table, scan name), sorted."""
+    folders = {p.parent for p in results_dir.rglob(LESIONS_FILE) if p.is_file()}
+    tables = {p for p in results_dir.rglob("*" + _BIDS_LESIONS) if p.is_file()}
+    return [(p, _result_stem(p)) for p in sorted(folders | tables)]
 
 
 def evaluate_folders(truth_dir, results_dir, max_distance_mm=DEFAULT_MAX_DISTANCE_MM,

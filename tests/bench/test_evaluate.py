@@ -412,3 +412,26 @@ def test_read_files_round_trip(tmp_path):
     empty = write_lesions(tmp_path / "y", [])
     assert ev.read_detections(empty) == []
     assert ev.read_truth(write_truth(tmp_path / "c_truth.tsv", [])) == []
+
+
+def test_pair_bids_derivatives(study, tmp_path):
+    """A BIDS Derivatives tree pairs and scores as the plain folders holding the same tables."""
+    tdir, rdir = study
+    bids = tmp_path / "derivatives" / "microbleeds"
+    for folder in sorted(p.parent for p in rdir.rglob("lesions.tsv")):
+        name = folder.name.split("_")[0]
+        anat = bids / f"sub-{name}" / "anat"
+        anat.mkdir(parents=True)
+        (anat / f"{name}_acq-swi_desc-cmb_lesions.tsv").write_bytes((folder / "lesions.tsv").read_bytes())
+    (bids / "sub-p01" / "anat" / "p01_acq-swi_desc-cmb_candidates.tsv").write_text("lesion_id\n")
+    pairs = ev.pair_folders(tdir, bids)
+    assert [(t.name, f.name) for t, f in pairs] == [
+        ("c01_truth.tsv", "c01_acq-swi_desc-cmb_lesions.tsv"), ("p01_truth.tsv", "p01_acq-swi_desc-cmb_lesions.tsv"),
+        ("p02_truth.tsv", "p02_acq-swi_desc-cmb_lesions.tsv"), ("p03_truth.tsv", "p03_acq-swi_desc-cmb_lesions.tsv")]
+    plain, derived = ev.evaluate_folders(tdir, rdir), ev.evaluate_folders(tdir, bids)
+    assert plain.pooled == derived.pooled
+    # a second table for one scan is as ambiguous as a second folder
+    (bids / "sub-p01" / "anat" / "p01_acq-gre_desc-cmb_lesions.tsv").write_bytes(
+        (rdir / "p01_swi" / "lesions.tsv").read_bytes())
+    with pytest.raises(InputError, match="several"):
+        ev.pair_folders(tdir, bids)
