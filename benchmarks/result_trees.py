@@ -13,9 +13,9 @@ commit installed in a scratch venv) and after it, then ``compare``.
 
 Only the inputs' paths differ between two trees, and a tree records its own absolute paths
 (``summary.json`` ``input``): ``compare`` replaces each tree's root by ``<TREE>`` and the repository
-it was written from (kept in ``.repository``) by ``<REPO>`` before comparing
-text files (JSON, TSV, HTML), masks the pages' "Generated <time>" line, and compares NIfTI and
-other files byte for byte.
+it was written from (kept in ``.repository``) by ``<REPO>``, absolute or relative to the file's
+folder, before comparing text files (JSON, TSV, HTML), masks the pages' "Generated <time>" line,
+leaves out the run logs (``logs/run-<time>.*``), and compares NIfTI and other files byte for byte.
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ def _digest(path: Path, root: Path) -> str:
     data = path.read_bytes()
     repo = (root / REPO_FILE).read_text() if (root / REPO_FILE).is_file() else str(ROOT)
     if path.suffix in TEXT_SUFFIXES:
+        # inputs named relative to their result folder (summary.json): the same at any tree depth
+        relative = os.path.relpath(repo, path.parent.resolve())
+        data = data.replace(relative.encode() + b"/", b"<REPO>/")
         data = data.replace(str(root.resolve()).encode(), b"<TREE>").replace(repo.encode(), b"<REPO>")
     if path.suffix == ".html":  # pages of older code said when they were made; now who made them
         data = re.sub(rb"Generated (\d{4}-\d\d-\d\d \d\d:\d\d UTC|by microbleeds [0-9](?:[\w.+-]*[\w+])?)",
@@ -120,8 +123,9 @@ def _digest(path: Path, root: Path) -> str:
 
 
 def tree_files(root: Path) -> dict:
-    """Relative path -> path of every result file of a tree."""
-    return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file() and p.name != REPO_FILE}
+    """Relative path -> path of every result file of a tree (the run logs, named by their time, left out)."""
+    return {p.relative_to(root).as_posix(): p for p in root.rglob("*")
+            if p.is_file() and p.name != REPO_FILE and not (p.parent.name == "logs" and p.name.startswith("run-"))}
 
 
 def compare_trees(before: Path, after: Path) -> list[str]:
