@@ -722,9 +722,8 @@ def estimate_phase_sign(filtered_phase, magnitude, affine, mask=None, b0_dir_wor
        at most ``max_focus_mm3``, not elongated: largest/smallest spatial SD <= 3) vote with
        their dipole sign (:func:`source_susceptibility_sign`, assuming they are paramagnetic
        microbleeds or vessel cross-sections). >= 5 foci with >= 80 % agreement give
-       ``moderate``, >= 3 with >= 75 % ``low``. They decide when the vein evidence is weak,
-       lower the confidence when they contradict it, and raise two agreeing weak lines of
-       evidence to ``moderate`` (see :func:`_settle_sign`).
+       ``moderate``, >= 3 with >= 75 % ``low``. They decide when the vein evidence is weak and
+       lower the confidence when they contradict it (see :func:`_settle_sign`).
 
     Estimate on 3D-filtered phase (the cylinder physics is 3D; 2D in-plane filtering distorts
     the field of in-plane veins). Multi-echo: the combined phase, or any single echo.
@@ -1199,9 +1198,11 @@ def _settle_sign(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default
 
     * Confident veins (high / moderate) decide; foci disagreeing (at least
       :data:`FOCI_CONTRADICT_MIN_VOTES`) lower the confidence by one step.
-    * Else confident foci (moderate / low) decide unless the veins (low) disagree; veins without
-      evidence (none: too few tube voxels or p >= :data:`VEIN_LOW_P`) do not veto them. Low veins
-      agreeing with the foci raise the confidence to moderate (two weak, independent lines).
+    * Else confident foci (moderate / low) decide, with their own confidence, unless the veins
+      (low) disagree; veins without evidence (none: too few tube voxels or p >= :data:`VEIN_LOW_P`)
+      do not veto them. Low veins agreeing do not raise the confidence: the vein units are
+      spatially correlated, and on the tuning phantoms every low vein vote (3 scans) was wrong
+      (with 3 calcifications' foci votes agreeing, one became a wrong "moderate" sign).
     * Else low veins decide when the foci give no confident sign.
     * Else ``default``.
     """
@@ -1216,8 +1217,8 @@ def _settle_sign(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default
     # here vessel_conf is "low" (vessel_sign +-1) or "none"
     if foci_conf != "none" and (vessel_conf == "none" or vessel_sign == foci_sign):
         ev["confidence"], ev["method"] = foci_conf, "dipole of compact foci"
-        if vessel_conf == "low":
-            ev["confidence"], ev["method"] = "moderate", "vein orientation and dipole of compact foci"
+        if vessel_conf == "low":  # named, but no raise: a low vein vote is no independent evidence
+            ev["method"] = "vein orientation and dipole of compact foci"
         return foci_sign
     if vessel_conf == "low" and foci_conf == "none":
         ev["confidence"], ev["method"] = "low", "vein orientation"
