@@ -69,6 +69,7 @@ class Parameters:
     edge_margin_mm: float = 1.5
     definite_confidence: float = 0.8
     reject_calcifications: bool = True
+    require_dipole: bool = True  # with phase (trusted convention): a focus must show a paramagnetic dipole
     # anatomical location (MARS)
     use_atlas: bool = True  # without a segmentation: the registered atlas (off: --no-atlas)
     juxtacortical_mm: float = 3.0

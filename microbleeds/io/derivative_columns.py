@@ -63,7 +63,8 @@ CANDIDATE_COLUMN_DOCS = dict(_COMMON, **{
         "partial volume)", "too_large": "larger than the largest microbleed", "too_small": "smaller than the "
         "smallest", "tubular": "elongated: a vein",
         "embedded": "a darker spot of a larger dark structure (vein tree, sinus, dark tissue)", "faint": "too little contrast or CNR",
-        "calcification": "diamagnetic dipole (phase)", "cavernoma": "a dark rim around a core that is not dark"}),
+        "calcification": "diamagnetic dipole (phase)", "cavernoma": "a dark rim around a core that is not dark",
+        "no_dipole": "no dipole in the phase (trusted convention): a magnitude dip with no field source"}),
     "n_voxels": _c("Voxels in the segmented region"),
     "depth": _c("Darkness of the region's core relative to its background"),
     "background": _c("Relative intensity of the background shell (tissue = 1)"),
