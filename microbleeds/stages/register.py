@@ -9,6 +9,8 @@ decides whether the atlas's regions are given at all.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -287,14 +289,12 @@ def _params_to_matrix(p, kind, centre):
 
     rigid: rotation vector (rad) + translation (mm); similarity: + log scale; affine: 9 matrix
     entries + translation."""
-    from scipy.spatial.transform import Rotation
-
     m = np.eye(4)
     if kind == "affine":
         a = np.asarray(p[:9]).reshape(3, 3)
         t = np.asarray(p[9:12])
     else:
-        a = Rotation.from_rotvec(p[:3]).as_matrix() * (np.exp(p[6]) if kind == "similarity" else 1.0)
+        a = rotvec_to_matrix(p[:3]) * (np.exp(p[6]) if kind == "similarity" else 1.0)
         t = np.asarray(p[3:6])
     m[:3, :3] = a
     m[:3, 3] = t - a @ centre + centre
@@ -302,16 +302,66 @@ def _params_to_matrix(p, kind, centre):
 
 
 def _matrix_to_params(m, kind, centre):
-    from scipy.spatial.transform import Rotation
-
     a = m[:3, :3]
     t = m[:3, 3] + a @ centre - centre
     if kind == "affine":
         return np.concatenate([a.ravel(), t])
     s = float(np.cbrt(abs(np.linalg.det(a))))
     u, _, vt = np.linalg.svd(a / s)
-    rv = Rotation.from_matrix(u @ vt).as_rotvec()
+    rv = matrix_to_rotvec(u @ vt)
     return np.concatenate([rv, t, [np.log(s)]]) if kind == "similarity" else np.concatenate([rv, t])
+
+
+def rotvec_to_matrix(rotvec):
+    """``scipy.spatial.transform.Rotation.from_rotvec(rotvec).as_matrix()`` (rad), its float64 values
+    bit for bit (its quaternion and Taylor branch), without importing scipy.spatial (0.1-0.4 s)."""
+    x, y, z = (float(v) for v in rotvec[:3])
+    angle = math.sqrt(x * x + y * y + z * z)
+    if angle <= 1e-3:
+        a2 = angle * angle
+        scale = 0.5 - a2 / 48 + a2 * a2 / 3840
+    else:
+        scale = math.sin(angle / 2) / angle
+    x, y, z, w = x * scale, y * scale, z * scale, math.cos(angle / 2)
+    x2, y2, z2, w2 = x * x, y * y, z * z, w * w
+    xy, zw, xz, yw, yz, xw = x * y, z * w, x * z, y * w, y * z, x * w
+    return np.array([[x2 - y2 - z2 + w2, 2 * (xy - zw), 2 * (xz + yw)],
+                     [2 * (xy + zw), -x2 + y2 - z2 + w2, 2 * (yz - xw)],
+                     [2 * (xz - yw), 2 * (yz + xw), -x2 - y2 + z2 + w2]])
+
+
+def matrix_to_rotvec(matrix):
+    """``Rotation.from_matrix(matrix).as_rotvec()`` of a rotation matrix (rad), bit for bit; a
+    matrix that is not orthonormal to 1e-13 or not proper goes to scipy itself (its projection,
+    its error)."""
+    m = np.asarray(matrix, float)
+    if np.abs(m @ m.T - np.eye(3)).max() > 1e-13 or np.linalg.det(m) <= 0:
+        from scipy.spatial.transform import Rotation
+
+        return Rotation.from_matrix(m).as_rotvec()
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    choice = int(np.argmax([m[0, 0], m[1, 1], m[2, 2], trace]))
+    if choice == 3:
+        q = [m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1], 1 + trace]
+    else:
+        i, j, k = choice, (choice + 1) % 3, (choice + 2) % 3
+        q = [0.0] * 4
+        q[i] = 1 - trace + 2 * m[i, i]
+        q[j] = m[j, i] + m[i, j]
+        q[k] = m[k, i] + m[i, k]
+        q[3] = m[k, j] - m[j, k]
+    q = [float(v) for v in q]
+    norm = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+    x, y, z, w = (v / norm for v in q)
+    if w < 0 or (w == 0 and (x < 0 or (x == 0 and (y < 0 or (y == 0 and z < 0))))):
+        x, y, z, w = -x, -y, -z, -w  # the canonical quaternion (w >= 0)
+    angle = 2 * math.atan2(math.sqrt(x * x + y * y + z * z), w)
+    if angle <= 1e-3:
+        a2 = angle * angle
+        scale = 2 + a2 / 12 + 7 * a2 * a2 / 2880
+    else:
+        scale = angle / math.sin(angle / 2)
+    return np.array([scale * x, scale * y, scale * z])
 
 
 GOOD_START_DICE = 0.92
@@ -514,7 +564,8 @@ def register_template(image, affine, mask, template, template_affine, template_m
         failed, '' otherwise), ``start`` and ``starts`` (rigid Dice of each start).
     """
 
-    mask = np.asarray(mask) > 0
+    mask = np.asarray(mask)
+    mask = mask if mask.dtype == bool else mask > 0
     tmask = np.asarray(template_mask) > 0
     # one pass over the full grid: about 1 mm blocks (brain fraction, masked magnitude); the
     # coarse grids are built from these

@@ -2,6 +2,7 @@
 sidecars, selection, and the plain-folder modality guard (no detection run here)."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -104,3 +105,20 @@ def test_plain_folder_guard(tmp_path):
                                              (None, "swi-3t")])
 def test_preset_follows_field_strength(field_t, preset):
     assert preset_for(field_t)[0] == preset
+
+
+@pytest.mark.parametrize("name", [
+    "sub-01_T2starw.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_acq-swi_echo-3_part-phase_MEGRE.nii",
+    "bids/sub-A1/anat/sub-A1_run-01_T2starw.json", "scan.nii", "scan", "sub-01", "a_b-c_d-e-f.nii.gz",
+    "x/sub-01/func/sub-01_task-rest_bold.nii.gz", "sub-01_acq-a_acq-b_T2starw.tar.nii.gz", "my scan_v2.nii",
+    "sub-01/Anat/sub-01_T2starw.nii", "sub-01/ses-x/anat/notbids.nii", "_sub-01_.nii", ".hidden",
+    "data/sub-01\\anat\\sub-01_T2starw.nii.gz", "sub-01_echo-1-2_part-mag.nii.gz",
+])
+def test_file_entities_as_bids2table_parses_them(name):
+    """The own parser (no pyarrow import on a plain folder's file) gives bids2table's dict, order included."""
+    bids2table = pytest.importorskip("bids2table")
+    from microbleeds.io.bids import file_entities
+
+    for path in (name, Path(name)):
+        ours, theirs = file_entities(path), bids2table.parse_bids_entities(path)
+        assert ours == theirs and list(ours) == list(theirs), name

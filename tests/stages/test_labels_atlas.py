@@ -84,6 +84,47 @@ def test_template_files_are_consistent():
 
 
 @needs_atlas
+def test_composite_atlas_stored_on_disk_is_the_built_one(tmp_path, monkeypatch):
+    """The on-disk cache: written once (atomically, no temporary left), read back bit for bit,
+    rebuilt when the stored file is damaged, skipped (same values) when the folder is unwritable."""
+    monkeypatch.setenv(LB.CACHE_ENV, str(tmp_path / "cache"))
+    built, aff = LB._build_composite(FILES)
+    first, aff1 = LB._stored_composite(FILES)
+    stored = sorted((tmp_path / "cache").iterdir())
+    assert [p.name for p in stored] == [f"composite_aal3_{LB.composite_key(FILES)}.npy"]
+    assert first.dtype == np.int32 and first.tobytes() == built.tobytes() and np.array_equal(aff1, aff)
+    second, aff2 = LB._stored_composite(FILES)
+    assert second.dtype == np.int32 and second.tobytes() == built.tobytes() and np.array_equal(aff2, aff)
+    marked = np.load(stored[0])
+    marked[0, 0, 0] = 77
+    np.save(stored[0], marked)
+    assert LB._stored_composite(FILES)[0][0, 0, 0] == 77  # read from the file, not rebuilt
+    stored[0].write_bytes(stored[0].read_bytes()[:1000])  # truncated
+    third, _ = LB._stored_composite(FILES)
+    assert third.tobytes() == built.tobytes()
+    assert np.load(stored[0]).astype(np.int32).tobytes() == built.tobytes()  # rewritten whole
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv(LB.CACHE_ENV, str(blocked / "cache"))
+    assert LB._stored_composite(FILES)[0].tobytes() == built.tobytes()
+
+
+def test_composite_key_follows_its_inputs(tmp_path):
+    """Another AAL3 or tissue file (one byte changed) is another key; the same files the same key."""
+    aal, tissue = tmp_path / "aal.nii", tmp_path / "tissue.nii.gz"
+    aal.write_bytes(b"a" * 5000)
+    tissue.write_bytes(b"t" * 300)
+    files = {"aal3": aal, "tissue": tissue}
+    key = LB.composite_key(files)
+    assert LB.composite_key(dict(files)) == key
+    aal.write_bytes(b"a" * 4999 + b"b")
+    assert LB.composite_key(files) != key
+    aal.write_bytes(b"a" * 5000)
+    tissue.write_bytes(b"t" * 299 + b"u")
+    assert LB.composite_key(files) != key
+
+
+@needs_atlas
 def test_composite_atlas_classes():
     lab, aff = LB.composite_atlas(FILES)
     lut = LB.read_lookup("aal3")

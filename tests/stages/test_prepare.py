@@ -247,3 +247,80 @@ def test_3d_hole_filling_is_binary_fill_holes():
         np.testing.assert_array_equal(_fill_holes_3d(mask), want)
         filled += int(want.sum() - mask.sum())
     assert filled > 100
+
+
+def _blobs(rng, shape, level):
+    """Smooth random blobs (brain-like masks and holes), some touching the array's faces."""
+    return ndi.gaussian_filter(rng.random(shape), rng.uniform(1.0, 3.0)) > level
+
+
+def test_closing_on_the_bounding_box_is_the_whole_arrays():
+    """The closing's two transforms on the mask's grown bounding box give the voxels of the same
+    transforms over the whole array (scipy's), for anisotropic voxels whose products round."""
+    from microbleeds.stages.prepare import closing_edt
+
+    rng = np.random.default_rng(21)
+    differs = 0
+    for trial in range(40):
+        shape = tuple(int(n) for n in rng.integers(8, 40, 3))
+        mask = _blobs(rng, shape, rng.uniform(0.5, 0.56))
+        if trial % 3 == 0:
+            mask[: shape[0] // 3] = False  # away from one face
+        vox = rng.choice([0.45, 1.2, 1.8, 2.4, 2.0, 0.9, 1.0], 3)
+        radius = float(rng.choice([3.0, 4.4, 10.0, 6.0]))
+        want = ndi.distance_transform_edt(ndi.distance_transform_edt(~mask, sampling=vox) <= radius,
+                                          sampling=vox) > radius
+        np.testing.assert_array_equal(closing_edt(mask, radius, vox), want)
+        differs += int((want != mask).sum())
+    assert differs > 1000  # the closing changed voxels
+    assert not closing_edt(np.zeros((5, 6, 7), bool), 3.0, (1, 1, 1)).any()
+
+
+def test_fill_from_nearest_on_the_bounding_box_is_the_whole_arrays():
+    """Holes filled from their nearest voxel outside (transform on the holes' box) take the values
+    scipy's transform of the whole array gives them, ties included."""
+    from microbleeds.stages.prepare import fill_from_nearest
+
+    rng = np.random.default_rng(22)
+    for trial in range(60):
+        shape = tuple(int(n) for n in rng.integers(4, 36, 3))
+        holes = _blobs(rng, shape, rng.uniform(0.5, 0.6))
+        if trial % 2:
+            holes = rng.random(shape) > rng.uniform(0.6, 0.99)
+        if trial % 5 == 0:
+            holes[:] = False
+            holes[tuple(int(rng.integers(0, n)) for n in shape)] = True
+        values = np.floor(rng.random(shape) * 7)  # few values: ties between equidistant voxels show
+        if holes.all():
+            continue
+        want = values[tuple(ndi.distance_transform_edt(holes, return_distances=False, return_indices=True))]
+        got = fill_from_nearest(values, holes)
+        np.testing.assert_array_equal(got, want)
+        assert got is not values
+    np.testing.assert_array_equal(fill_from_nearest(values, np.zeros(values.shape, bool)), values)
+
+
+def test_binary_morphology_is_scipys():
+    """Opening, dilation, closing and erosion by the mask's ellipsoids (and an empty structure's
+    neighbours: one voxel) give scipy's voxels, borders included; the kernel is cached."""
+    from microbleeds.stages import prepare as P
+
+    rng = np.random.default_rng(23)
+    changed = 0
+    for trial in range(40):
+        shape = tuple(int(n) for n in rng.integers(1, 30, 3))
+        mask = rng.random(shape) > rng.uniform(0.3, 0.8) if trial % 2 else _blobs(rng, shape, 0.5)
+        ball = P._ball(rng.uniform(0.0, 4.0, 3) if trial % 4 else np.full(3, rng.uniform(0.5, 3.0)))
+        for ours, theirs in ((P.binary_dilation, ndi.binary_dilation), (P.binary_erosion, ndi.binary_erosion),
+                             (P.binary_opening, ndi.binary_opening), (P.binary_closing, ndi.binary_closing)):
+            want = theirs(mask, ball)
+            got = ours(mask, ball)
+            assert got.dtype == bool and got.shape == mask.shape
+            np.testing.assert_array_equal(got, want)
+            changed += int((want != mask).sum())
+    assert changed > 1000
+    with pytest.raises(ValueError):
+        P.binary_dilation(np.ones((4, 4, 4), bool), np.ones((2, 3, 3), bool))
+    assert P._morph_rows._cache.__class__.__name__ != "NullCache"
+    with pytest.raises(ValueError):
+        P.binary_erosion(np.ones((4, 4, 4), bool), np.array([[[1, 0, 1]]], bool))
