@@ -42,33 +42,107 @@ _KNOWN_RANGES = (
 _SIGNATURES = ("float32[::1]", "float64[::1]")
 
 
-@njit([f"Tuple((float64, float64, int64))({t})" for t in _SIGNATURES], cache=True, nogil=True)
+_RANGE_CHUNK = 1 << 20  # values per task of _finite_range
+
+
+@njit([f"Tuple((float64, float64, int64))({t})" for t in _SIGNATURES], cache=True, nogil=True, parallel=True)
 def _finite_range(x):  # pragma: no cover - compiled
-    """(min, max, number) of the finite values of ``x``, in one pass."""
+    """(min, max, number) of the finite values of ``x``, in one parallel pass (chunks of
+    :data:`_RANGE_CHUNK` values; min and max do not depend on the order)."""
+    n_chunks = (x.size + _RANGE_CHUNK - 1) // _RANGE_CHUNK
+    los = np.full(n_chunks, np.inf)
+    his = np.full(n_chunks, -np.inf)
+    counts = np.zeros(n_chunks, np.int64)
+    for c in prange(n_chunks):
+        lo, hi, n = np.inf, -np.inf, 0
+        for i in range(c * _RANGE_CHUNK, min(x.size, (c + 1) * _RANGE_CHUNK)):
+            v = x[i]
+            if np.isfinite(v):
+                n += 1
+                if v < lo:
+                    lo = v
+                if v > hi:
+                    hi = v
+        los[c], his[c], counts[c] = lo, hi, n
     lo, hi, n = np.inf, -np.inf, 0
-    for v in x:
-        if np.isfinite(v):
-            n += 1
-            if v < lo:
-                lo = v
-            if v > hi:
-                hi = v
+    for c in range(n_chunks):
+        lo = min(lo, los[c])
+        hi = max(hi, his[c])
+        n += counts[c]
     return float(lo), float(hi), n
+
+
+@njit(cache=True, inline="always")
+def _shifted(v, inter, slope, factor):  # pragma: no cover - compiled
+    """``(v - inter) / slope * factor + pi`` in float64: the phase shifted to ``[0, 2 pi)`` when in range."""
+    return (np.float64(v) - inter) / slope * factor + np.pi
+
+
+@njit(cache=True, inline="always")
+def _wrap_shifted(w, two_pi):  # pragma: no cover - compiled
+    """float32 ``wrap_phase`` of the shifted phase ``w``: ``np.remainder(w, 2 pi) - pi``.
+
+    ``np.remainder(w, 2 pi)`` is ``w`` itself for ``0 <= w < 2 pi`` (the usual case: phase already in
+    range), so the callers call this only outside that range: the same values, without a division
+    per voxel."""
+    return np.float32(np.remainder(w, two_pi) - np.pi)
+
+
+_BLOCK = 4096  # values per block of _scale_and_wrap: one branch-free pass, then the few out of range
 
 
 @njit([f"void({t}, float64, float64, float64, float32[::1])" for t in _SIGNATURES], cache=True, nogil=True,
       parallel=True)
 def _scale_and_wrap(x, inter, slope, factor, out):  # pragma: no cover - compiled
-    """``out = wrap_phase((x - inter) / slope * factor)`` in float64 per voxel, stored as float32.
-
-    ``np.remainder(w, 2 pi)`` is ``w`` itself for ``0 <= w < 2 pi`` (the usual case: phase already in
-    range), so it is only called outside that range: the same values, without a division per voxel."""
+    """``out = wrap_phase((x - inter) / slope * factor)`` in float64 per voxel, stored as float32."""
     two_pi = 2.0 * np.pi
-    for i in prange(x.size):
-        w = (np.float64(x[i]) - inter) / slope * factor + np.pi
-        if not (w >= 0.0 and w < two_pi):
-            w = np.remainder(w, two_pi)
-        out[i] = w - np.pi
+    for b in prange((x.size + _BLOCK - 1) // _BLOCK):
+        start, stop = b * _BLOCK, min(x.size, (b + 1) * _BLOCK)
+        outside = 0
+        for i in range(start, stop):
+            w = _shifted(x[i], inter, slope, factor)
+            outside += not (w >= 0.0 and w < two_pi)
+            out[i] = np.float32(w - np.pi)
+        if outside:
+            for i in range(start, stop):
+                w = _shifted(x[i], inter, slope, factor)
+                if not (w >= 0.0 and w < two_pi):
+                    out[i] = _wrap_shifted(w, two_pi)
+
+
+_TILE = 32
+
+
+@njit([f"void({t.replace('[::1]', '[:, :, ::1]')}, float64, float64, float64, float32[:, :, ::1])"
+       for t in _SIGNATURES], cache=True, nogil=True, parallel=True)
+def _scale_and_wrap_transposed(xt, inter, slope, factor, out):  # pragma: no cover - compiled
+    """``out[i, j, k]`` = :func:`_scale_and_wrap` of ``xt[k, j, i]``: the scaling of a Fortran-ordered
+    volume (``xt`` its C-ordered transpose) written in C order, in 32 x 32 tiles of ``(k, i)`` per
+    ``j`` (each tile scaled along ``xt``'s rows into a buffer, then written transposed)."""
+    nz, ny, nx = xt.shape
+    two_pi = 2.0 * np.pi
+    for j in prange(ny):
+        tile = np.empty((_TILE, _TILE), np.float32)
+        for k0 in range(0, nz, _TILE):
+            k1 = min(k0 + _TILE, nz)
+            for i0 in range(0, nx, _TILE):
+                i1 = min(i0 + _TILE, nx)
+                outside = 0
+                for k in range(k0, k1):
+                    row = xt[k, j]
+                    for i in range(i0, i1):
+                        w = _shifted(row[i], inter, slope, factor)
+                        outside += not (w >= 0.0 and w < two_pi)
+                        tile[k - k0, i - i0] = np.float32(w - np.pi)
+                if outside:
+                    for k in range(k0, k1):
+                        for i in range(i0, i1):
+                            w = _shifted(xt[k, j, i], inter, slope, factor)
+                            if not (w >= 0.0 and w < two_pi):
+                                tile[k - k0, i - i0] = _wrap_shifted(w, two_pi)
+                for i in range(i0, i1):
+                    for k in range(k0, k1):
+                        out[i, j, k] = tile[k - k0, i - i0]
 
 
 def _memory_order(x):
@@ -81,12 +155,17 @@ def _memory_order(x):
 
 def _radians(x, inter=0.0, slope=1.0, factor=1.0):
     """float32 radians ``wrap_phase((x - inter) / slope * factor)`` of any-shaped float data (numba;
-    the same float64 arithmetic as :func:`wrap_phase`, so bit-identical to it), in the memory order
-    of ``x`` (no transposing copy of Fortran-ordered data)."""
+    the same float64 arithmetic as :func:`wrap_phase`, so bit-identical to it), C-ordered for a 3D
+    ``x`` (a Fortran-ordered one, as nibabel reads files, transposed in the same pass), else in the
+    memory order of ``x``."""
     c, transposed = _memory_order(np.asarray(x))
+    if c.dtype not in (np.float32, np.float64):
+        c = c.astype(np.float64)
+    if transposed and c.ndim == 3:
+        out = np.empty(c.shape[::-1], np.float32)
+        _scale_and_wrap_transposed(c, float(inter), float(slope), float(factor), out)
+        return out
     flat = c.reshape(-1)
-    if flat.dtype not in (np.float32, np.float64):
-        flat = flat.astype(np.float64)
     out = np.empty(flat.size, np.float32)
     _scale_and_wrap(flat, float(inter), float(slope), float(factor), out)
     out = out.reshape(c.shape)
@@ -150,10 +229,20 @@ def phase_to_radians(data, path=None, scl_slope=None, scl_inter=None):
     InputError
         No finite value, or a constant image.
     """
+    x = _float_data(data)
+    return _to_radians(x, _finite_range(_memory_order(x)[0].reshape(-1)), path, scl_slope, scl_inter)
+
+
+def _float_data(data):
+    """``data`` as a float32 or float64 array (other types as float64)."""
     x = np.asarray(data)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
-    lo, hi, n_finite = _finite_range(_memory_order(x)[0].reshape(-1))
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
+def _to_radians(x, finite, path, scl_slope, scl_inter):
+    """:func:`phase_to_radians` of the float array ``x`` whose finite values' (min, max, number) are
+    ``finite``."""
+    lo, hi, n_finite = finite
     if n_finite == 0:
         raise InputError(path, "phase has no finite value (all NaN/Inf)")
     if hi - lo <= 0:
@@ -287,8 +376,14 @@ def load_phase(path_or_img, magnitude_shape, magnitude_affine=None, atol_mm=1e-3
     mshape = tuple(int(s) for s in magnitude_shape)
     if len(mshape) == 3 and data.ndim == 4:
         data = data[..., 0]
-    _check_values(path, data)
-    radians, how = phase_to_radians(data, path, slope, inter)
+    if data.ndim != 3:
+        _check_values(path, data)
+        radians, how = phase_to_radians(data, path, slope, inter)
+        return radians, _with_notes(how, notes)
+    x = _float_data(data)
+    finite = _finite_range(_memory_order(x)[0].reshape(-1))  # one pass for the checks and the scaling
+    _check_range(path, x.size, finite)
+    radians, how = _to_radians(x, finite, path, slope, inter)
     return radians, _with_notes(how, notes)
 
 
@@ -321,6 +416,18 @@ def _check_grid(path, shape, affine, magnitude_shape, magnitude_affine, atol_mm)
         if diff > atol_mm:
             raise InputError(path, f"phase affine differs from the magnitude affine (max "
                              f"difference {diff:.3g} mm)")
+
+
+def _check_range(path, size, finite):
+    """:func:`_check_values` of a 3D phase of ``size`` voxels from its finite values' (min, max,
+    number)."""
+    lo, hi, n_finite = finite
+    if n_finite == 0:
+        raise InputError(path, "phase is all NaN/Inf")
+    if size - n_finite:
+        raise InputError(path, f"phase has {int(size - n_finite)} NaN/Inf voxels")
+    if hi == lo:
+        raise InputError(path, f"phase is constant ({lo:g}); not a phase image")
 
 
 def _check_values(path, data):

@@ -55,7 +55,7 @@ from numba import njit, prange
 from scipy import ndimage as ndi
 
 from ..io.nifti import voxel_sizes
-from .gaussian import gaussian_filter_nearest, hessian_at
+from .gaussian import gaussian_filter_nearest_on, hessian_at
 from .prepare import erode_mm
 from .sincosf import sincosf, sincosf_array
 
@@ -824,25 +824,36 @@ def _erode_on_box(mask, vox, margin_mm):
 
 def _relative_magnitude(mag, mask, vox):
     """Magnitude divided by its local mean inside the mask (Gaussian, sigma
-    :data:`LOCAL_MEAN_SIGMA_MM`); 1 where the local mean is 0 and outside the mask's bounding box
-    (grown by the filter's reach).
+    :data:`LOCAL_MEAN_SIGMA_MM`); 1 where the local mean is 0 and outside the mask.
 
-    The filters run on that grown box only: a Gaussian's value at a voxel depends on the input
-    within its reach along each axis, so inside the mask the values are those of the whole
-    volume's filters, bit for bit (the box is cut at the image edges, where the boundary mode acts
-    as before)."""
+    The values of scipy's ``gaussian_filter`` (mode nearest) over the whole volume, bit for bit,
+    computed on the mask's bounding box grown by the filter's reach (a Gaussian's value at a voxel
+    depends on the input within its reach along each axis; the box is cut at the image edges, where
+    the boundary mode acts as before) and there only where the mask's voxels need them
+    (:func:`microbleeds.stages.gaussian.gaussian_filter_nearest_on`)."""
     sigma = [LOCAL_MEAN_SIGMA_MM / v for v in vox]
     out = np.ones_like(mag)
     box = _reach_box(mask, sigma)
     if box is None:
         return out
-    m, k = mag[box], mask[box]
-    # scipy's gaussian_filter, bit for bit, in parallel (the temporary inputs reused as pass buffers)
-    local = gaussian_filter_nearest(m * k, sigma, overwrite_input=True)
-    norm = gaussian_filter_nearest(k.astype(np.float32), sigma, overwrite_input=True)
-    np.divide(local, np.maximum(norm, 1e-6, out=norm), out=norm)  # the local mean, in norm's buffer
-    np.divide(m, norm, out=out[box], where=local > 0)  # the same quotients, no box-sized temporaries
+    m, k = mag[box], np.ascontiguousarray(mask[box])
+    local, norm = gaussian_filter_nearest_on([m * k, k.astype(np.float32)], sigma, k)
+    _divide_by_local_mean(m, k, local, norm, out[box])
     return out
+
+
+@njit("void(float32[:, :, :], boolean[:, :, ::1], float32[:, :, ::1], float32[:, :, ::1], float32[:, :, :])",
+      cache=True, parallel=True)
+def _divide_by_local_mean(m, k, local, norm, out):  # pragma: no cover - compiled
+    """``out = m / (local / max(norm, 1e-6))`` where ``k`` and ``local > 0`` (numpy's float32
+    operations), left alone elsewhere."""
+    floor = np.float32(1e-6)
+    for i in prange(m.shape[0]):
+        for j in range(m.shape[1]):
+            for q in range(m.shape[2]):
+                if k[i, j, q] and local[i, j, q] > 0:
+                    n = norm[i, j, q]
+                    out[i, j, q] = m[i, j, q] / (local[i, j, q] / (n if n >= floor else floor))
 
 
 def _reach_box(where, sigma, truncate=4.0):

@@ -7,7 +7,9 @@ an antisymmetric one ``+ (x[-j] - x[j]) w[-j]``) and stores float32 after each a
 here do the same operations in the same order per voxel, so their float32 results are identical;
 the axis-0 and axis-1 passes accumulate whole rows at a time (contiguous memory, both cores), and
 the last pass can be evaluated at a list of voxels only (:func:`hessian_at`: the Hessian of the
-dark voxels without the three full derivative volumes per component).
+dark voxels without the three full derivative volumes per component), or every pass only on the
+lines and ranges the next one reads (:func:`gaussian_filter_nearest_on`: a local mean needed
+inside a mask only).
 
 Boundary mode ``"nearest"`` (the edge value repeated) only, which is what the callers use.
 Lengths in voxels.
@@ -22,7 +24,7 @@ from scipy.ndimage._filters import _gaussian_kernel1d
 
 _EPS = float(np.finfo(np.float64).eps)
 
-__all__ = ["gaussian_weights", "gaussian_filter_nearest", "hessian_at"]
+__all__ = ["gaussian_weights", "gaussian_filter_nearest", "gaussian_filter_nearest_on", "hessian_at"]
 
 
 def gaussian_weights(sigma, order=0, truncate=4.0):
@@ -187,3 +189,236 @@ def hessian_at(image, idx, sigma, truncate=4.0):
             H[:, b, a] = values
         del p0
     return H
+
+
+# --------------------------------------------------------------------------------------------
+# Passes over each line's needed range only
+# --------------------------------------------------------------------------------------------
+# A region is a pair of (n0, n1) int64 arrays ``lo, hi``: the voxels ``k`` in ``[lo, hi)`` of each
+# line ``(i, j, :)`` along the last axis (empty when ``hi <= lo``). The last pass is needed on the
+# region of the voxels asked for, the middle pass on that region grown by the last kernel's
+# radius along the line, the first pass on the union of the middle pass's regions of the lines
+# within the middle kernel's radius; the values there are those of the whole volume's passes.
+
+
+@njit("Tuple((int64[:, ::1], int64[:, ::1]))(boolean[:, :, ::1])", cache=True, parallel=True)
+def line_ranges(where):  # pragma: no cover - compiled
+    """The region (``lo, hi``) of each line's first to last ``True`` voxel of ``where``."""
+    n0, n1, n2 = where.shape
+    lo = np.zeros((n0, n1), np.int64)
+    hi = np.zeros((n0, n1), np.int64)
+    for i in prange(n0):
+        for j in range(n1):
+            first = -1
+            last = -1
+            for k in range(n2):
+                if where[i, j, k]:
+                    if first < 0:
+                        first = k
+                    last = k
+            if first >= 0:
+                lo[i, j] = first
+                hi[i, j] = last + 1
+    return lo, hi
+
+
+@njit("Tuple((int64[:, ::1], int64[:, ::1]))(int64[:, ::1], int64[:, ::1], int64, int64)", cache=True, parallel=True)
+def grown_along_line(lo, hi, reach, n2):  # pragma: no cover - compiled
+    """Each non-empty range grown by ``reach`` voxels on both sides, cut to ``[0, n2)``."""
+    n0, n1 = lo.shape
+    glo = np.zeros((n0, n1), np.int64)
+    ghi = np.zeros((n0, n1), np.int64)
+    for i in prange(n0):
+        for j in range(n1):
+            if hi[i, j] > lo[i, j]:
+                glo[i, j] = max(lo[i, j] - reach, 0)
+                ghi[i, j] = min(hi[i, j] + reach, n2)
+    return glo, ghi
+
+
+@njit("Tuple((int64[:, ::1], int64[:, ::1]))(int64[:, ::1], int64[:, ::1], int64)", cache=True, parallel=True)
+def union_across_lines(lo, hi, reach):  # pragma: no cover - compiled
+    """Per line ``(i, j)``: the smallest range holding the non-empty ranges of the lines ``(i, j')``,
+    ``|j' - j| <= reach``."""
+    n0, n1 = lo.shape
+    ulo = np.zeros((n0, n1), np.int64)
+    uhi = np.zeros((n0, n1), np.int64)
+    for i in prange(n0):
+        for j in range(n1):
+            a = np.int64(-1)
+            b = np.int64(-1)
+            for jj in range(max(j - reach, 0), min(j + reach + 1, n1)):
+                if hi[i, jj] > lo[i, jj]:
+                    if a < 0 or lo[i, jj] < a:
+                        a = lo[i, jj]
+                    if hi[i, jj] > b:
+                        b = hi[i, jj]
+            if a >= 0:
+                ulo[i, j] = a
+                uhi[i, j] = b
+    return ulo, uhi
+
+
+@njit(cache=True, inline="always")
+def _first_tap(acc, a, w, m):  # pragma: no cover - compiled
+    """``acc[:m] = a[:m] w`` in float64."""
+    for k in range(m):
+        acc[k] = np.float64(a[k]) * w
+
+
+@njit(cache=True, inline="always")
+def _add_taps(acc, a, b, w, m, symmetric):  # pragma: no cover - compiled
+    """``acc[:m] += (a + b) w`` (symmetric 1), ``(a - b) w`` (-1) or ``a w`` (0), in float64."""
+    if symmetric == 1:
+        for k in range(m):
+            acc[k] += (np.float64(a[k]) + np.float64(b[k])) * w
+    elif symmetric == -1:
+        for k in range(m):
+            acc[k] += (np.float64(a[k]) - np.float64(b[k])) * w
+    else:
+        for k in range(m):
+            acc[k] += np.float64(a[k]) * w
+
+
+@njit(cache=True, inline="always")
+def _store(row, acc, m):  # pragma: no cover - compiled
+    """``row[:m] = float32(acc[:m])``."""
+    for k in range(m):
+        row[k] = np.float32(acc[k])
+
+
+@njit("void(float32[:, :, ::1], float64[::1], int64, int64[:, ::1], int64[:, ::1], float32[:, :, ::1])",
+      cache=True, parallel=True)
+def _pass_first_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - compiled
+    """The axis-0 correlation (:func:`_pass_middle`'s arithmetic, per voxel in scipy's order) on the
+    region ``lo, hi`` only: one plane ``j`` per task, its lines in order (the taps' rows stay in
+    cache)."""
+    n0, n1, n2 = src.shape
+    half = fw.size // 2
+    last = n0 - 1
+    top = fw.size - 1 - half
+    for j in prange(n1):
+        acc = np.empty(n2, np.float64)
+        for i in range(n0):
+            k0, k1 = lo[i, j], hi[i, j]
+            if k1 <= k0:
+                continue
+            m = k1 - k0
+            if symmetric == 1 or symmetric == -1:
+                _first_tap(acc, src[i, j, k0:k1], fw[half], m)
+                for jj in range(-half, 0):
+                    _add_taps(acc, src[min(max(i + jj, 0), last), j, k0:k1],
+                              src[min(max(i - jj, 0), last), j, k0:k1], fw[half + jj], m, symmetric)
+            else:
+                _first_tap(acc, src[min(max(i + top, 0), last), j, k0:k1], fw[fw.size - 1], m)
+                for jj in range(-half, top):
+                    a = src[min(max(i + jj, 0), last), j, k0:k1]
+                    _add_taps(acc, a, a, fw[half + jj], m, 0)
+            _store(out[i, j, k0:k1], acc, m)
+
+
+@njit("void(float32[:, :, ::1], float64[::1], int64, int64[:, ::1], int64[:, ::1], float32[:, :, ::1])",
+      cache=True, parallel=True)
+def _pass_middle_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - compiled
+    """The axis-1 correlation (:func:`_pass_middle`'s arithmetic) on the region ``lo, hi`` only."""
+    n0, n1, n2 = src.shape
+    half = fw.size // 2
+    last = n1 - 1
+    top = fw.size - 1 - half
+    for i in prange(n0):
+        acc = np.empty(n2, np.float64)
+        for j in range(n1):
+            k0, k1 = lo[i, j], hi[i, j]
+            if k1 <= k0:
+                continue
+            m = k1 - k0
+            if symmetric == 1 or symmetric == -1:
+                _first_tap(acc, src[i, j, k0:k1], fw[half], m)
+                for jj in range(-half, 0):
+                    _add_taps(acc, src[i, min(max(j + jj, 0), last), k0:k1],
+                              src[i, min(max(j - jj, 0), last), k0:k1], fw[half + jj], m, symmetric)
+            else:
+                _first_tap(acc, src[i, min(max(j + top, 0), last), k0:k1], fw[fw.size - 1], m)
+                for jj in range(-half, top):
+                    a = src[i, min(max(j + jj, 0), last), k0:k1]
+                    _add_taps(acc, a, a, fw[half + jj], m, 0)
+            _store(out[i, j, k0:k1], acc, m)
+
+
+@njit("void(float32[:, :, ::1], float64[::1], int64, int64[:, ::1], int64[:, ::1], float32[:, :, ::1])",
+      cache=True, parallel=True)
+def _pass_last_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - compiled
+    """The last axis's correlation (scipy's ``correlate1d``, :func:`_buffer_sum`'s arithmetic) on the
+    region ``lo, hi``; 0 elsewhere. Each line is copied to a float64 buffer padded with its edge
+    values (mode nearest) and accumulated tap by tap over the range."""
+    n0, n1, n2 = src.shape
+    half = fw.size // 2
+    top = fw.size - 1 - half
+    for i in prange(n0):
+        buf = np.empty(n2 + 2 * half + 1, np.float64)
+        acc = np.empty(n2, np.float64)
+        for j in range(n1):
+            k0, k1 = lo[i, j], hi[i, j]
+            line = src[i, j]
+            row = out[i, j]
+            if k1 <= k0:
+                for k in range(n2):
+                    row[k] = 0.0
+                continue
+            for k in range(k0):
+                row[k] = 0.0
+            for k in range(k1, n2):
+                row[k] = 0.0
+            for t in range(buf.size):  # buf[half + k] = line[clamp(k)]
+                buf[t] = np.float64(line[min(max(t - half, 0), n2 - 1)])
+            m = k1 - k0
+            b0 = k0 + half  # buffer index of voxel k0
+            if symmetric == 1 or symmetric == -1:
+                _first_tap(acc, buf[b0:b0 + m], fw[half], m)
+                for jj in range(-half, 0):
+                    _add_taps(acc, buf[b0 + jj:b0 + jj + m], buf[b0 - jj:b0 - jj + m], fw[half + jj], m, symmetric)
+            else:
+                _first_tap(acc, buf[b0 + top:b0 + top + m], fw[fw.size - 1], m)
+                for jj in range(-half, top):
+                    a = buf[b0 + jj:b0 + jj + m]
+                    _add_taps(acc, a, a, fw[half + jj], m, 0)
+            _store(row[k0:k1], acc, m)
+
+
+def _radius(sigma, truncate):
+    """scipy's kernel radius ``int(truncate * sigma + 0.5)`` (voxels)."""
+    return int(truncate * float(sigma) + 0.5)
+
+
+def pass_regions(lo, hi, shape, sigma, truncate=4.0):
+    """The regions the first and middle passes are needed on for the last pass on ``lo, hi``."""
+    lo1, hi1 = grown_along_line(lo, hi, _radius(sigma[2], truncate), int(shape[2]))
+    lo0, hi0 = union_across_lines(lo1, hi1, _radius(sigma[1], truncate))
+    return (lo0, hi0), (lo1, hi1)
+
+
+def gaussian_filter_nearest_on(images, sigma, where, truncate=4.0):
+    """``scipy.ndimage.gaussian_filter(image, sigma, mode="nearest", truncate=truncate)`` of each 3D
+    float32 image of ``images`` (a list, emptied: each image's buffer serves as its last pass's
+    output) on each line's range of ``where`` (bool, the images' shape; from its first to its last
+    ``True`` voxel along the last axis), 0 elsewhere: the same float32 values there, each pass
+    computed only where the next one reads it (sigma > 0 on every axis, voxels). Returns the list
+    of filtered images."""
+    if min(float(s) for s in sigma) <= 1e-15:
+        raise ValueError("gaussian_filter_nearest_on needs a positive sigma on every axis")
+    lo, hi = line_ranges(np.ascontiguousarray(where, np.bool_))
+    (lo0, hi0), (lo1, hi1) = pass_regions(lo, hi, where.shape, sigma, truncate)
+    weights = [gaussian_weights(s, 0, truncate) for s in sigma]
+    outs = []
+    while images:
+        img = np.ascontiguousarray(images.pop(0), np.float32)
+        if img.shape != where.shape:
+            raise ValueError(f"image {img.shape} and where {where.shape} differ")
+        p0 = np.empty_like(img)
+        _pass_first_on(img, *weights[0], lo0, hi0, p0)
+        p1 = np.empty_like(img)
+        _pass_middle_on(p0, *weights[1], lo1, hi1, p1)
+        del p0
+        _pass_last_on(p1, *weights[2], lo, hi, img)
+        outs.append(img)
+    return outs

@@ -449,6 +449,8 @@ def _cut_lowpass(shape, z_of, plan, shared=None):
             continue
         widths = [(0, 0)] * 3
         widths[a] = (before, after)
+        # the padded copies and the spectra below are temporaries: the transforms may write into them
+        # (overwrite_x: no output array to allocate; the same one-dimensional transforms, the same numbers)
         if i == 0:  # over the whole padded extent: slab by slab
             c = 0 if a != 0 else 1
             cut = list(shape)
@@ -456,9 +458,9 @@ def _cut_lowpass(shape, z_of, plan, shared=None):
             k = np.empty(cut, np.complex64)
             for s0, s1 in _slabs(shape[c], 8 * w.size * math.prod(shape) // (shape[a] * shape[c])):
                 where = _along(c, s0, s1)
-                k[where] = np.take(sfft.fft(np.pad(z_of(where), widths), axis=a, workers=-1), support, axis=a)
+                k[where] = np.take(sfft.fft(np.pad(z_of(where), widths), axis=a, workers=-1, overwrite_x=True), support, axis=a)
         else:
-            k = np.take(sfft.fft(np.pad(k, widths), axis=a, workers=-1), support, axis=a)
+            k = np.take(sfft.fft(np.pad(k, widths), axis=a, workers=-1, overwrite_x=True), support, axis=a)
         if shared is not None:
             shared[key] = k
     if not axes:
@@ -487,7 +489,7 @@ def _inverse_pass(k, a, before, w, support, n, n_total=None):
     where = [slice(None)] * k.ndim
     where[a] = support
     spectrum[tuple(where)] = k
-    k = sfft.ifft(spectrum, axis=a, workers=-1, norm="forward")  # unscaled
+    k = sfft.ifft(spectrum, axis=a, workers=-1, norm="forward", overwrite_x=True)  # unscaled
     if n_total is not None:
         k.view(k.real.dtype)[...] *= k.real.dtype.type(1.0 / n_total)
     return k[_along(a, before, before + n, k.ndim)]

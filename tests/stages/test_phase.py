@@ -266,19 +266,36 @@ def test_compute_swi_estimated_sign_uses_the_same_filters():
     np.testing.assert_array_equal(res.swi, _numpy_swi(mag, want, res.phase_sign, 4, "paramagnetic")[1])
 
 
-def test_radians_keeps_fortran_order_and_values():
-    """nibabel's Fortran-ordered data are scaled without a transposing copy, to the same values."""
+@pytest.mark.parametrize("shape", [(11, 9, 5), (70, 9, 37), (40, 33, 2, 3)])
+def test_radians_of_fortran_data_are_c_ordered_with_the_same_values(shape):
+    """nibabel's Fortran-ordered data are scaled and transposed to C order in one tiled pass (3D; other
+    shapes keep their memory order), to numpy's values, out-of-range blocks included."""
     from microbleeds.io.phase_file import _radians, wrap_phase
 
     rng = np.random.default_rng(6)
-    x = np.asfortranarray(rng.uniform(-4 * np.pi, 4 * np.pi, (11, 9, 5)).astype(np.float32))
+    x = np.asfortranarray(rng.uniform(-4 * np.pi, 4 * np.pi, shape).astype(np.float32))
     x.flat[:5] = [np.pi, -np.pi, 0.0, -0.0, 2 * np.pi]
+    x.flat[-50:] = rng.uniform(-np.pi, np.pi, 50)  # blocks and tiles all in range
     got = _radians(x)
     want = wrap_phase(x.astype(np.float64)).astype(np.float32)
-    assert got.flags.f_contiguous and got.shape == x.shape
+    assert got.shape == x.shape
+    assert got.flags.c_contiguous if x.ndim == 3 else got.flags.f_contiguous
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
     np.testing.assert_array_equal(_radians(x, 1.0, -2.0, 0.5), wrap_phase((x.astype(np.float64) - 1.0) / -2.0 * 0.5)
                                   .astype(np.float32))
+    c = np.ascontiguousarray(x)  # C-ordered input: the flat kernel
+    np.testing.assert_array_equal(_radians(c).view(np.uint32), want.view(np.uint32))
+
+
+def test_finite_range_in_parallel_chunks():
+    from microbleeds.io import phase_file as PF
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=3 * PF._RANGE_CHUNK + 17).astype(np.float32)
+    x[[5, PF._RANGE_CHUNK + 3, -1]] = [np.nan, np.inf, -np.inf]
+    finite = x[np.isfinite(x)]
+    assert PF._finite_range(x) == (float(finite.min()), float(finite.max()), finite.size)
+    assert PF._finite_range(np.full(10, np.nan)) == (np.inf, -np.inf, 0)
 
 
 @pytest.mark.parametrize("sigma", [(1.5, 2.3, 0.6), (8.9, 8.9, 3.3), (0.4, 0.0, 1.0), (7.0, 1.0, 30.0)])
@@ -297,6 +314,77 @@ def test_gaussian_filter_nearest_is_scipy_bit_for_bit(sigma, order):
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
     assert G._pass_middle._cache.__class__.__name__ != "NullCache"
     assert all("float32" in str(s) for s in G._pass_middle.signatures + G._pass_last_at.signatures)
+
+
+@pytest.mark.parametrize("sigma", [(1.5, 2.3, 0.6), (8.9, 8.9, 3.3), (7.0, 1.0, 30.0)])
+def test_gaussian_on_the_lines_needed_is_scipy_bit_for_bit(sigma):
+    """The region-restricted passes: scipy's values on each line's range of ``where`` (its first to
+    last voxel along the last axis, gaps included), 0 elsewhere; empty lines and planes, kernels
+    longer than the axes, several images at once."""
+    from scipy import ndimage as ndi
+
+    from microbleeds.stages import gaussian as G
+
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(31, 27, 17)) * 100).astype(np.float32)
+    y = rng.random(x.shape).astype(np.float32)
+    where = rng.random(x.shape) < 0.05
+    where[:4] = False
+    where[:, 20:] = False
+    images = [x.copy(), y.copy()]
+    got = G.gaussian_filter_nearest_on(images, sigma, where)
+    assert images == []
+    lo, hi = G.line_ranges(where)
+    k = np.arange(x.shape[2])
+    on = (k >= lo[..., None]) & (k < hi[..., None])
+    assert on[where].all() and on.sum() > where.sum()
+    for image, out in zip((x, y), got):
+        want = ndi.gaussian_filter(image, sigma, mode="nearest")
+        np.testing.assert_array_equal(out[on].view(np.uint32), want[on].view(np.uint32))
+        assert not out[~on].any()
+    for kernel in (G._pass_first_on, G._pass_middle_on, G._pass_last_on):
+        assert kernel._cache.__class__.__name__ != "NullCache"
+        assert all("float32" in str(s) for s in kernel.signatures)
+    with pytest.raises(ValueError, match="positive sigma"):
+        G.gaussian_filter_nearest_on([x], (1.0, 0.0, 1.0), where)
+
+
+@pytest.mark.parametrize("order", [(1, 0, 0), (2, 1, 0)])
+def test_region_passes_match_the_whole_passes_for_derivatives(order):
+    """Antisymmetric and asymmetric-length kernels (derivative orders) on a region: the whole passes'
+    values there."""
+    from microbleeds.stages import gaussian as G
+
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(19, 23, 15)) * 10).astype(np.float32)
+    lo = rng.integers(0, 15, (19, 23)).astype(np.int64)
+    hi = np.minimum(lo + rng.integers(0, 9, (19, 23)), 15).astype(np.int64)
+    on = (np.arange(15) >= lo[..., None]) & (np.arange(15) < hi[..., None])
+    for axis, kernel in ((0, G._pass_first_on), (1, G._pass_middle_on), (2, G._pass_last_on)):
+        fw, symmetric = G.gaussian_weights(1.7, order[axis])
+        want = G._pass(x, axis, 1.7, order[axis], 4.0)
+        got = np.zeros_like(x)
+        kernel(x, fw, symmetric, lo, hi, got)
+        np.testing.assert_array_equal(got[on].view(np.uint32), want[on].view(np.uint32))
+    asym = np.ascontiguousarray(np.arange(1.0, 5.0))  # even length: neither symmetric nor antisymmetric
+    for axis, kernel in ((0, G._pass_first_on), (1, G._pass_middle_on), (2, G._pass_last_on)):
+        want = np.empty_like(x)
+        G._PASSES[axis](x, asym, 0, want)
+        got = np.zeros_like(x)
+        kernel(x, asym, 0, lo, hi, got)
+        np.testing.assert_array_equal(got[on].view(np.uint32), want[on].view(np.uint32))
+
+
+def test_pass_regions_cover_what_the_next_pass_reads():
+    from microbleeds.stages import gaussian as G
+
+    lo = np.zeros((5, 9), np.int64)
+    hi = np.zeros((5, 9), np.int64)
+    lo[2, 4], hi[2, 4] = 6, 8
+    (lo0, hi0), (lo1, hi1) = G.pass_regions(lo, hi, (5, 9, 12), (0.3, 0.5, 0.5))  # radii 1, 2, 2
+    assert (lo1[2, 4], hi1[2, 4]) == (4, 10) and (hi1 > lo1).sum() == 1
+    assert [(lo0[2, j], hi0[2, j]) for j in range(9)] == [(0, 0)] * 2 + [(4, 10)] * 5 + [(0, 0)] * 2
+    assert not (hi0[[0, 1, 3, 4]] > lo0[[0, 1, 3, 4]]).any()
 
 
 def test_hessian_at_is_six_scipy_derivatives_bit_for_bit():
