@@ -31,7 +31,8 @@ from microbleeds.presets import load_parameters  # noqa: E402
 from microbleeds.stages.load import load_scan  # noqa: E402
 from microbleeds.stages.phase import phase_branch  # noqa: E402
 
-EVIDENCE = ("confidence", "method", "vessel_units", "vessel_agreement", "vessel_p", "foci", "foci_agreement", "note")
+EVIDENCE = ("confidence", "method", "vessel_units", "vessel_agreement", "vessel_p", "foci", "foci_agreement", "columns",
+            "column_agreement", "column_p", "note")
 CONFIDENT = ("high", "moderate")  # the confidences that switch the calcification rule on
 
 
@@ -70,11 +71,12 @@ def markdown(rows):
             counts = [sum(outcome(r) == c for r in sub) for c in COLUMNS]
             lines.append(f"| {group} ({len(sub)} with phase) | " + " | ".join(map(str, counts)) + " |")
     lines += ["", "Per phantom: truth, estimate (confidence, method); veins: units, weighted agreement, p; "
-              "foci: votes, agreement", ""]
+              "foci: votes, agreement; columns along B0: votes, agreement, p", ""]
     for r in rows:
         lines.append(f"- {r['name']} ({r['echoes']} echo{'es' if r['echoes'] > 1 else ''}): {r['truth']:+d}, "
                      f"{r['sign']:+d} ({r['confidence']}, {r['method']}); veins {r['vessel_units']}, "
-                     f"{r['vessel_agreement']}, {r['vessel_p']}; foci {r['foci']}, {r['foci_agreement']}"
+                     f"{r['vessel_agreement']}, {r['vessel_p']}; foci {r['foci']}, {r['foci_agreement']}; "
+                     f"columns {r['columns']}, {r['column_agreement']}, {r['column_p']}"
                      + (f"; {r['note']}" if r["note"] else ""))
     return "\n".join(lines) + "\n"
 

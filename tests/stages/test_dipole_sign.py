@@ -4,6 +4,7 @@ phantoms with analytic fields and on the sample phantom.
 """
 
 import json
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -76,8 +77,9 @@ def _cylinder_field(x, p, u, a, dchi_ppm):
     return f, inside
 
 
-def make_volume(rng, shape, A, sources, b0_t=3.0, te_ms=20.0, snr=20.0, conv=+1, ss=3):
-    """Magnitude and wrapped phase (convention ``conv``) of a phantom.
+def make_volume(rng, shape, A, sources, b0_t=3.0, te_ms=20.0, snr=20.0, conv=+1, ss=3, curvature=0.01, gradient=0.3):
+    """Magnitude and wrapped phase (convention ``conv``) of a phantom (background: ``gradient``
+    rad/mm in a random direction, curvature ``curvature`` rad/mm^2).
 
     ``sources``: ``("sphere", centre_world, a_mm, dchi_ppm, magnitude_inside)`` or
     ``("cyl", point_world, direction, a_mm, dchi_ppm, magnitude_inside)``.
@@ -96,8 +98,8 @@ def make_volume(rng, shape, A, sources, b0_t=3.0, te_ms=20.0, snr=20.0, conv=+1,
     psi = GAMMA * b0_t * db * te_ms * 1e-3
     c0 = x.reshape(-1, 3).mean(0)
     g = rng.normal(size=3)
-    g *= 0.3 / np.linalg.norm(g)  # background: 0.3 rad/mm gradient, offset, curvature
-    bg = (x - c0) @ g + rng.uniform(-np.pi, np.pi) + 0.01 * rng.uniform(-1, 1) * (
+    g *= gradient / np.linalg.norm(g)  # background: gradient, offset, curvature
+    bg = (x - c0) @ g + rng.uniform(-np.pi, np.pi) + curvature * rng.uniform(-1, 1) * (
         (x - c0) ** 2).sum(-1)
     z = M * np.exp(1j * (conv * psi + bg))
     s_ = z.shape
@@ -316,10 +318,29 @@ def test_sample_phantom_cmb_vs_calcification():
 # how the two lines of evidence settle the sign
 # --------------------------------------------------------------------------------------------
 
-def _settle(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default=+1):
+def _settle(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default=+1, column_sign=0, column_conf="none"):
     ev = {"confidence": "none", "method": "default", "note": ""}
-    sign = D._settle_sign(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default, ev)
+    sign = D._settle_sign(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default, ev,
+                          column_sign, column_conf)
     return sign, ev["confidence"], ev["method"], ev["note"]
+
+
+@pytest.mark.parametrize("case,expect", [
+    # moderate columns decide over low veins and low foci (a few calcifications), not over moderate foci
+    ((1, "low", 1, "low", 3, -1, "moderate"),
+     (-1, "moderate", "veins along B0", "a few compact foci disagree with the veins along B0")),
+    ((0, "none", -1, "moderate", 6, -1, "moderate"), (-1, "moderate", "veins along B0 and dipole of compact foci", "")),
+    ((0, "none", 1, "moderate", 6, -1, "moderate"),
+     (-1, "low", "veins along B0", "compact foci disagree with the veins along B0")),
+    # confident vein orientation decides; disagreeing columns lower it by one step
+    ((1, "high", 0, "none", 0, -1, "low"), (1, "moderate", "vein orientation",
+                                            "veins along B0 disagree with the vein orientation")),
+    # low columns decide before low veins when the foci give no confident sign
+    ((1, "low", 0, "none", 0, -1, "low"), (-1, "low", "veins along B0", "")),
+    ((0, "none", 1, "low", 3, -1, "low"), (1, "low", "dipole of compact foci", "")),
+])
+def test_settle_sign_rules_with_columns(case, expect):
+    assert _settle(*case[:5], default=+1, column_sign=case[5], column_conf=case[6]) == expect
 
 
 @pytest.mark.parametrize("case,expect", [
@@ -589,3 +610,98 @@ def test_erosion_on_the_masks_box_is_the_whole_volumes():
         v = rng.uniform(0.3, 1.5, 3)
         np.testing.assert_array_equal(D._erode_on_box(mask, v, 1.7), erode_mm(mask, v, 1.7))
     assert not D._erode_on_box(np.zeros((5, 5, 5), bool), v, 1.0).any()
+
+
+# --------------------------------------------------------------------------------------------
+# veins along B0 seen end-on on thick slices (columns)
+# --------------------------------------------------------------------------------------------
+
+def _column_phantom(rng, conv, dchi=(0.15, 0.25), n_columns=14):
+    """1 x 1 x 2 mm slices (the 2 mm axis along B0 = world z, axes flipped at random): veins within
+    15 deg of B0, a few veins across it, wrapped phase in convention ``conv``."""
+    vox = np.array([1.0, 1.0, 2.0])
+    shape = (56, 56, 20)
+    A = np.diag(np.r_[rng.choice([-1, 1], 3) * vox, 1.0])
+    A[:3, 3] = rng.uniform(-50, 50, 3)
+    ctr = A[:3, :3] @ (np.array(shape) / 2) + A[:3, 3]
+    grid = [(x, y) for x in range(-20, 21, 8) for y in range(-20, 21, 8)]
+    src = []
+    for k in rng.permutation(len(grid))[:n_columns]:
+        tilt = np.radians(rng.uniform(0, 15))
+        az = rng.uniform(0, 2 * np.pi)
+        u = np.array([np.sin(tilt) * np.cos(az), np.sin(tilt) * np.sin(az), np.cos(tilt)])
+        p = ctr + np.r_[np.array(grid[k]) + rng.uniform(-1.5, 1.5, 2), 0.0]
+        src.append(("cyl", p, u, rng.uniform(0.6, 0.9), rng.uniform(*dchi), 0.3))
+    for _ in range(3):  # veins across B0 (negative inside, dark dephased voxels beside them)
+        az = rng.uniform(0, np.pi)
+        src.append(("cyl", ctr + np.r_[0.0, 0.0, rng.uniform(-12, 12)], np.array([np.cos(az), np.sin(az), 0.0]),
+                    rng.uniform(0.6, 0.9), rng.uniform(*dchi), 0.3))
+    # a gentle background: the 3D homodyne filter leaves a 0.3 rad/mm gradient across 2 mm slices
+    # (0.6 rad a slice) as a residual ramp of up to 1 rad at the field's ends
+    mag, ph = make_volume(rng, shape, A, src, 3.0, 20.0, 25.0, conv, ss=2, curvature=0.0005, gradient=0.01)
+    return mag, P.homodyne_highpass(mag, ph, vox, mode="3d"), A
+
+
+@pytest.mark.parametrize("conv", [+1, -1])
+def test_veins_along_b0_give_the_convention_on_thick_slices(conv):
+    """Inside a vein parallel to B0 the field is +dchi/3 B0: each column votes with the sign of its
+    phase against its ring, and the columns settle the convention in both storage conventions."""
+    mag, hp, A = _column_phantom(np.random.default_rng(40), conv)
+    vox = np.linalg.norm(A[:3, :3], axis=0)
+    mask = np.ones(mag.shape, bool)
+    rel = D._relative_magnitude(mag, mask, vox)
+    inner = D._evidence_region(mask, vox, 1.0)
+    contrasts = D._column_votes(hp, rel, inner, A[:3, :3], vox, B0)
+    ev = {}
+    sign, conf = D._column_evidence(contrasts, ev)
+    print(conv, ev, np.round(contrasts, 2))
+    assert (sign, conf) == (conv, "moderate")
+    assert ev["columns"] >= 10 and ev["column_agreement"] >= 0.9
+    est, ev = D.estimate_phase_sign(hp, mag, A)
+    print(est, ev)
+    assert est == conv and ev["confidence"] in ("high", "moderate") and "veins along B0" in ev["method"]
+
+
+def test_columns_without_susceptibility_or_across_b0_give_no_vote():
+    """Dark columns without a field stay under the phase floor; with B0 at 45 deg to every grid axis
+    there are no columns to test."""
+    mag, hp, A = _column_phantom(np.random.default_rng(41), +1, dchi=(0.0, 0.0))
+    vox = np.linalg.norm(A[:3, :3], axis=0)
+    mask = np.ones(mag.shape, bool)
+    rel = D._relative_magnitude(mag, mask, vox)
+    inner = D._evidence_region(mask, vox, 1.0)
+    ev = {}
+    assert D._column_evidence(D._column_votes(hp, rel, inner, A[:3, :3], vox, B0), ev)[1] == "none"
+    oblique = np.array([1.0, 0.0, 1.0]) / np.sqrt(2)
+    assert D._column_votes(hp, rel, inner, A[:3, :3], vox, oblique).size == 0
+    assert D._column_evidence(np.zeros(0), ev) == (0, "none") and ev["columns"] == 0
+
+
+def test_column_evidence_thresholds():
+    """A binomial sign test over columns: 11 of 11 (p 0.001) moderate, 10 of 10 (p 0.002) low,
+    9 of 10 (p 0.02), 7 of 10 and a tie none."""
+    ev = {}
+    assert D._column_evidence(np.ones(11), ev) == (1, "moderate") and ev["column_p"] < 1e-3
+    assert D._column_evidence(-np.ones(10), ev) == (-1, "low")
+    assert D._column_evidence(np.r_[-np.ones(9), np.ones(1)], ev) == (-1, "none")
+    assert D._column_evidence(np.r_[np.ones(7), -np.ones(3)], ev) == (1, "none")
+    assert D._column_evidence(np.r_[np.ones(5), -np.ones(5)], ev) == (0, "none")
+
+
+
+def test_ring_mean_is_the_mean_over_the_ring():
+    """The ring mean at an interior voxel is the plain mean of the box's border voxels."""
+    img = np.random.default_rng(3).normal(size=(12, 9, 7)).astype(np.float32)
+    for outer, at in (([5, 5, 1], (6, 4, 3)), ([1, 7, 5], (5, 4, 3))):
+        box = img[tuple(slice(c - n // 2, c + n // 2 + 1) for c, n in zip(at, outer))].astype(np.float64)
+        core = box[tuple(slice(None) if n == 1 else slice(1, -1) for n in outer)]
+        want = (box.sum() - core.sum()) / (box.size - core.size)
+        assert abs(float(D._ring_mean(img, outer)[at]) - want) < 1e-5
+
+
+def test_sign_test_p_is_scipys_binomtest():
+    from scipy.stats import binomtest
+
+    for n in (1, 2, 5, 8, 10, 17, 40, 101):
+        for k in range((n + 1) // 2, n + 1):
+            assert math.isclose(D._sign_test_p(k, n), binomtest(k, n).pvalue, rel_tol=1e-9)
