@@ -84,8 +84,8 @@ import numpy as np
 from .. import __version__
 from ..contract import BURDEN_CATEGORIES, LESIONS_FILE, burden_category
 from ..errors import InputError
-from ..io.derivatives import BIDS_NAMES
 from ..io.atomic import atomic_write_text
+from ..io.derivatives import BIDS_NAMES
 from ..io.tables import NA, json_text, jsonable, tsv_text
 from .truth_table import EXTENDED_MIMICS, TRUTH_REGIONS, TRUTH_SUFFIX, TRUTH_TYPES
 
