@@ -287,62 +287,58 @@ def _store(row, acc, m):  # pragma: no cover - compiled
         row[k] = np.float32(acc[k])
 
 
+@njit(cache=True, inline="always")
+def _tap_row(src, axis, i, j, t, k0, k1):  # pragma: no cover - compiled
+    """Row ``t`` (edges repeated) along ``axis`` (0 or 1) of the line ``(i, j)``, voxels ``k0:k1``."""
+    if axis == 0:
+        return src[min(max(t, 0), src.shape[0] - 1), j, k0:k1]
+    return src[i, min(max(t, 0), src.shape[1] - 1), k0:k1]
+
+
+@njit(cache=True, inline="always")
+def _line_on(src, axis, i, j, fw, symmetric, k0, k1, acc, out):  # pragma: no cover - compiled
+    """The correlation along ``axis`` of the line ``(i, j)``, voxels ``k0:k1``, into ``out``
+    (:func:`_pass_middle`'s arithmetic, per voxel in scipy's order)."""
+    half = fw.size // 2
+    top = fw.size - 1 - half
+    c = i if axis == 0 else j
+    m = k1 - k0
+    if symmetric == 1 or symmetric == -1:
+        _first_tap(acc, src[i, j, k0:k1], fw[half], m)
+        for jj in range(-half, 0):
+            _add_taps(acc, _tap_row(src, axis, i, j, c + jj, k0, k1), _tap_row(src, axis, i, j, c - jj, k0, k1),
+                      fw[half + jj], m, symmetric)
+    else:
+        _first_tap(acc, _tap_row(src, axis, i, j, c + top, k0, k1), fw[fw.size - 1], m)
+        for jj in range(-half, top):
+            a = _tap_row(src, axis, i, j, c + jj, k0, k1)
+            _add_taps(acc, a, a, fw[half + jj], m, 0)
+    _store(out[i, j, k0:k1], acc, m)
+
+
 @njit("void(float32[:, :, ::1], float64[::1], int64, int64[:, ::1], int64[:, ::1], float32[:, :, ::1])",
       cache=True, parallel=True)
 def _pass_first_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - compiled
-    """The axis-0 correlation (:func:`_pass_middle`'s arithmetic, per voxel in scipy's order) on the
-    region ``lo, hi`` only: one plane ``j`` per task, its lines in order (the taps' rows stay in
-    cache)."""
+    """The axis-0 correlation on the region ``lo, hi`` only: one plane ``j`` per task, its lines in
+    order (the taps' rows stay in cache)."""
     n0, n1, n2 = src.shape
-    half = fw.size // 2
-    last = n0 - 1
-    top = fw.size - 1 - half
     for j in prange(n1):
         acc = np.empty(n2, np.float64)
         for i in range(n0):
-            k0, k1 = lo[i, j], hi[i, j]
-            if k1 <= k0:
-                continue
-            m = k1 - k0
-            if symmetric == 1 or symmetric == -1:
-                _first_tap(acc, src[i, j, k0:k1], fw[half], m)
-                for jj in range(-half, 0):
-                    _add_taps(acc, src[min(max(i + jj, 0), last), j, k0:k1],
-                              src[min(max(i - jj, 0), last), j, k0:k1], fw[half + jj], m, symmetric)
-            else:
-                _first_tap(acc, src[min(max(i + top, 0), last), j, k0:k1], fw[fw.size - 1], m)
-                for jj in range(-half, top):
-                    a = src[min(max(i + jj, 0), last), j, k0:k1]
-                    _add_taps(acc, a, a, fw[half + jj], m, 0)
-            _store(out[i, j, k0:k1], acc, m)
+            if hi[i, j] > lo[i, j]:
+                _line_on(src, 0, i, j, fw, symmetric, lo[i, j], hi[i, j], acc, out)
 
 
 @njit("void(float32[:, :, ::1], float64[::1], int64, int64[:, ::1], int64[:, ::1], float32[:, :, ::1])",
       cache=True, parallel=True)
 def _pass_middle_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - compiled
-    """The axis-1 correlation (:func:`_pass_middle`'s arithmetic) on the region ``lo, hi`` only."""
+    """The axis-1 correlation on the region ``lo, hi`` only: one plane ``i`` per task."""
     n0, n1, n2 = src.shape
-    half = fw.size // 2
-    last = n1 - 1
-    top = fw.size - 1 - half
     for i in prange(n0):
         acc = np.empty(n2, np.float64)
         for j in range(n1):
-            k0, k1 = lo[i, j], hi[i, j]
-            if k1 <= k0:
-                continue
-            m = k1 - k0
-            if symmetric == 1 or symmetric == -1:
-                _first_tap(acc, src[i, j, k0:k1], fw[half], m)
-                for jj in range(-half, 0):
-                    _add_taps(acc, src[i, min(max(j + jj, 0), last), k0:k1],
-                              src[i, min(max(j - jj, 0), last), k0:k1], fw[half + jj], m, symmetric)
-            else:
-                _first_tap(acc, src[i, min(max(j + top, 0), last), k0:k1], fw[fw.size - 1], m)
-                for jj in range(-half, top):
-                    a = src[i, min(max(j + jj, 0), last), k0:k1]
-                    _add_taps(acc, a, a, fw[half + jj], m, 0)
-            _store(out[i, j, k0:k1], acc, m)
+            if hi[i, j] > lo[i, j]:
+                _line_on(src, 1, i, j, fw, symmetric, lo[i, j], hi[i, j], acc, out)
 
 
 @njit("void(float32[:, :, ::1], float64[::1], int64, int64[:, ::1], int64[:, ::1], float32[:, :, ::1])",
