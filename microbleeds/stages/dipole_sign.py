@@ -1321,8 +1321,8 @@ def _settle_sign(vessel_sign, vessel_conf, foci_sign, foci_conf, n_foci, default
       spatially correlated, and on the tuning phantoms every low vein vote (3 scans) was wrong
       (with 3 calcifications' foci votes agreeing, one became a wrong "moderate" sign).
     * Else veins along B0 (:func:`_column_votes`, ``column_conf`` moderate) decide; foci disagreeing
-      with moderate confidence lower the confidence to low (3-4 foci, low, do not: calcifications). Confident veins disagreeing with them lower the
-      veins' confidence by one step.
+      with moderate confidence lower the confidence to low (low foci, often calcifications, only add
+      a note). Columns disagreeing with confident veins lower the veins' confidence by one step.
     * Else low veins decide when the foci give no confident sign (the columns first).
     * Else ``default``.
     """
