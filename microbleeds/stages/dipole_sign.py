@@ -57,7 +57,7 @@ from scipy import ndimage as ndi
 
 from ..io.nifti import voxel_sizes
 from .gaussian import gaussian_filter_nearest_on, hessian_at
-from .prepare import erode_mm
+from .prepare import bounding_box, erode_mm
 from .sincosf import sincosf, sincosf_array
 
 _PI = math.pi
@@ -891,14 +891,7 @@ def _reach_box(where, sigma, truncate=4.0):
     """Slices of the bounding box of the boolean image ``where`` grown by the reach
     ``int(truncate * sigma + 0.5)`` of a Gaussian of ``sigma`` (voxels, per axis; scipy's kernel
     radius) and cut to the image; None if ``where`` is empty."""
-    if not np.any(where):
-        return None
-    bounds = []
-    for axis in range(where.ndim):
-        others = tuple(a for a in range(where.ndim) if a != axis)
-        hit = np.flatnonzero(np.any(where, axis=others))
-        bounds.append((int(hit[0]), int(hit[-1])))
-    return _grown(bounds, where.shape, sigma, truncate)
+    return bounding_box(where, [int(truncate * float(s) + 0.5) for s in sigma])
 
 
 def _grown(bounds, shape, sigma, truncate=4.0):

@@ -958,14 +958,9 @@ def erode_reference(mask, voxel_size_mm, margin_mm):
 
 
 def brain_box(mask, affine, margin=2):
-    """Slices of the mask's bounding box (plus ``margin`` voxels) and the affine of that crop."""
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(mask.any(axis=other))
-        lo = max(int(present[0]) - margin, 0) if present.size else 0
-        hi = min(int(present[-1]) + margin + 1, mask.shape[axis]) if present.size else mask.shape[axis]
-        box.append(slice(lo, hi))
+    """Slices of the mask's bounding box (plus ``margin`` voxels; the whole array for an empty
+    mask) and the affine of that crop."""
+    box = bounding_box(mask, margin) or tuple(slice(0, n) for n in mask.shape)
     shift = np.eye(4)
     shift[:3, 3] = [b.start for b in box]
     return tuple(box), affine @ shift
