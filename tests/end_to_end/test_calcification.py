@@ -40,13 +40,14 @@ def outcome(result, truth):
     return out
 
 
-@pytest.fixture(scope="module")
-def phantoms():
-    return [mirrored_pairs(seed) for seed in range(51, 59)]  # held out: the fit was designed on 31-48
+HELD_OUT_SEEDS = range(51, 59)  # held out: the fit was designed on 31-48
+DEFAULT_SEEDS = range(51, 55)  # the default run's half of them (each phantom costs two simulations)
 
 
-def test_same_size_pairs_are_told_apart_in_both_conventions(phantoms):
-    """Phantom phase is -gamma dB TE (convention -1); the negated phase is convention +1."""
+def _told_apart_in_both_conventions(seeds):
+    """Phantom phase is -gamma dB TE (convention -1); the negated phase is convention +1. Each
+    phantom gives up to 8 pairs (those off the midline): at least 5 per phantom must be scored."""
+    phantoms = [mirrored_pairs(seed) for seed in seeds]
     per_convention = {}
     for sign in (-1, 1):
         outcomes = []
@@ -56,10 +57,19 @@ def test_same_size_pairs_are_told_apart_in_both_conventions(phantoms):
         per_convention[sign] = outcomes
         cmbs = [label for kind, label in outcomes if kind == "cmb"]
         calcs = [label for kind, label in outcomes if kind == "calcification"]
-        assert len(cmbs) >= 40 and len(calcs) == len(cmbs)
+        assert len(cmbs) >= 5 * len(phantoms) and len(calcs) == len(cmbs)
         assert np.mean([label == "cmb" for label in cmbs]) >= 0.95, outcomes
         assert np.mean([label == "calcification" for label in calcs]) >= 0.95, outcomes
     assert per_convention[-1] == per_convention[1]
+
+
+def test_same_size_pairs_are_told_apart_in_both_conventions():
+    _told_apart_in_both_conventions(DEFAULT_SEEDS)
+
+
+@pytest.mark.slow
+def test_same_size_pairs_are_told_apart_in_both_conventions_all_seeds():
+    _told_apart_in_both_conventions(HELD_OUT_SEEDS)
 
 
 def test_estimated_convention_matches_the_forced_one():
