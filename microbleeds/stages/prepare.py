@@ -87,20 +87,27 @@ def block_mean(volume, factors, square=False):
 @njit(cache=True, parallel=True)
 def _block_sums_all(volume, factors, square, sums, counts):
     """Per-block sums of every voxel (or its float32 square) and counts; as :func:`_block_sums`
-    with ``include`` all true (same order of additions), without the mask or the squared copy."""
+    with ``include`` all true (same order of additions), without the mask or the squared copy:
+    each line's voxels added block by block (a block's voxels are a run of the line)."""
     nx, ny, nz = volume.shape
-    cx = sums.shape[0]
+    cx, cy, cz = sums.shape
     for bx in prange(cx):
         for i in range(bx * factors[0], min((bx + 1) * factors[0], nx)):
             for j in range(ny):
                 by = j // factors[1]
-                for k in range(nz):
-                    bz = k // factors[2]
-                    v = volume[i, j, k]
-                    if square:
-                        v = v * v
-                    sums[bx, by, bz] += v
-                    counts[bx, by, bz] += 1.0
+                line = volume[i, j]
+                block = sums[bx, by]
+                tally = counts[bx, by]
+                for bz in range(cz):
+                    acc = block[bz]
+                    k1 = min((bz + 1) * factors[2], nz)
+                    for k in range(bz * factors[2], k1):
+                        v = line[k]
+                        if square:
+                            v = v * v
+                        acc += v
+                    block[bz] = acc
+                    tally[bz] += k1 - bz * factors[2]
 
 
 def block_sums(volume, include, factors, reference=None, cutoff=0.0):
@@ -167,10 +174,13 @@ def upsample_nearest(coarse, factors, shape):
 @njit(cache=True, parallel=True)
 def _upsample_nearest(coarse, factors, out):
     nx, ny, nz = out.shape
+    kz = np.arange(nz) // factors[2]
     for i in prange(nx):
         for j in range(ny):
+            src = coarse[i // factors[0], j // factors[1]]
+            row = out[i, j]
             for k in range(nz):
-                out[i, j, k] = coarse[i // factors[0], j // factors[1], k // factors[2]]
+                row[k] = src[kz[k]]
 
 
 def fortran_copy(array):
@@ -562,7 +572,8 @@ def gaussian_nearest(image, sigma, truncate=4.0):
 def _symmetric_last64(src, fw, out):
     """Correlate the last (contiguous) axis of a float64 volume with a symmetric kernel, mode
     nearest, as scipy does: each line padded with its end values, then per voxel ``x[0] w[0]``
-    and ``+ (x[-j] + x[j]) w[-j]`` from the farthest tap in."""
+    and ``+ (x[-j] + x[j]) w[-j]`` from the farthest tap in (the taps outer and the voxels inner,
+    so the loop over the line vectorises; each voxel's sum keeps that order)."""
     n0, n1, n = src.shape
     half = fw.size // 2
     w0 = fw[half]
@@ -573,13 +584,18 @@ def _symmetric_last64(src, fw, out):
         buf = np.empty(n + 2 * half)
         for t in range(n + 2 * half):
             buf[t] = line[min(max(t - half, 0), n - 1)]
+        acc = np.empty(n)
+        for k in range(n):
+            acc[k] = buf[k + half] * w0
+        for jj in range(-half, 0):
+            w = fw[half + jj]
+            lo = buf[half + jj:half + jj + n]
+            hi = buf[half - jj:half - jj + n]
+            for k in range(n):
+                acc[k] += (lo[k] + hi[k]) * w
         row = out[i, j]
         for k in range(n):
-            c = k + half
-            acc = buf[c] * w0
-            for jj in range(-half, 0):
-                acc += (buf[c + jj] + buf[c - jj]) * fw[half + jj]
-            row[k] = acc
+            row[k] = acc[k]
 
 
 def _gaussian_taps(sigma, truncate):
@@ -857,9 +873,20 @@ def relative_intensity(magnitude, mask, voxel_size_mm, sigma_mm=6.0):
 
 @njit(cache=True, parallel=True)
 def _divide_by_upsampled(magnitude, coarse, factors, mask, out):
-    """out = magnitude / trilinear-upsampled(coarse) inside mask, 1 outside (float32)."""
+    """out = magnitude / trilinear-upsampled(coarse) inside mask, 1 outside (float32).
+
+    The last axis's coarse neighbours and weights are the same on every line: computed once."""
     nx, ny, nz = magnitude.shape
     cx, cy, cz = coarse.shape
+    z0s = np.empty(nz, np.int64)
+    z1s = np.empty(nz, np.int64)
+    wzs = np.empty(nz)
+    for k in range(nz):
+        fz = (k + 0.5) / factors[2] - 0.5
+        z0 = min(max(int(np.floor(fz)), 0), cz - 1)
+        z0s[k] = z0
+        z1s[k] = min(z0 + 1, cz - 1)
+        wzs[k] = min(max(fz - z0, 0.0), 1.0)
     for i in prange(nx):
         fx = (i + 0.5) / factors[0] - 0.5
         x0 = min(max(int(np.floor(fx)), 0), cx - 1)
@@ -874,10 +901,9 @@ def _divide_by_upsampled(magnitude, coarse, factors, mask, out):
                 if not mask[i, j, k]:
                     out[i, j, k] = 1.0
                     continue
-                fz = (k + 0.5) / factors[2] - 0.5
-                z0 = min(max(int(np.floor(fz)), 0), cz - 1)
-                z1 = min(z0 + 1, cz - 1)
-                wz = min(max(fz - z0, 0.0), 1.0)
+                z0 = z0s[k]
+                z1 = z1s[k]
+                wz = wzs[k]
                 c00 = coarse[x0, y0, z0] * (1 - wx) + coarse[x1, y0, z0] * wx
                 c10 = coarse[x0, y1, z0] * (1 - wx) + coarse[x1, y1, z0] * wx
                 c01 = coarse[x0, y0, z1] * (1 - wx) + coarse[x1, y0, z1] * wx
@@ -921,34 +947,63 @@ def erode_mm(mask, voxel_size_mm, margin_mm):
         radius = int(round(margin_mm / v))
         if radius > 0:
             eroded = np.empty_like(out)
-            _erode_axis(out, radius, axis, eroded)
+            if axis == 2:
+                _erode_last(out, radius, eroded)
+            elif axis == 0:
+                _erode_axis(out.reshape(1, out.shape[0], -1), radius, eroded.reshape(1, out.shape[0], -1))
+            else:
+                _erode_axis(out, radius, eroded)
             out = eroded
     return out
 
 
+ERODE_CHUNK = 256
+"""Columns of a row per work unit of :func:`_erode_axis` (contiguous, so the loops vectorise)."""
+
+
 @njit(cache=True, parallel=True)
-def _erode_axis(mask, radius, axis, out):
-    """out = all(mask within +-radius along ``axis``), clipped to the image (run-length counts)."""
-    n = mask.shape[axis]
-    first = 1 if axis == 0 else 0
-    second = 1 if axis == 2 else 2
-    n1, n2 = mask.shape[first], mask.shape[second]
-    for u in prange(n1):
-        run = np.empty(n, np.int64)
-        index = np.zeros(3, np.int64)
-        for v in range(n2):
-            index[first] = u
-            index[second] = v
-            count = 0
-            for t in range(n):
-                index[axis] = t
-                count = count + 1 if mask[index[0], index[1], index[2]] else 0
-                run[t] = count
-            for t in range(n):
-                lo = max(t - radius, 0)
-                hi = min(t + radius, n - 1)
-                index[axis] = t
-                out[index[0], index[1], index[2]] = run[hi] >= hi - lo + 1
+def _erode_axis(mask, radius, out):  # pragma: no cover - compiled
+    """out = all(mask within +-radius along the middle axis of ``(p, n, m)``), clipped to the
+    image: per column the run of True voxels ending at each voxel, a row of columns at a time."""
+    n_p, n, m = mask.shape
+    n_chunks = (m + ERODE_CHUNK - 1) // ERODE_CHUNK
+    for q in prange(n_p * n_chunks):
+        p = q // n_chunks
+        k0 = (q % n_chunks) * ERODE_CHUNK
+        w = min(k0 + ERODE_CHUNK, m) - k0
+        run = np.empty((n, w), np.int32)
+        row = mask[p, 0]
+        for k in range(w):
+            run[0, k] = 1 if row[k0 + k] else 0
+        for t in range(1, n):
+            row = mask[p, t]
+            for k in range(w):
+                run[t, k] = run[t - 1, k] + 1 if row[k0 + k] else 0
+        for t in range(n):
+            lo = max(t - radius, 0)
+            hi = min(t + radius, n - 1)
+            need = hi - lo + 1
+            dst = out[p, t]
+            for k in range(w):
+                dst[k0 + k] = run[hi, k] >= need
+
+
+@njit(cache=True, parallel=True)
+def _erode_last(mask, radius, out):  # pragma: no cover - compiled
+    """out = all(mask within +-radius along the last axis), clipped to the image (run lengths)."""
+    n0, n1, n = mask.shape
+    for q in prange(n0 * n1):
+        line = mask[q // n1, q % n1]
+        dst = out[q // n1, q % n1]
+        run = np.empty(n, np.int32)
+        count = 0
+        for t in range(n):
+            count = count + 1 if line[t] else 0
+            run[t] = count
+        for t in range(n):
+            lo = max(t - radius, 0)
+            hi = min(t + radius, n - 1)
+            dst[t] = run[hi] >= hi - lo + 1
 
 
 def erode_reference(mask, voxel_size_mm, margin_mm):

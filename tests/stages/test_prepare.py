@@ -324,3 +324,30 @@ def test_binary_morphology_is_scipys():
     assert P._morph_rows._cache.__class__.__name__ != "NullCache"
     with pytest.raises(ValueError):
         P.binary_erosion(np.ones((4, 4, 4), bool), np.array([[[1, 0, 1]]], bool))
+
+
+def test_float64_gaussian_on_long_lines_is_scipys_bit_for_bit():
+    """The mask's sigmas on lines longer than the kernel (the last axis's vectorised taps) and
+    on the first axis's rows wider than one work unit."""
+    from microbleeds.stages.prepare import gaussian_nearest
+
+    rng = np.random.default_rng(12)
+    for shape in ((3, 4, 140), (90, 3, 5), (2, 80, 9)):
+        x = rng.random(shape) * 100.0
+        x[x < 30.0] = 0.0
+        for sigma in ((8.33, 8.33, 6.25), (0.0, 1.0, 17.0), (2.5, 0.0, 0.3)):
+            np.testing.assert_array_equal(gaussian_nearest(x, sigma), ndi.gaussian_filter(x, sigma, mode="nearest"))
+
+
+def test_erosion_over_several_work_units_matches_minimum_filter():
+    """Rows wider than one work unit of the row-wise kernel (first two axes), and lines of one voxel."""
+    from microbleeds.stages.prepare import ERODE_CHUNK, erode_mm, erode_reference
+
+    rng = np.random.default_rng(13)
+    for shape in ((9, 7, ERODE_CHUNK + 37), (5, ERODE_CHUNK // 2 + 3, 4), (1, 1, 30), (30, 1, 1)):
+        mask = ndi.binary_closing(rng.random(shape) > 0.1, iterations=1)
+        for vox in ((0.45, 0.45, 1.2), (1.0, 0.3, 0.2)):
+            for margin in (0.5, 1.0, 2.0):
+                got = erode_mm(mask, vox, margin)
+                np.testing.assert_array_equal(got, erode_reference(mask, vox, margin))
+                assert got.dtype == np.bool_ and got.flags.c_contiguous
