@@ -341,7 +341,8 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     Seeds are local maxima of the FRST response of at least half the minimum contrast, plus
     local minima of the locally averaged image at least ``min_contrast`` below background (a
     focus with a flat dark interior and soft edges has little radial symmetry at its centre);
-    either kind needs a voxel at most ``1 - min_contrast / 2`` within one voxel of it. Which
+    either kind needs a voxel at most ``1 - min_contrast / 2`` within one voxel of it; plus single
+    dark voxels far from every other seed (:func:`_isolated_points`: foci narrower than a voxel). Which
     seeds are lesions is for segmentation and the rules to decide.
 
     Returns
@@ -358,6 +359,8 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     dark = _local_maxima(darkness, rel, mask, np.float32(min_contrast), max_rel)
     found = [np.asarray(x, dtype=np.int64).reshape(-1, 3) for x in (symmetric, dark)]
     seeds = np.unique(np.concatenate(found), axis=0)
+    seeds = np.unique(np.concatenate([seeds, _isolated_points(rel, mask, vox, seeds, min_contrast, noise_sigma,
+                                                              max_rel)]), axis=0)
     if len(seeds):
         offsets = np.array(list(np.ndindex(3, 3, 3))) - 1
         around = np.clip(seeds[:, None, :] + offsets[None], 0, np.array(rel.shape) - 1)
@@ -365,6 +368,29 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
         order = np.lexsort((seeds[:, 2], seeds[:, 1], seeds[:, 0], -response[tuple(seeds.T)], darkest))
         seeds = seeds[order]
     return seeds, response
+
+
+POINT_SIGMAS = 6.0
+"""Depth, in noise sigmas, at which a single voxel darker than its 26 neighbours is a focus of its
+own (``min_cnr``'s default: the CNR of a one-voxel focus)."""
+POINT_ISOLATION_MM = 5.0
+"""A single-voxel minimum seeds a focus only this far (mm) from every other seed: a focus narrower
+than a voxel (1-1.5 mm at 1 x 1 x 2 mm) darkens one voxel, which neither its radial symmetry nor its
+3 x 3 x 3 mean shows; nearer other seeds, the minimum is a point of a structure already seeded
+(a vein, whose segments a watershed would otherwise cut at every dark voxel)."""
+
+
+def _isolated_points(rel, mask, vox, seeds, min_contrast, noise_sigma, max_rel):
+    """Single-voxel minima at least ``min_contrast`` and :data:`POINT_SIGMAS` noise sigmas deep,
+    :data:`POINT_ISOLATION_MM` from every seed in ``seeds`` (voxel indices)."""
+    from scipy.spatial import cKDTree
+
+    depth = np.float32(max(min_contrast, POINT_SIGMAS * noise_sigma))
+    points = np.asarray(_local_maxima(np.float32(1.0) - rel, rel, mask, depth, max_rel), dtype=np.int64).reshape(-1, 3)
+    if len(points) == 0 or len(seeds) == 0:
+        return points
+    distance, _ = cKDTree(seeds * vox).query(points * vox)
+    return points[distance > POINT_ISOLATION_MM]
 
 
 def gradient_threshold(noise_sigma, voxel_size_mm, k=2.0):
