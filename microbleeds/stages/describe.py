@@ -42,6 +42,7 @@ def describe_regions(regions, rel, mask, response, affine, voxel_size_mm, noise_
         voxels = regions.region(r)
         row = _size_shape(voxels, rel, vox)
         row.update(_context(voxels, r + 1, regions.labels, rel, mask, vox, noise_sigma, shell_mm))
+        row["pixel_mm"] = float(vox[:2].min())
         row["reached_limit"] = bool(regions.reached_limit[r])
         row["frst_response"] = float(response[tuple(regions.seeds[r])])
         row["centroid_vox"] = _centroid(voxels, rel)
@@ -126,6 +127,8 @@ def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm):
     dist_out = ndi.distance_transform_edt(~own, sampling=vox)
     shell = (dist_out > 0) & (dist_out <= shell_mm + 0.5 * vox.max()) & (p_labels == 0) & p_mask
     background = float(np.median(p_rel[shell])) if shell.any() else 1.0
+    if vox[2] > shell_mm + 0.5 * vox.max():  # thick slices: the shell is in-plane only
+        background = _slice_profile_background(background, p_rel, _slice_neighbours(own) & (p_labels == 0) & p_mask)
     mean_rel = float(p_rel[own].mean())
     contrast = 1.0 - mean_rel / max(background, 1e-6)
     n = int(own.sum())
@@ -142,6 +145,26 @@ def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm):
         "vesselness": _vesselness(p_rel, voxels - lo, vox),
         "edge_distance_mm": edge,
     }
+
+
+def _slice_neighbours(own):
+    """Voxels directly above and below the region (one slice, its in-plane footprint), not in it."""
+    out = np.zeros_like(own)
+    out[:, :, 1:] |= own[:, :, :-1]
+    out[:, :, :-1] |= own[:, :, 1:]
+    return out & ~own
+
+
+def _slice_profile_background(inplane, p_rel, through):
+    """Background of a region on slices thicker than its shell reaches: the mean of the in-plane
+    shell's median (``inplane``) and the median of the voxels directly above and below it
+    (``through``). Through a thick slice a focus's dephasing spreads in-plane (the field gradient
+    across the slice, Gibbs ringing of a truncated matrix) and darkens its in-plane shell, so
+    contrast judged against that shell alone understates it; the slices above and below are the
+    other half of its surroundings (the slice profile). None of them: ``inplane``."""
+    if not through.any():
+        return inplane
+    return 0.5 * (inplane + float(np.median(p_rel[through])))
 
 
 def _halo(p_rel, p_mask, own, local_voxels, vox):

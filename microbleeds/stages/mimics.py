@@ -11,7 +11,8 @@ rejection reason. Rules, in order:
                     (``ring_interior_mm3``): the haemosiderin rim of a cavernous malformation
                     around its core of blood of mixed age; a microbleed is dark to its centre
 ``too_large``       equivalent diameter above ``max_diameter_mm``, or growth never closed
-``tubular``         veins: elongated in the axial plane (``max_elongation``) or in 3D
+``tubular``         veins: elongated in the axial plane (``max_elongation``; read only on regions
+                    at least :data:`LINE_MIN_PIXELS` pixels long in-plane) or in 3D
                     (``max_elongation_3d``), line-like in-plane Hessian (``max_vesselness``),
                     continuing through more slices than its width allows
                     (``max_through_plane_ratio``), drifting across slices
@@ -19,12 +20,14 @@ rejection reason. Rules, in order:
                     a compact focus's cross-sections overlap), or a fragment of a longer faint
                     line (``max_halo_elongation``) about as dark as itself
                     (``min_halo_depth_ratio``: a focus touching a vein is much darker than the
-                    vein, a vein fragment is not)
+                    vein, a vein fragment is not; a focus touching a vein is round in 3D,
+                    elongation at most ``max_elongation`` plus one soft width)
 ``too_small``       equivalent diameter below ``min_diameter_mm``, or narrower in-plane than
                     ``min_inplane_diameter_mm`` (thick slices: a one-voxel dip of a 5 mm slice
                     has an equivalent diameter of 1.3 mm but is 0.45 mm wide)
-``faint``           contrast to its shell below ``min_contrast``, CNR below ``min_cnr``, or a
-                    focus resolved in-plane without a dark core (``min_core_depth``):
+``faint``           contrast to its shell (on slices thicker than the shell reaches, averaged with
+                    the slices above and below: ``describe``) below ``min_contrast``, CNR below
+                    ``min_cnr``, or a focus resolved in-plane without a dark core (``min_core_depth``):
                     noise, iron-rich nuclei. A compact focus (3D elongation at most
                     ``max_elongation``, in-plane line-likeness at most :data:`ROUND_VESSELNESS`)
                     whose phase shows a paramagnetic dipole (trusted convention) needs only
@@ -110,6 +113,12 @@ EMBEDDED_SOFT = 0.025
 depth, moves by ~0.02 with the noise (sigma 0.05 at SNR 20)."""
 RING_SOFT_MM3 = 5.0
 """Enclosed volume near ``max_ring_interior_mm3``, mm3: a few voxels."""
+LINE_MIN_PIXELS = 3.5
+"""In-plane extent (``max_inplane_diameter_mm``: largest centre distance plus one pixel), in pixels,
+from which a region's in-plane elongation is read as a shape. Up to three pixels lie on a line by
+the grid alone (an adjacent pair measures 2.0, a diagonal pair 2.6, three pixels of a focus 1.5
+pixels wide 2.0-2.2, against ``max_elongation`` 2); a vein fragment long enough to be told from a
+blob spans at least four (centres 2.5 pixels apart)."""
 _LOGIT_CLAMP = 50.0  # margins beyond 50 widths saturate (no overflow in exp)
 
 
@@ -123,7 +132,7 @@ def rule_margins(row, p):
     margins = {
         "brain_edge": (row["edge_distance_mm"] - p.edge_margin_mm, EDGE_SOFT_MM),
         "too_large": (p.max_diameter_mm - row["diameter_mm"], LARGE_SOFT_MM),
-        "tubular": (min(p.max_elongation - row["inplane_elongation"],
+        "tubular": (min(_inplane_elongation_margin(row, p),
                         p.max_elongation_3d - row["elongation"],
                         VESSELNESS_PER_ELONGATION * (p.max_vesselness - row["vesselness"]),
                         p.max_through_plane_ratio - row["through_plane_ratio"],
@@ -149,6 +158,18 @@ def _dipole_required(row, p):
     return bool(p.require_dipole and row.get("phase_sign") is not None and row.get("phase_trusted"))
 
 
+def _inplane_elongation_margin(row, p):
+    """``max_elongation`` minus the in-plane elongation, for a region at least
+    :data:`LINE_MIN_PIXELS` pixels long in-plane (``max_inplane_diameter_mm`` over ``pixel_mm``):
+    two pixels always lie on a line (an adjacent pair measures 2.0, a diagonal one 2.6 with the
+    pixel's own extent), so a focus the size of a pixel or two shows no shape in-plane; its
+    line-likeness is the Hessian's (``max_vesselness``), at the region's scale."""
+    pixel = row.get("pixel_mm", 0.0)
+    if pixel > 0 and row.get("max_inplane_diameter_mm", np.inf) < LINE_MIN_PIXELS * pixel:
+        return 1.0
+    return p.max_elongation - row["inplane_elongation"]
+
+
 def _drift_margin(row, p):
     """Centroid drift between consecutive slices (mm) is a vein's only when it exceeds
     ``max_centroid_shift_mm`` *and* half the candidate's in-plane width: the cross-sections of a
@@ -162,11 +183,18 @@ def _drift_margin(row, p):
 
 def _halo_margin(row, p):
     """A candidate sitting on a longer dark line of about its own darkness (its 3/8-depth
-    component reaching more than :data:`HALO_REACH_MM` beyond it, and elongated) is a fragment of a vein."""
+    component reaching more than :data:`HALO_REACH_MM` beyond it, and elongated) is a fragment of a vein.
+    On a much fainter one (``halo_depth_ratio`` below ``min_halo_depth_ratio``) it is a focus beside
+    a vein when it is round in 3D: elongation at most ``max_elongation`` (segment's round basin)
+    plus one soft width, not ``max_elongation_3d``; a microbleed's blooming is at most 1.26 times
+    longer along B0, while the darker stretch of a vein where it bends or meets another is a
+    piece of a tube (3D elongation 2.4-3 on the tuning phantoms' accepted false positives, 1.1-2.1
+    for microbleeds beside veins)."""
     if row.get("halo_extent_mm", 0.0) <= row["diameter_mm"] + HALO_REACH_MM:
         return 1.0
     if row.get("halo_depth_ratio", 1.0) < p.min_halo_depth_ratio:
-        return 1.0  # the line is much fainter than the focus: a focus beside a vein
+        # the line is much fainter than the candidate: a focus beside a vein, if round in 3D
+        return p.max_elongation + TUBULAR_SOFT - row["elongation"]
     return p.max_halo_elongation - row["halo_elongation"]
 
 

@@ -340,7 +340,8 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     Seeds are local maxima of the FRST response of at least half the minimum contrast, plus
     local minima of the locally averaged image at least ``min_contrast`` below background (a
     focus with a flat dark interior and soft edges has little radial symmetry at its centre);
-    either kind needs a voxel at most ``1 - min_contrast / 2`` within one voxel of it. Which
+    either kind needs a voxel at most ``1 - min_contrast / 2`` within one voxel of it; plus single
+    dark voxels far from every other seed (:func:`_isolated_points`: foci narrower than a voxel). Which
     seeds are lesions is for segmentation and the rules to decide.
 
     Returns
@@ -357,6 +358,8 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     dark = _local_maxima(darkness, rel, mask, np.float32(min_contrast), max_rel)
     found = [np.asarray(x, dtype=np.int64).reshape(-1, 3) for x in (symmetric, dark)]
     seeds = np.unique(np.concatenate(found), axis=0)
+    seeds = np.unique(np.concatenate([seeds, _isolated_points(rel, mask, vox, seeds, min_contrast, noise_sigma,
+                                                              max_rel)]), axis=0)
     if len(seeds):
         offsets = np.array(list(np.ndindex(3, 3, 3))) - 1
         around = np.clip(seeds[:, None, :] + offsets[None], 0, np.array(rel.shape) - 1)
@@ -422,6 +425,36 @@ def _box3_last_darkness(src, out):  # pragma: no cover - compiled
         for t in range(1, n):
             tmp += np.float64(line[min(t + 1, n - 1)]) - np.float64(line[max(t - 2, 0)])
             row[t] = np.float32(1.0) - np.float32(tmp / 3.0)
+
+
+POINT_SIGMAS = 6.0
+"""Depth, in noise sigmas, at which a single voxel darker than its 26 neighbours is a focus of its
+own (``min_cnr``'s default: the CNR of a one-voxel focus)."""
+POINT_ISOLATION_MM = 5.0
+"""A single-voxel minimum seeds a focus only this far (mm) from every other seed: a focus narrower
+than a voxel (1-1.5 mm at 1 x 1 x 2 mm) darkens one voxel, which neither its radial symmetry nor its
+3 x 3 x 3 mean shows; nearer other seeds, the minimum is a point of a structure already seeded
+(a vein, whose segments a watershed would otherwise cut at every dark voxel)."""
+
+
+def _isolated_points(rel, mask, vox, seeds, min_contrast, noise_sigma, max_rel):
+    """Single-voxel minima at least ``min_contrast`` and :data:`POINT_SIGMAS` noise sigmas deep,
+    :data:`POINT_ISOLATION_MM` from every seed in ``seeds`` (voxel indices)."""
+    depth = np.float32(max(min_contrast, POINT_SIGMAS * noise_sigma))
+    points = np.asarray(_local_maxima(np.float32(1.0) - rel, rel, mask, depth, max_rel), dtype=np.int64).reshape(-1, 3)
+    if len(points) == 0 or len(seeds) == 0:
+        return points
+    return points[_nearest_distance_mm(points * vox, np.asarray(seeds) * vox) > POINT_ISOLATION_MM]
+
+
+def _nearest_distance_mm(points_mm, others_mm, chunk=256):
+    """Distance (mm) from each of ``points_mm`` (N, 3) to the nearest of ``others_mm`` (M, 3), by
+    chunks of points (no scipy.spatial import on the detector's path: issue 14)."""
+    out = np.empty(len(points_mm))
+    for start in range(0, len(points_mm), chunk):
+        diff = points_mm[start:start + chunk, None, :] - others_mm[None, :, :]
+        out[start:start + chunk] = np.sqrt(np.min(np.einsum("pmk,pmk->pm", diff, diff), axis=1))
+    return out
 
 
 def gradient_threshold(noise_sigma, voxel_size_mm, k=2.0):

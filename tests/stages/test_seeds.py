@@ -24,3 +24,15 @@ def test_darkness_kernels_are_cached_and_typed_float32():
     for kernel in (seeds._box3_middle, seeds._box3_last_darkness):
         assert kernel._cache.__class__.__name__ != "NullCache"
         assert kernel.signatures and all("float32" in str(sig) for sig in kernel.signatures)
+
+
+def test_nearest_distance_matches_a_kd_tree():
+    from scipy.spatial import cKDTree
+
+    from microbleeds.stages.seeds import _nearest_distance_mm
+
+    rng = np.random.default_rng(3)
+    points = rng.integers(0, 60, (600, 3)) * np.array([0.45, 0.45, 5.0])
+    others = rng.integers(0, 60, (300, 3)) * np.array([0.45, 0.45, 5.0])
+    np.testing.assert_allclose(_nearest_distance_mm(points, others), cKDTree(others).query(points)[0],
+                               rtol=0, atol=1e-12)
