@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .contract import FILTERED_PHASE_FILE, SWI_FILE
 from .io.nifti import native_view, to_canonical
 from .presets import DEFAULT_PRESET, load_parameters
 from .stages.describe import describe_regions
@@ -124,9 +123,7 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
                              fortran_copy(native_view(brain, scan.ornt)), summary, scan)
     if swi_result is not None:
         summarise_phase(summary, swi_result, phase_how)
-        result.phase_images = {
-            SWI_FILE: (native_view(swi_result.swi, scan.ornt), np.float32),  # views: copied only if written
-            FILTERED_PHASE_FILE: (native_view(swi_result.filtered_phase, scan.ornt), np.float32)}
+        result.phase_images = swi_result.native_images(scan.ornt)  # views; the SWI is made only if written
     return result
 
 

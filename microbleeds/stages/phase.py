@@ -23,7 +23,9 @@ lengths in mm, widths of k-space windows in samples unless named ``*_mm``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import nibabel as nib
 import numpy as np
@@ -31,9 +33,9 @@ from numba import njit, prange
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from ..contract import GAMMA_BAR_HZ_PER_T
+from ..contract import FILTERED_PHASE_FILE, GAMMA_BAR_HZ_PER_T, SWI_FILE
 from ..errors import InputError
-from ..io.nifti import to_canonical, voxel_sizes
+from ..io.nifti import native_view, to_canonical, voxel_sizes
 from ..io.phase_file import load_phase, wrap_phase
 from ..io.sidecar import read_echo_times
 from .dipole_sign import estimate_phase_sign, with_vendor_prior
@@ -777,7 +779,8 @@ class SWIResult:
     Attributes
     ----------
     swi : numpy.ndarray of float32
-        ``magnitude * phase_mask ** power`` (3D).
+        ``magnitude * phase_mask ** power`` (3D), computed when first read (the detection reads
+        only the filtered phase and the magnitude: a run that writes no images never makes it).
     magnitude : numpy.ndarray of float32
         Combined magnitude (3D).
     filtered_phase : numpy.ndarray of float32
@@ -795,7 +798,6 @@ class SWIResult:
         Parameters used (JSON-serialisable), for ``summary.json``.
     """
 
-    swi: np.ndarray
     magnitude: np.ndarray
     filtered_phase: np.ndarray
     frequency_hz: np.ndarray | None
@@ -803,6 +805,19 @@ class SWIResult:
     sign_evidence: dict
     mip: np.ndarray | None = None
     parameters: dict = field(default_factory=dict)
+
+    @cached_property
+    def swi(self):
+        """:func:`swi` of the magnitude and filtered phase with the convention, power and mask kind
+        of ``parameters``."""
+        return swi(self.magnitude, self.filtered_phase, self.phase_sign, self.parameters.get("power", 4),
+                   self.parameters.get("mask_kind", "paramagnetic"))
+
+    def native_images(self, ornt):
+        """``{SWI_FILE: (swi, float32), FILTERED_PHASE_FILE: (filtered phase, float32)}`` as views on the
+        input's own grid (orientation ``ornt``, see :func:`microbleeds.io.nifti.native_view`); the SWI is
+        computed only when its entry is read (an image that is written)."""
+        return _NativeImages(self, ornt)
 
     def summary(self, how=None):
         """JSON-serialisable ``"phase"`` entry for ``summary.json``.
@@ -819,6 +834,26 @@ class SWIResult:
         """
         return {"scaling": how, "phase_sign": int(self.phase_sign),
                 "sign_evidence": dict(self.sign_evidence), "parameters": dict(self.parameters)}
+
+
+class _NativeImages(Mapping):
+    """The images of :meth:`SWIResult.native_images`, each made when read."""
+
+    def __init__(self, result, ornt):
+        self._result, self._ornt = result, ornt
+
+    def __getitem__(self, name):
+        if name == SWI_FILE:
+            return native_view(self._result.swi, self._ornt), np.float32
+        if name == FILTERED_PHASE_FILE:
+            return native_view(self._result.filtered_phase, self._ornt), np.float32
+        raise KeyError(name)
+
+    def __iter__(self):
+        return iter((SWI_FILE, FILTERED_PHASE_FILE))
+
+    def __len__(self):
+        return 2
 
 
 def compute_swi(magnitude, phase, affine, echo_times_ms=None, phase_sign=None,
@@ -902,8 +937,6 @@ def _compute_swi(magnitude, held_phase, affine, echo_times_ms=None, phase_sign=N
         sign, ev = with_vendor_prior(sign, ev, manufacturer)
     else:
         sign, ev = _forced_sign(phase_sign)
-    out = swi(cmag, filt, sign, power, mask_kind)
-    mip = None if mip_slab_mm is None else minimum_intensity_projection(out, affine, mip_slab_mm)
     params = {"highpass": method, "window": window, "window_mm": window_mm,
               "sigma_mm": sigma_mm if method == "gaussian" else None, "mode": mode,
               "slice_axis": sax, "power": power, "reference_te_ms": ref,
@@ -912,7 +945,10 @@ def _compute_swi(magnitude, held_phase, affine, echo_times_ms=None, phase_sign=N
               "magnitude_combination": "t2star" if n_echo > 1 else None,
               "phase_combination": "weighted LS, |S|^2, temporal unwrap" if n_echo > 1 else None,
               "phase_sign": sign, "mask_kind": mask_kind, "mip_slab_mm": mip_slab_mm}
-    return SWIResult(out, cmag, filt, freq, sign, ev, mip, params)
+    result = SWIResult(cmag, filt, freq, sign, ev, None, params)
+    if mip_slab_mm is not None:
+        result.mip = minimum_intensity_projection(result.swi, affine, mip_slab_mm)
+    return result
 
 
 def _combine_echoes(hp, mag, te, reference_te_ms):
