@@ -3,6 +3,7 @@
     python benchmarks/run_whole.py                  # 5 rounds, writes the README section
     python benchmarks/run_whole.py --rounds 3 --no-readme
     python benchmarks/run_whole.py --code /path/to/other/tree --code /path/to/this/tree
+    python benchmarks/run_whole.py --magnitude-only --stages --rounds 3 --no-readme   # reference and detect only
 
 Scan: the speed benchmark's seeded synthetic 512 x 512 x 128 float32 volume at 0.45 x 0.45 x
 1.2 mm (``run_speed.cached_volume``) written as an uncompressed ``scan.nii``, and a phase for it
@@ -185,13 +186,13 @@ def staged(argv, env=None):
     return json.loads(line[-1][len("STAGES "):])
 
 
-def run(rounds, codes, stages=False):
+def run(rounds, codes, stages=False, names=None):
     scan, phase = scan_files()
     times = {"reference": [], "stages": {}}
     labels = [str(c) if c else "installed" for c in codes]
     for label in labels:
         for name in commands(scan, phase, Path(".")):
-            times[(label, name)] = []
+            times[(label, name)] = [] if names is None or name in names else [float("nan")]
     for r in range(rounds + 1):
         warm = r == 0
         out = Path(tempfile.mkdtemp(prefix="mb_whole_"))
@@ -201,6 +202,8 @@ def run(rounds, codes, stages=False):
                 times["reference"].append(t)
             for code, label in zip(codes, labels):
                 for name, argv in commands(scan, phase, out / f"c{labels.index(label)}").items():
+                    if names is not None and name not in names:
+                        continue
                     t = timed(argv, _env(code))
                     if not warm:
                         times[(label, name)].append(t)
@@ -266,9 +269,12 @@ def main(argv=None):
     parser.add_argument("--stages", action="store_true",
                         help="also time the stages in one more detect process per round and code")
     parser.add_argument("--no-readme", action="store_true", help="print only; do not write benchmarks/README.md")
+    parser.add_argument("--magnitude-only", action="store_true",
+                        help="only the reference and `detect` (no phase, --help, presets; implies --no-readme)")
     args = parser.parse_args(argv)
+    args.no_readme = args.no_readme or args.magnitude_only
     codes = [Path(c).resolve() for c in args.code] if args.code else [None]
-    times, labels, _ = run(args.rounds, codes, args.stages)
+    times, labels, _ = run(args.rounds, codes, args.stages, names=("detect",) if args.magnitude_only else None)
     text = report(times, labels, args.rounds)
     print()
     print(text)

@@ -9,15 +9,17 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from .io.nifti import native_view, to_canonical
 from .presets import DEFAULT_PRESET, load_parameters
 from .stages.describe import describe_regions
 from .stages.load import Scan, load_mask, load_scan
-from .stages.locate import locate, region_columns
+from .stages.locate import label_source, locate, region_columns
 from .stages.mimics import classify
 from .stages.prepare import brain_box, brain_mask, erode_mm, fortran_copy, noise_level, relative_intensity
 from .stages.seeds import find_seeds
@@ -105,8 +107,18 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     scan = source if isinstance(source, Scan) else load_scan(
         source, echo=_echo(params.echo), affine=affine, echo_times_ms=echo_times_ms, sidecar=metadata)
     brain = _mask(mask, scan, params)
-    found = find_candidates(scan, brain, params)
-    label_volume = add_regions(found, scan, brain, params, labels, labels_t1w)
+    box = brain_box(brain, scan.affine)
+    magnitude = np.ascontiguousarray(scan.magnitude[box[0]])  # read only, by both threads
+    # the label source (the atlas' registration) needs only the magnitude and the mask: it runs in a
+    # thread while the candidates are found (numpy and the nogil kernels release the GIL); each
+    # thread's arithmetic is its own, so the results are those of a serial run
+    with ThreadPoolExecutor(1, thread_name_prefix="microbleeds-labels") as pool:
+        source = pool.submit(_with_numba_threads(label_source, numba.get_num_threads()), magnitude.shape, box[1],
+                             magnitude=magnitude, brain_mask=brain[box[0]], labels_path=labels, labels_t1w=labels_t1w,
+                             use_atlas=params.use_atlas)
+        found = find_candidates(scan, brain, params, box=box, magnitude=magnitude)
+        label_volume = add_regions(found, scan, brain, params, label_volume=source.result())
+    del magnitude
     swi_result = phase_how = None
     if phase is not None:  # the phase modules (and their eagerly typed kernels) load only when needed
         from .stages.dipole_sign import candidate_signs
@@ -138,12 +150,17 @@ class Candidates:
     noise_sigma: float
 
 
-def find_candidates(scan, full_brain, params) -> Candidates:
-    """Prepare, detect, segment and describe: the feature rows of every candidate (canonical)."""
-    box, box_affine = brain_box(full_brain, scan.affine)
+def find_candidates(scan, full_brain, params, box=None, magnitude=None) -> Candidates:
+    """Prepare, detect, segment and describe: the feature rows of every candidate (canonical).
+
+    ``box`` (slices, affine) is :func:`brain_box` of the mask and ``magnitude`` the scan's
+    magnitude on it (C order), when the caller has them."""
+    box, box_affine = brain_box(full_brain, scan.affine) if box is None else box
     brain = full_brain[box]
     vox = scan.voxel_size_mm
-    rel = relative_intensity(np.ascontiguousarray(scan.magnitude[box]), brain, vox, params.background_sigma_mm)
+    magnitude = np.ascontiguousarray(scan.magnitude[box]) if magnitude is None else magnitude
+    rel = relative_intensity(magnitude, brain, vox, params.background_sigma_mm)
+    del magnitude
     sigma = noise_level(rel, brain)
     interior = erode_mm(brain, vox, params.edge_margin_mm)
     seeds, response = find_seeds(rel, interior, vox, params.radii_mm(), sigma, params.min_contrast)
@@ -161,18 +178,31 @@ def find_candidates(scan, full_brain, params) -> Candidates:
     return Candidates(rows, regions, box, box_affine, sigma)
 
 
-def add_regions(found, scan, full_brain, params, labels=None, labels_t1w=None):
-    """MARS region, lobe, hemisphere and region source of every candidate; returns the label source."""
+def add_regions(found, scan, full_brain, params, labels=None, labels_t1w=None, label_volume=None):
+    """MARS region, lobe, hemisphere and region source of every candidate; returns the label source
+    (``label_volume`` when given: :func:`~microbleeds.stages.locate.label_source` already run)."""
     rows = found.rows
+    magnitude = None if label_volume is not None else np.ascontiguousarray(scan.magnitude[found.box])
     region_rows, label_volume = locate(
         np.array([row["world_mm"] for row in rows]).reshape(-1, 3), found.regions.labels.shape,
-        found.box_affine, magnitude=np.ascontiguousarray(scan.magnitude[found.box]),
+        found.box_affine, magnitude=magnitude,
         brain_mask=full_brain[found.box], lesion_map=found.regions.labels, lesion_ids=list(range(1, len(rows) + 1)),
         labels_path=labels, labels_t1w=labels_t1w, use_atlas=params.use_atlas,
-        juxtacortical_mm=params.juxtacortical_mm, periventricular_mm=params.periventricular_mm)
+        juxtacortical_mm=params.juxtacortical_mm, periventricular_mm=params.periventricular_mm,
+        label_volume=label_volume)
     for row, region in zip(rows, region_rows):
         row.update(region_columns(region), region_confidence=region.get("region_confidence", ""))
     return label_volume
+
+
+def _with_numba_threads(fn, threads):
+    """``fn`` for another thread, its parallel kernels on ``threads`` numba threads (the number is
+    per thread: a worker's share of the cores holds in the threads it starts)."""
+    def run(*args, **kwargs):
+        numba.set_num_threads(threads)
+        return fn(*args, **kwargs)
+
+    return run
 
 
 def _echo(echo):

@@ -155,10 +155,22 @@ def detect_one(job):
 
 def _detect_one(path, folder, settings):
     """:func:`detect_one`'s work: the outcome of one scan."""
+    from .io.nifti import SCAN_BYTES_PER_VOXEL, discard_prefetch, prefetch_volume
+
+    scan = settings.get("scan") or {}
+    if len(scan.get("magnitude") or [path]) == 1:  # read (and hash) the scan while the detector is imported
+        prefetch_volume(path, "magnitude", bytes_per_voxel=SCAN_BYTES_PER_VOXEL)
+    try:
+        return _detect_read(path, folder, settings, scan)
+    finally:
+        discard_prefetch(path)  # a scan up to date, or one that failed before it was loaded
+
+
+def _detect_read(path, folder, settings, scan):
+    """:func:`_detect_one` once its scan's read has started."""
     from .api import detect
     from .io.results import is_complete, write_derivative, write_result
 
-    scan = settings.get("scan") or {}
     try:
         pipeline = settings["pipeline"] or scan.get("pipeline") or DEFAULT_PRESET
         params = load_parameters(pipeline, **settings["overrides"])

@@ -99,7 +99,11 @@ def _remember_sha256(key, sha):
 
 
 def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes, as hex (remembered for this version of the file)."""
+    """SHA-256 of a file's bytes, as hex (remembered for this version of the file; a read of it
+    started by :func:`prefetch_volume` is waited for, and hashes it)."""
+    entry = _PREFETCH.get(str(path))
+    if entry is not None:
+        entry[1].exception()  # wait for the read (its checksum is remembered); errors are the read's to raise
     with open(path, "rb") as handle:
         key = _stat_key(os.fstat(handle.fileno()))
         if key in _SHA256_OF:
@@ -192,6 +196,60 @@ def read_volume(path, what="image", memory_budget=None, bytes_per_voxel=READ_BYT
         One line naming the file and the problem.
     """
     path = str(path)
+    if data and memory_budget is None:
+        vol = _prefetched(path, what, bytes_per_voxel)
+        if vol is not None:
+            return vol
+    return _read_volume(path, what, memory_budget, bytes_per_voxel, data)[0]
+
+
+_PREFETCH = {}
+"""Reads started ahead by :func:`prefetch_volume`: path -> ((what, bytes_per_voxel), future)."""
+
+
+def prefetch_volume(path, what="image", bytes_per_voxel=READ_BYTES_PER_VOXEL) -> None:
+    """Start :func:`read_volume` of ``path`` (default memory budget, with its data) in a thread.
+
+    The caller goes on (e.g. importing the detector: the read, the checksum and the copies
+    release the GIL); the next :func:`read_volume` of that path with the same ``what`` and
+    ``bytes_per_voxel`` takes the volume, and :func:`file_sha256` waits for the read. A file that
+    changed since is read again, as is one whose read failed (so the error is raised where it
+    was, by the caller's read). :func:`discard_prefetch` drops a read nobody took."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = str(path)
+    discard_prefetch(path)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="microbleeds-read")
+    _PREFETCH[path] = ((what, bytes_per_voxel), pool.submit(_read_volume, path, what, None, bytes_per_voxel, True))
+    pool.shutdown(wait=False)
+
+
+def discard_prefetch(path=None) -> None:
+    """Drop the read of ``path`` (every read when None) started by :func:`prefetch_volume`."""
+    for one in list(_PREFETCH) if path is None else [str(path)]:
+        entry = _PREFETCH.pop(one, None)
+        if entry is not None:
+            entry[1].exception()  # let it end: its thread holds the bytes until then
+
+
+def _prefetched(path, what, bytes_per_voxel):
+    """The volume :func:`prefetch_volume` read for these arguments, if the file is unchanged."""
+    entry = _PREFETCH.pop(path, None)
+    if entry is None:
+        return None
+    if entry[1].exception() is not None or entry[0] != (what, bytes_per_voxel):
+        return None
+    vol, key = entry[1].result()
+    try:
+        same = key is not None and _stat_key(os.stat(path)) == key
+    except OSError:
+        same = False
+    return vol if same else None
+
+
+def _read_volume(path, what, memory_budget, bytes_per_voxel, data):
+    """:func:`read_volume`'s work: the volume and the file's :func:`_stat_key` (None when it
+    changed while it was read)."""
     budget = memory_budget_bytes() if memory_budget is None else int(memory_budget)
     raw, key = _read_file(path, what, budget)
     sha = _SHA256_OF.get(key) if key is not None else None
@@ -218,7 +276,7 @@ def read_volume(path, what="image", memory_budget=None, bytes_per_voxel=READ_BYT
     vol = _build_image(buf, parsed, path, what, sha)
     if data:
         vol.data = _scaled_data(vol, path)
-    return vol
+    return vol, key
 
 
 def _read_file(path, what, budget):

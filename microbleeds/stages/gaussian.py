@@ -64,7 +64,7 @@ def _buffer_sum(buf, fw, symmetric, c):
     return acc
 
 
-@njit("void(float32[:, :, ::1], float64[::1], int64, float32[:, :, ::1])", cache=True, parallel=True)
+@njit("void(float32[:, :, ::1], float64[::1], int64, float32[:, :, ::1])", cache=True, nogil=True, parallel=True)
 def _pass_middle(src, fw, symmetric, out):
     """Correlate along the middle axis of ``(p, n, m)``, a contiguous row of ``m`` at a time: output
     row ``(p, i)`` accumulates the rows ``(p, i + j)`` (clamped: mode nearest) in float64, in
@@ -148,7 +148,7 @@ def gaussian_filter_nearest(image, sigma, order=(0, 0, 0), truncate=4.0, overwri
 
 
 @njit("void(float32[:, :, ::1], int64[::1], int64[::1], int64[::1], float64[::1], int64, float32[::1])",
-      cache=True, parallel=True)
+      cache=True, nogil=True, parallel=True)
 def _pass_last_at(src, i_idx, j_idx, k_idx, fw, symmetric, out):
     """The last axis's correlation at the voxels ``(i_idx, j_idx, k_idx)`` only (the taps clamped
     to the line: mode nearest)."""
@@ -201,7 +201,7 @@ def hessian_at(image, idx, sigma, truncate=4.0):
 # within the middle kernel's radius; the values there are those of the whole volume's passes.
 
 
-@njit("Tuple((int64[:, ::1], int64[:, ::1]))(boolean[:, :, ::1])", cache=True, parallel=True)
+@njit("Tuple((int64[:, ::1], int64[:, ::1]))(boolean[:, :, ::1])", cache=True, nogil=True, parallel=True)
 def line_ranges(where):  # pragma: no cover - compiled
     """The region (``lo, hi``) of each line's first to last ``True`` voxel of ``where``."""
     n0, n1, n2 = where.shape
@@ -222,7 +222,7 @@ def line_ranges(where):  # pragma: no cover - compiled
     return lo, hi
 
 
-@njit("Tuple((int64[:, ::1], int64[:, ::1]))(int64[:, ::1], int64[:, ::1], int64, int64)", cache=True, parallel=True)
+@njit("Tuple((int64[:, ::1], int64[:, ::1]))(int64[:, ::1], int64[:, ::1], int64, int64)", cache=True, nogil=True, parallel=True)
 def grown_along_line(lo, hi, reach, n2):  # pragma: no cover - compiled
     """Each non-empty range grown by ``reach`` voxels on both sides, cut to ``[0, n2)``."""
     n0, n1 = lo.shape
@@ -236,7 +236,7 @@ def grown_along_line(lo, hi, reach, n2):  # pragma: no cover - compiled
     return glo, ghi
 
 
-@njit("Tuple((int64[:, ::1], int64[:, ::1]))(int64[:, ::1], int64[:, ::1], int64)", cache=True, parallel=True)
+@njit("Tuple((int64[:, ::1], int64[:, ::1]))(int64[:, ::1], int64[:, ::1], int64)", cache=True, nogil=True, parallel=True)
 def union_across_lines(lo, hi, reach):  # pragma: no cover - compiled
     """Per line ``(i, j)``: the smallest range holding the non-empty ranges of the lines ``(i, j')``,
     ``|j' - j| <= reach``."""
@@ -317,7 +317,7 @@ def _line_on(src, axis, i, j, fw, symmetric, k0, k1, acc, out):  # pragma: no co
 
 
 @njit("void(float32[:, :, ::1], float64[::1], int64, int64[:, ::1], int64[:, ::1], float32[:, :, ::1])",
-      cache=True, parallel=True)
+      cache=True, nogil=True, parallel=True)
 def _pass_first_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - compiled
     """The axis-0 correlation on the region ``lo, hi`` only: one plane ``j`` per task, its lines in
     order (the taps' rows stay in cache)."""
@@ -330,7 +330,7 @@ def _pass_first_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - compi
 
 
 @njit("void(float32[:, :, ::1], float64[::1], int64, int64[:, ::1], int64[:, ::1], float32[:, :, ::1])",
-      cache=True, parallel=True)
+      cache=True, nogil=True, parallel=True)
 def _pass_middle_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - compiled
     """The axis-1 correlation on the region ``lo, hi`` only: one plane ``i`` per task."""
     n0, n1, n2 = src.shape
@@ -342,7 +342,7 @@ def _pass_middle_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - comp
 
 
 @njit("void(float32[:, :, ::1], float64[::1], int64, int64[:, ::1], int64[:, ::1], float32[:, :, ::1])",
-      cache=True, parallel=True)
+      cache=True, nogil=True, parallel=True)
 def _pass_last_on(src, fw, symmetric, lo, hi, out):  # pragma: no cover - compiled
     """The last axis's correlation (scipy's ``correlate1d``, :func:`_buffer_sum`'s arithmetic) on the
     region ``lo, hi``; 0 elsewhere. Each line is copied to a float64 buffer padded with its edge

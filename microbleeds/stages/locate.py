@@ -368,7 +368,7 @@ def region_columns(row):
 
 def locate(centroids_world_mm, reference_shape, reference_affine, magnitude=None, brain_mask=None,
            lesion_map=None, lesion_ids=None, labels_path=None, labels_t1w=None, use_atlas=True,
-           juxtacortical_mm=MARS_JUXTACORTICAL_MM, periventricular_mm=MARS_PERIVENTRICULAR_MM):
+           juxtacortical_mm=MARS_JUXTACORTICAL_MM, periventricular_mm=MARS_PERIVENTRICULAR_MM, label_volume=None):
     """One call for the pipeline: pick the label source, then assign and count regions.
 
     Order: ``labels_path`` (with ``labels_t1w``: registered) > atlas (``use_atlas``, the default:
@@ -396,6 +396,9 @@ def locate(centroids_world_mm, reference_shape, reference_affine, magnitude=None
         Register the atlas when no segmentation is given (default True).
     juxtacortical_mm, periventricular_mm : float
         White-matter rule thresholds (mm), see :func:`assign_regions`.
+    label_volume : LabelVolume or None
+        The label source when the caller already has it (:func:`label_source` of the same
+        arguments, e.g. run while the candidates were found); the source arguments are then unused.
 
     Returns
     -------
@@ -409,16 +412,23 @@ def locate(centroids_world_mm, reference_shape, reference_affine, magnitude=None
     InputError
         For unusable label / T1w files (see :func:`load_labels`).
     """
-    if labels_path is not None:
-        lv = load_labels(labels_path, reference_shape, reference_affine, t1w=labels_t1w, magnitude=magnitude,
-                         brain_mask=brain_mask)
-    elif labels_t1w is not None:
-        raise InputError(labels_t1w, "a T1w for registering labels was given without a label map")
-    elif use_atlas and magnitude is not None:
-        lv = load_atlas(magnitude, reference_affine, brain_mask=brain_mask)
-    else:
-        lv = no_labels()
+    lv = label_volume if label_volume is not None else label_source(
+        reference_shape, reference_affine, magnitude, brain_mask, labels_path, labels_t1w, use_atlas)
     rows = assign_regions(centroids_world_mm, lv, lesion_map=lesion_map, lesion_ids=lesion_ids,
                           reference_affine=reference_affine if lesion_map is not None else None,
                           juxtacortical_mm=juxtacortical_mm, periventricular_mm=periventricular_mm)
     return rows, lv
+
+
+def label_source(reference_shape, reference_affine, magnitude=None, brain_mask=None, labels_path=None,
+                 labels_t1w=None, use_atlas=True):
+    """The label source of :func:`locate` (same arguments): ``labels_path`` (with ``labels_t1w``:
+    registered) > the atlas registered to the scan (``use_atlas``) > none. Reads its arrays only."""
+    if labels_path is not None:
+        return load_labels(labels_path, reference_shape, reference_affine, t1w=labels_t1w, magnitude=magnitude,
+                           brain_mask=brain_mask)
+    if labels_t1w is not None:
+        raise InputError(labels_t1w, "a T1w for registering labels was given without a label map")
+    if use_atlas and magnitude is not None:
+        return load_atlas(magnitude, reference_affine, brain_mask=brain_mask)
+    return no_labels()

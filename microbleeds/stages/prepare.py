@@ -84,7 +84,7 @@ def block_mean(volume, factors, square=False):
     return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _block_sums_all(volume, factors, square, sums, counts):
     """Per-block sums of every voxel (or its float32 square) and counts; as :func:`_block_sums`
     with ``include`` all true (same order of additions), without the mask or the squared copy:
@@ -128,7 +128,7 @@ def block_sums(volume, include, factors, reference=None, cutoff=0.0):
     return sums, counts
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _block_sums(volume, include, factors, reference, cutoff, sums, counts):
     """Per-block masked sums (float32 in, float64 out); each thread owns whole coarse x-planes."""
     nx, ny, nz = volume.shape
@@ -171,7 +171,7 @@ def upsample_nearest(coarse, factors, shape):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _upsample_nearest(coarse, factors, out):
     nx, ny, nz = out.shape
     kz = np.arange(nz) // factors[2]
@@ -204,7 +204,7 @@ def c_order_copy(array):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _fortran_copy(array, out):
     """out[k, j, i] = array[i, j, k] in 32 x 32 tiles of (i, k) per j (reads and writes stay in cache)."""
     nx, ny, nz = array.shape
@@ -283,7 +283,7 @@ def _morph(mask, structure, erode):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _run_distance(mask, erode, near):
     """Distance (voxels) along the last axis to the nearest True voxel (``erode``: False voxel,
     beyond the array counting as False); 2**30 where the line has none."""
@@ -305,7 +305,7 @@ def _run_distance(mask, erode, near):
                 near[i, j, k] = last - k
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _morph_rows(near, rows, erode, out):
     """Per voxel: any row within reach of a True voxel (dilation), or every row in the array and
     farther than its reach from a False voxel (erosion)."""
@@ -468,7 +468,7 @@ def _voronoi_line(f, n, coor, d, s, g, out):
     return True
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _feature_transform(inside, s, ft, dist, want_dist):
     """scipy's exact Euclidean feature transform (Maurer et al. 2003, ``_ComputeFT``): ``ft``
     (3, n0, n1, n2) int32 the nearest voxel where ``inside`` is False; with ``want_dist`` its
@@ -568,7 +568,7 @@ def gaussian_nearest(image, sigma, truncate=4.0):
     return out.copy() if out is image else out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _symmetric_last64(src, fw, out):
     """Correlate the last (contiguous) axis of a float64 volume with a symmetric kernel, mode
     nearest, as scipy does: each line padded with its end values, then per voxel ``x[0] w[0]``
@@ -606,7 +606,7 @@ def _gaussian_taps(sigma, truncate):
     return np.ascontiguousarray(_gaussian_kernel1d(float(sigma), 0, radius)[::-1], np.float64)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _symmetric_pass64(src, fw, out):
     """Correlate the middle axis of ``(p, n, m)`` float64 with a symmetric kernel, mode nearest:
     per voxel ``x[0] w[0]`` then ``+ (x[-j] + x[j]) w[-j]`` from the farthest tap in (scipy's
@@ -871,7 +871,7 @@ def relative_intensity(magnitude, mask, voxel_size_mm, sigma_mm=6.0):
     return rel
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _divide_by_upsampled(magnitude, coarse, factors, mask, out):
     """out = magnitude / trilinear-upsampled(coarse) inside mask, 1 outside (float32).
 
@@ -961,7 +961,7 @@ ERODE_CHUNK = 256
 """Columns of a row per work unit of :func:`_erode_axis` (contiguous, so the loops vectorise)."""
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _erode_axis(mask, radius, out):  # pragma: no cover - compiled
     """out = all(mask within +-radius along the middle axis of ``(p, n, m)``), clipped to the
     image: per column the run of True voxels ending at each voxel, a row of columns at a time."""
@@ -988,7 +988,7 @@ def _erode_axis(mask, radius, out):  # pragma: no cover - compiled
                 dst[k0 + k] = run[hi, k] >= need
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _erode_last(mask, radius, out):  # pragma: no cover - compiled
     """out = all(mask within +-radius along the last axis), clipped to the image (run lengths)."""
     n0, n1, n = mask.shape

@@ -449,7 +449,7 @@ def _shape_fit(level, m0, kind, centre, iterations=20):
     return _params_to_matrix(p, kind, centre)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sample_linear(volumes, points, out):
     """``out[n, v] = map_coordinates(volumes[v], points.T, order=1, mode="constant", cval=0)[n]``
     (float32 volumes, voxel coordinates float64), scipy's arithmetic: a point outside
@@ -489,7 +489,7 @@ def _sample_linear(volumes, points, out):
             out[p, v] = np.float32(t)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _normal_equations(g, wh, dms, r, h, grad):
     """``jac = einsum("ni,nj,kij->nk", g, wh, dms)`` (float32 ``g`` taken as float64), then
     ``h += einsum("nk,nl->kl", jac, jac)`` and ``grad += einsum("nk,n->k", jac, r)``, with einsum's
@@ -658,7 +658,7 @@ def affine_linear(data, m, shape):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _affine_linear(volume, m, out):
     """The output grid's points through ``m`` (3 x 4, voxel to voxel), sampled by :func:`_sample_linear`."""
     n0, n1, n2 = out.shape

@@ -48,7 +48,7 @@ def _grad_at(vol, vox, i, j, k):
     return gx, gy, gz
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _count_strong(vol, vox, threshold, counts):
     nx, ny, nz = vol.shape
     t2 = threshold * threshold
@@ -62,7 +62,7 @@ def _count_strong(vol, vox, threshold, counts):
         counts[i] = c
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _fill_strong(vol, vox, threshold, offsets, points, units, mags):
     nx, ny, nz = vol.shape
     t2 = threshold * threshold
@@ -91,13 +91,24 @@ def strong_gradients_reference(rel, voxel_size_mm, threshold):
     return np.stack(idx, axis=1).astype(np.float32), units, norm[idx]
 
 
-SLAB_PLANES = 8  # x-planes per work unit of the transform: small enough to stay in cache
+SLAB_PLANES = 4  # x-planes per work unit of the transform: small enough to stay in cache
 
 
 @njit(cache=True, inline="always")
-def _vote_slab(points, units, mags, first, last, radius, vox, x0, x1, orientation, magnitude):
-    """Votes of points[first:last] at ``point - radius * unit`` that land in planes [x0, x1)."""
-    ny, nz = orientation.shape[1], orientation.shape[2]
+def _add_vote(votes, a, yi, zi, w, mag):
+    """One corner's share ``w`` of a vote: ``O += w``, ``M += w * mag`` (side by side in memory)."""
+    votes[a, yi, zi, 0] += w
+    votes[a, yi, zi, 1] += w * mag
+
+
+@njit(cache=True, inline="always")
+def _vote_slab(points, units, mags, first, last, radius, vox, x0, x1, votes):
+    """Votes of points[first:last] at ``point - radius * unit`` that land in planes [x0, x1).
+
+    ``votes[..., 0]`` is ``O``, ``votes[..., 1]`` ``M``. A vote whose 8 corners all lie in the
+    slab takes the unrolled path; the others test each corner. Either way each corner receives
+    the same float64 weight ``(wx * wy) * wz`` added in float32, point by point."""
+    ny, nz = votes.shape[1], votes.shape[2]
     for p in range(first, last):
         tx = points[p, 0] - units[p, 0] * radius / vox[0]
         xa = int(np.floor(tx))
@@ -108,6 +119,19 @@ def _vote_slab(points, units, mags, first, last, radius, vox, x0, x1, orientatio
         ya = int(np.floor(ty))
         za = int(np.floor(tz))
         fx, fy, fz = tx - xa, ty - ya, tz - za
+        mag = mags[p]
+        if xa >= x0 and xa + 1 < x1 and ya >= 0 and ya + 1 < ny and za >= 0 and za + 1 < nz:
+            gx, gy, gz = 1 - fx, 1 - fy, 1 - fz
+            a = xa - x0
+            _add_vote(votes, a, ya, za, gx * gy * gz, mag)
+            _add_vote(votes, a, ya, za + 1, gx * gy * fz, mag)
+            _add_vote(votes, a, ya + 1, za, gx * fy * gz, mag)
+            _add_vote(votes, a, ya + 1, za + 1, gx * fy * fz, mag)
+            _add_vote(votes, a + 1, ya, za, fx * gy * gz, mag)
+            _add_vote(votes, a + 1, ya, za + 1, fx * gy * fz, mag)
+            _add_vote(votes, a + 1, ya + 1, za, fx * fy * gz, mag)
+            _add_vote(votes, a + 1, ya + 1, za + 1, fx * fy * fz, mag)
+            continue
         for dx in range(2):
             xi = xa + dx
             if xi < x0 or xi >= x1:
@@ -122,12 +146,10 @@ def _vote_slab(points, units, mags, first, last, radius, vox, x0, x1, orientatio
                     zi = za + dz
                     if zi < 0 or zi >= nz:
                         continue
-                    w = wx * wy * (fz if dz else 1 - fz)
-                    orientation[xi - x0, yi, zi] += w
-                    magnitude[xi - x0, yi, zi] += w * mags[p]
+                    _add_vote(votes, xi - x0, yi, zi, wx * wy * (fz if dz else 1 - fz), mag)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _frst_slabs(points, units, mags, plane_start, radii, band_start, k_norms, scales, vox, slab, response):
     """Fast radial symmetry transform, dark foci, max over radius bands (float32).
 
@@ -139,35 +161,34 @@ def _frst_slabs(points, units, mags, plane_start, radii, band_start, k_norms, sc
     the mean gradient of the voters (which scales with contrast) times the radial strictness of
     Loy & Zelinsky (2003) with alpha = 2; ``response = max(response, F)``. (Loy & Zelinsky's
     ``M / k`` would let a large focus outscore its contrast in bands of smaller radius.) Work is split into
-    slabs of ``slab`` x-planes, each owned by one thread with its own small vote buffers, so the
-    result does not depend on threading. ``points`` must be sorted by x-plane;
-    ``plane_start[i]`` is the first point of plane i.
+    slabs of ``slab`` x-planes, each owned by one thread with its own small vote buffer, so the
+    result does not depend on threading (nor on ``slab``: a voxel's votes add up radius by radius,
+    point by point). ``points`` must be sorted by x-plane; ``plane_start[i]`` is the first point of plane i.
     """
     nx, ny, nz = response.shape
     n_slabs = (nx + slab - 1) // slab
     for s in prange(n_slabs):
         x0 = s * slab
         x1 = min(x0 + slab, nx)
-        orientation = np.zeros((x1 - x0, ny, nz), np.float32)
-        magnitude = np.zeros((x1 - x0, ny, nz), np.float32)
+        votes = np.zeros((x1 - x0, ny, nz, 2), np.float32)  # O and M of a voxel in one cache line
         for band in range(band_start.shape[0] - 1):
             for q in range(band_start[band], band_start[band + 1]):
                 reach = int(np.ceil(radii[q] / vox[0])) + 2
                 first = plane_start[max(x0 - reach, 0)]
                 last = plane_start[min(x1 + reach, nx)]
-                _vote_slab(points, units, mags, first, last, radii[q], vox, x0, x1, orientation, magnitude)
+                _vote_slab(points, units, mags, first, last, radii[q], vox, x0, x1, votes)
             k = k_norms[band]
             for a in range(x1 - x0):
                 for b in range(ny):
                     for c in range(nz):
-                        o = orientation[a, b, c]
+                        o = votes[a, b, c, 0]
                         if o > 0:
                             ratio = min(o / k, np.float32(1.0))
-                            f = magnitude[a, b, c] / o * ratio * ratio * scales[band]
+                            f = votes[a, b, c, 1] / o * ratio * ratio * scales[band]
                             if f > response[x0 + a, b, c]:
                                 response[x0 + a, b, c] = f
-                            orientation[a, b, c] = 0
-                            magnitude[a, b, c] = 0
+                            votes[a, b, c, 0] = 0
+                            votes[a, b, c, 1] = 0
 
 
 def radius_bands(radii_mm, voxel_size_mm):
@@ -298,7 +319,7 @@ def frst_response(rel, voxel_size_mm, radii_mm, gradient_threshold):
                       [n[1] for n in norms], vox)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _local_maxima(response, rel, mask, min_response, max_rel):
     """Voxels that are the maximum of their 3x3x3 neighbourhood (ties: first wins)."""
     nx, ny, nz = response.shape
@@ -386,7 +407,7 @@ def darkness_map(rel):
     return first
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _box3_middle(src, out):  # pragma: no cover - compiled
     """Mean of 3 along the middle axis of ``(p, n, m)``, scipy's running sum (reflect mode)."""
     n_p, n, m = src.shape
@@ -412,7 +433,7 @@ def _box3_middle(src, out):  # pragma: no cover - compiled
                 row[k0 + k] = tmp[k] / 3.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _box3_last_darkness(src, out):  # pragma: no cover - compiled
     """``1 -`` the mean of 3 along the last axis (scipy's running sum, reflect mode), float32."""
     n0, n1, n = src.shape

@@ -77,7 +77,7 @@ def _neighbour_steps():  # pragma: no cover - compiled
                     n += 1
     return steps
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grow(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, labels):
     """Grow regions from seeds in order; returns flat voxel list and per-region records."""
     nx, ny, nz = rel.shape
@@ -155,7 +155,7 @@ def _grow(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, l
             limits[:n_regions], contacts)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grow_split(rel, mask, seeds, depth_fraction, min_depth, radius_vox, max_voxels, labels, split_fraction,
                 split_noise):
     """:func:`_grow` as a watershed: every seed floods at once, by priority (lowest level first).
