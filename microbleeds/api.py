@@ -24,6 +24,7 @@ from .stages.mimics import classify
 from .stages.prepare import brain_box, brain_mask, erode_mm, fortran_copy, noise_level, relative_intensity
 from .stages.seeds import find_seeds
 from .stages.segment import grow_regions
+from .stages.subfoci import carve_subfoci
 from .stages.tabulate import build_summary, lesion_map, summarise_phase, summarise_regions, tabulate
 
 
@@ -168,6 +169,8 @@ def find_candidates(scan, full_brain, params, box=None, magnitude=None) -> Candi
     # count is measured as too large, not cut to size
     regions = grow_regions(rel, brain, seeds, vox, params.max_diameter_mm, params.depth_fraction,
                            min_depth=0.5 * params.min_contrast)
+    if params.subfoci:  # microbleeds the watershed merged into a vein network or a neighbour
+        regions = carve_subfoci(regions, rel, brain, seeds, vox, sigma, params.min_cnr)
     rows = describe_regions(regions, rel, brain, response, box_affine, vox, sigma, params.shell_mm)
     offset = np.array([b.start for b in box])
     for row in rows:

@@ -52,6 +52,7 @@ class Parameters:
     max_diameter_mm: float = 10.0
     radius_step_ratio: float = 1.4
     depth_fraction: float = 0.5
+    subfoci: bool = True  # judge every seed inside a merged region on its own (stages.subfoci)
     shell_mm: float = 1.5
     # mimic rules
     min_contrast: float = 0.25
