@@ -24,7 +24,8 @@ rejection reason. Rules, in order:
                     elongation at most ``max_elongation`` plus one soft width)
 ``too_small``       equivalent diameter below ``min_diameter_mm``, or narrower in-plane than
                     ``min_inplane_diameter_mm`` (thick slices: a one-voxel dip of a 5 mm slice
-                    has an equivalent diameter of 1.3 mm but is 0.45 mm wide)
+                    has an equivalent diameter of 1.3 mm but is 0.45 mm wide), the width read to
+                    half a pixel (:data:`WIDTH_QUANTUM_PIXELS`: one pixel of 0.8 mm may be a 1.2 mm focus)
 ``faint``           contrast to its shell (on slices thicker than the shell reaches, averaged with
                     the slices above and below: ``describe``) below ``min_contrast``, CNR below
                     ``min_cnr``, or a focus resolved in-plane without a dark core (``min_core_depth``):
@@ -119,6 +120,10 @@ from which a region's in-plane elongation is read as a shape. Up to three pixels
 the grid alone (an adjacent pair measures 2.0, a diagonal pair 2.6, three pixels of a focus 1.5
 pixels wide 2.0-2.2, against ``max_elongation`` 2); a vein fragment long enough to be told from a
 blob spans at least four (centres 2.5 pixels apart)."""
+WIDTH_QUANTUM_PIXELS = 0.5
+"""An outline ``n`` pixels across is the image of a focus ``n - 0.5`` to ``n + 0.5`` pixels wide: the
+in-plane width is compared with ``min_inplane_diameter_mm`` at its upper end (pixels of 0.8-1 mm and
+more: a one-pixel focus passes; 0.45 mm pixels: it is still too small)."""
 _LOGIT_CLAMP = 50.0  # margins beyond 50 widths saturate (no overflow in exp)
 
 
@@ -139,8 +144,7 @@ def rule_margins(row, p):
                         _drift_margin(row, p),
                         _halo_margin(row, p)), TUBULAR_SOFT),
         "embedded": (_embedded_margin(row, p), EMBEDDED_SOFT),
-        "too_small": (min(row["diameter_mm"] - p.min_diameter_mm,
-                          row.get("max_inplane_diameter_mm", np.inf) - p.min_inplane_diameter_mm), SMALL_SOFT_MM),
+        "too_small": (min(row["diameter_mm"] - p.min_diameter_mm, _inplane_width_margin(row, p)), SMALL_SOFT_MM),
         "cavernoma": (p.max_ring_interior_mm3 - row.get("ring_interior_mm3", 0.0), RING_SOFT_MM3),
         "faint": (min(row["contrast"] - _contrast_floor(row, p), (row["cnr"] - p.min_cnr) / CNR_PER_CONTRAST,
                       _core_margin(row, p)), FAINT_SOFT),
@@ -168,6 +172,16 @@ def _inplane_elongation_margin(row, p):
     if pixel > 0 and row.get("max_inplane_diameter_mm", np.inf) < LINE_MIN_PIXELS * pixel:
         return 1.0
     return p.max_elongation - row["inplane_elongation"]
+
+
+def _inplane_width_margin(row, p):
+    """In-plane width (``max_inplane_diameter_mm``: centre extent plus one pixel) minus
+    ``min_inplane_diameter_mm``, the width read to within :data:`WIDTH_QUANTUM_PIXELS` of a pixel
+    (``pixel_mm``): a focus whose half-depth outline covers ``n`` pixels across is ``n`` +/- 0.5
+    pixels wide, so a one-pixel outline of 0.8 mm pixels may be a 1.2 mm focus, while one of 0.45 mm
+    pixels (a one-voxel dip of a thick 2D slice) is at most 0.7 mm wide."""
+    return (row.get("max_inplane_diameter_mm", np.inf) + WIDTH_QUANTUM_PIXELS * row.get("pixel_mm", 0.0)
+            - p.min_inplane_diameter_mm)
 
 
 def _drift_margin(row, p):

@@ -101,3 +101,15 @@ def test_isolated_single_voxel_minima_seed_a_focus_and_points_of_a_seeded_struct
     assert np.linalg.norm((points[0] - seeds[0]) * vox) > POINT_ISOLATION_MM
     noisy = _isolated_points(rel, mask, vox, seeds, 0.4, 0.11, np.float32(0.8))  # 6 sigma = 0.66 > 0.6
     assert len(noisy) == 0
+
+
+@pytest.mark.parametrize("pixel, n_pixels, too_small", [(0.8, 1, False), (1.0, 1, False), (0.45, 1, True),
+                                                        (0.45, 2, False), (0.45, 3, False)])
+def test_the_in_plane_width_is_read_to_half_a_pixel(params, pixel, n_pixels, too_small):
+    """A one-pixel outline of 0.8 mm pixels may be a 1.2 mm focus (it passes ``min_inplane_diameter_mm``
+    1 mm); a one-voxel dip of 0.45 mm pixels (a thick 2D slice) is at most 0.7 mm wide (too small)."""
+    width = n_pixels * pixel  # describe's extent: centre distance plus one pixel
+    row = _row(max_inplane_diameter_mm=width, pixel_mm=pixel, diameter_mm=1.3)
+    assert (classify(row, params)["reason"] == "too_small") is too_small
+    assert classify(_row(max_inplane_diameter_mm=width, diameter_mm=1.3), params)["reason"] == \
+        ("too_small" if width < params.min_inplane_diameter_mm else "")  # without its pixel size: as before
