@@ -89,25 +89,24 @@ def _wrap_shifted(w, two_pi):  # pragma: no cover - compiled
 
 
 _BLOCK = 4096  # values per block of _scale_and_wrap: one branch-free pass, then the few out of range
+_NAN32 = np.float32(np.nan)  # marks a value out of range (or NaN) in the first pass: the scaled phase never is NaN
 
 
 @njit([f"void({t}, float64, float64, float64, float32[::1])" for t in _SIGNATURES], cache=True, nogil=True,
       parallel=True)
 def _scale_and_wrap(x, inter, slope, factor, out):  # pragma: no cover - compiled
-    """``out = wrap_phase((x - inter) / slope * factor)`` in float64 per voxel, stored as float32."""
+    """``out = wrap_phase((x - inter) / slope * factor)`` in float64 per voxel, stored as float32: a
+    branch-free pass that marks the values outside ``[0, 2 pi)`` after the shift as NaN (no count in
+    the loop, so it vectorises), then those wrapped."""
     two_pi = 2.0 * np.pi
     for b in prange((x.size + _BLOCK - 1) // _BLOCK):
         start, stop = b * _BLOCK, min(x.size, (b + 1) * _BLOCK)
-        outside = 0
         for i in range(start, stop):
             w = _shifted(x[i], inter, slope, factor)
-            outside += not (w >= 0.0 and w < two_pi)
-            out[i] = np.float32(w - np.pi)
-        if outside:
-            for i in range(start, stop):
-                w = _shifted(x[i], inter, slope, factor)
-                if not (w >= 0.0 and w < two_pi):
-                    out[i] = _wrap_shifted(w, two_pi)
+            out[i] = np.float32(w - np.pi) if (w >= 0.0 and w < two_pi) else _NAN32  # marked (NaN input too)
+        for i in range(start, stop):
+            if out[i] != out[i]:
+                out[i] = _wrap_shifted(_shifted(x[i], inter, slope, factor), two_pi)
 
 
 _TILE = 32
@@ -127,19 +126,16 @@ def _scale_and_wrap_transposed(xt, inter, slope, factor, out):  # pragma: no cov
             k1 = min(k0 + _TILE, nz)
             for i0 in range(0, nx, _TILE):
                 i1 = min(i0 + _TILE, nx)
-                outside = 0
                 for k in range(k0, k1):
                     row = xt[k, j]
+                    line = tile[k - k0]
                     for i in range(i0, i1):
                         w = _shifted(row[i], inter, slope, factor)
-                        outside += not (w >= 0.0 and w < two_pi)
-                        tile[k - k0, i - i0] = np.float32(w - np.pi)
-                if outside:
-                    for k in range(k0, k1):
-                        for i in range(i0, i1):
-                            w = _shifted(xt[k, j, i], inter, slope, factor)
-                            if not (w >= 0.0 and w < two_pi):
-                                tile[k - k0, i - i0] = _wrap_shifted(w, two_pi)
+                        line[i - i0] = np.float32(w - np.pi) if (w >= 0.0 and w < two_pi) else _NAN32
+                for k in range(k0, k1):
+                    for i in range(i0, i1):
+                        if tile[k - k0, i - i0] != tile[k - k0, i - i0]:
+                            tile[k - k0, i - i0] = _wrap_shifted(_shifted(xt[k, j, i], inter, slope, factor), two_pi)
                 for i in range(i0, i1):
                     for k in range(k0, k1):
                         out[i, j, k] = tile[k - k0, i - i0]

@@ -1265,14 +1265,86 @@ def _column_votes(ph, rel, inner, A, vox, b0):
 def _ring_mean(image, outer):
     """Mean of ``image`` over the border of the box of ``outer`` voxels per axis (odd; 1 along the
     column axis) centred on each voxel, edges repeated: the outer box's sum minus the inner box's,
-    from separable box means in the image's dtype."""
+    from separable box means in the image's dtype (float32: :func:`_box_mean`, scipy's numbers)."""
     inner = [n if n == 1 else n - 2 for n in outer]
     n_outer, n_inner = math.prod(outer), math.prod(inner)
-    ring = ndi.uniform_filter(image, size=outer, mode="nearest")  # separable box means, not a 2D correlation
+    if image.dtype == np.float32 and image.ndim == 3 and all(n % 2 == 1 for n in outer):
+        ring, inner_mean = _box_mean(image, outer), _box_mean(image, inner)
+        inner_mean *= n_inner
+    else:
+        ring = ndi.uniform_filter(image, size=outer, mode="nearest")  # separable box means, not a 2D correlation
+        inner_mean = n_inner * ndi.uniform_filter(image, size=inner, mode="nearest")
     ring *= n_outer
-    ring -= n_inner * ndi.uniform_filter(image, size=inner, mode="nearest")
+    ring -= inner_mean
     ring /= n_outer - n_inner
     return ring
+
+
+def _box_mean(image, size):
+    """``scipy.ndimage.uniform_filter(image, size, mode="nearest")`` of a float32 3D image with odd
+    sizes, bit for bit: axis by axis (sizes 1 skipped), scipy's running sum per line in float64 rounded
+    to float32 after each axis; the first two axes with the rows' voxels inner (vectorised), the last
+    line by line."""
+    out = np.ascontiguousarray(image, dtype=np.float32)
+    for axis, n in enumerate(size):
+        if n == 1:
+            continue
+        src, out = out, np.empty(out.shape, np.float32)
+        if axis == 2:
+            _box_mean_last(src, n // 2, out)
+        else:
+            shape = (1, src.shape[0], -1) if axis == 0 else src.shape
+            _box_mean_middle(src.reshape(shape), n // 2, out.reshape(shape))
+    return out.copy() if out is image else out
+
+
+BOX_CHUNK = 512
+"""Columns of a row per work unit of :func:`_box_mean_middle` (a contiguous run, so the loop vectorises)."""
+
+
+@njit("void(float32[:, :, ::1], int64, float32[:, :, ::1])", cache=True, parallel=True)
+def _box_mean_middle(src, h, out):  # pragma: no cover - compiled
+    """Mean of ``2 h + 1`` along the middle axis of ``(p, n, m)``, scipy's running sum (nearest mode):
+    the first window summed in order, then ``+= ahead - behind``, divided by the size in float64."""
+    n_p, n, m = src.shape
+    size = 2 * h + 1
+    n_chunks = (m + BOX_CHUNK - 1) // BOX_CHUNK
+    for q in prange(n_p * n_chunks):
+        p = q // n_chunks
+        k0 = (q % n_chunks) * BOX_CHUNK
+        w = min(k0 + BOX_CHUNK, m) - k0
+        tmp = np.zeros(w)
+        for e in range(-h, h + 1):
+            line = src[p, min(max(e, 0), n - 1)]
+            for k in range(w):
+                tmp[k] += np.float64(line[k0 + k])
+        row = out[p, 0]
+        for k in range(w):
+            row[k0 + k] = tmp[k] / size
+        for t in range(1, n):
+            ahead = src[p, min(t + h, n - 1)]
+            behind = src[p, max(t - h - 1, 0)]
+            row = out[p, t]
+            for k in range(w):
+                tmp[k] += np.float64(ahead[k0 + k]) - np.float64(behind[k0 + k])
+                row[k0 + k] = tmp[k] / size
+
+
+@njit("void(float32[:, :, ::1], int64, float32[:, :, ::1])", cache=True, parallel=True)
+def _box_mean_last(src, h, out):  # pragma: no cover - compiled
+    """Mean of ``2 h + 1`` along the last axis, scipy's running sum (nearest mode), line by line."""
+    n0, n1, n = src.shape
+    size = 2 * h + 1
+    for q in prange(n0 * n1):
+        line = src[q // n1, q % n1]
+        row = out[q // n1, q % n1]
+        tmp = 0.0
+        for e in range(-h, h + 1):
+            tmp += np.float64(line[min(max(e, 0), n - 1)])
+        row[0] = tmp / size
+        for t in range(1, n):
+            tmp += np.float64(line[min(t + h, n - 1)]) - np.float64(line[max(t - h - 1, 0)])
+            row[t] = tmp / size
 
 
 def _sign_test_p(k, n):

@@ -22,6 +22,7 @@ lengths in mm, widths of k-space windows in samples unless named ``*_mm``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ from functools import cached_property
 
 import nibabel as nib
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
@@ -38,6 +41,7 @@ from ..errors import InputError
 from ..io.nifti import native_view, to_canonical, voxel_sizes
 from ..io.phase_file import load_phase, wrap_phase
 from ..io.sidecar import read_echo_times
+from .atan2f import atan2f_array
 from .dipole_sign import estimate_phase_sign, with_vendor_prior
 from .sincosf import sincosf_array
 
@@ -357,17 +361,88 @@ def _homodyne_plan(shape, voxel_size_mm, window, window_mm, mode, slice_axis):
 _ELIDE_BYTES = 256 * 1024
 
 
-def _phase_difference(z, lp, elided=None):
+def _phase_difference(z, lp, elided=None, out=None):
     """``angle(z * conj(lp))`` (radians, float32): the phase of ``z`` relative to its low-pass.
 
     Not in place: ``lp`` is a strided view, and numpy's strided complex product rounds differently
     from its contiguous (SIMD) one, which the contiguous ``conj(lp)`` gets. ``elided``: the product
     as numpy evaluates the expression on an array of that many bytes or more (``conj(lp) * z``, see
-    :data:`_ELIDE_BYTES`); default ``z``'s own size (a slab of a volume passes the volume's)."""
+    :data:`_ELIDE_BYTES`); default ``z``'s own size (a slab of a volume passes the volume's). A 3D
+    complex64 ``z`` in C order (or with ``out``, a float32 array of its shape to fill) runs
+    :func:`_phase_difference_kernel`: the same numbers in one pass."""
     elided = z.nbytes >= _ELIDE_BYTES if elided is None else elided
+    if (z.ndim == 3 and z.dtype == lp.dtype == np.complex64 and z.flags.c_contiguous and lp.shape == z.shape
+            and _kernel_is_numpy()):  # numpy's contiguous complex64 product and float32 arctan2, in one pass
+        out = np.empty(z.shape, np.float32) if out is None else out
+        _phase_difference_kernel(lp, z, bool(elided), out)
+        return out
     c = np.conj(lp)
     product = np.multiply(c, z, out=c) if elided else z * c
-    return np.angle(product).astype(np.float32, copy=False)
+    angle = np.angle(product).astype(np.float32, copy=False)
+    if out is None:
+        return angle
+    out[...] = angle
+    return out
+
+
+@functools.cache
+def _kernel_is_numpy():
+    """Whether :func:`_phase_difference_kernel` gives numpy's numbers on this machine (once per process,
+    on 4096 random values of both operand orders): numpy's complex64 product fuses its first products
+    where the CPU has FMA, and its float32 ``arctan2`` is glibc's ``atan2f`` unless numpy dispatches it
+    to SVML (AVX-512); elsewhere the numpy expression runs."""
+    rng = np.random.default_rng(0)
+    z, lp = (rng.normal(size=(2, 2048, 2)).astype(np.float32).view(np.complex64)[..., 0] for _ in range(2))
+    z, lp = z.reshape(2, 32, 64).copy(), lp.reshape(2, 32, 64).copy()
+    out = np.empty(z.shape, np.float32)
+    for elided in (True, False):
+        c = np.conj(lp)
+        want = np.angle(np.multiply(c, z, out=c) if elided else z * c).astype(np.float32)
+        _phase_difference_kernel(lp, z, elided, out)
+        if not np.array_equal(out.view(np.uint32), want.view(np.uint32)):
+            return False
+    return True
+
+
+@intrinsic
+def _fmaf(typingctx, a, b, c):
+    """``a * b + c`` of float32 values rounded once (LLVM's ``llvm.fma``)."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        f = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f], ir.FunctionType(f, [f, f, f]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@njit(["void(complex64[:, :, :], complex64[:, :, ::1], boolean, float32[:, :, :])"], cache=True, parallel=True,
+      error_model="numpy")
+def _phase_difference_kernel(lp, z, elided, out):  # pragma: no cover - compiled
+    """``out = angle(conj(lp) * z)`` (``elided``) or ``angle(z * conj(lp))`` as numpy computes them
+    on contiguous complex64 arrays, bit for bit: its SIMD product ``(a.r b.r - a.i b.i,
+    a.r b.i + a.i b.r)`` with the first product of each part fused (``fmaddsub``; not symmetric in
+    the operands), then glibc's ``atan2f`` (numpy's float32 ``arctan2``, :func:`atan2f_array`), line
+    by line."""
+    n2 = z.shape[2]
+    for i in prange(z.shape[0]):
+        re = np.empty(n2, np.float32)
+        im = np.empty(n2, np.float32)
+        angle = np.empty(n2, np.float32)
+        for j in range(z.shape[1]):
+            for k in range(n2):
+                cr, ci = lp[i, j, k].real, -lp[i, j, k].imag
+                zr, zi = z[i, j, k].real, z[i, j, k].imag
+                if elided:
+                    re[k] = _fmaf(cr, zr, -(ci * zi))
+                    im[k] = _fmaf(cr, zi, ci * zr)
+                else:
+                    re[k] = _fmaf(zr, cr, -(zi * ci))
+                    im[k] = _fmaf(zr, ci, zi * cr)
+            atan2f_array(im, re, angle)
+            for k in range(n2):
+                out[i, j, k] = angle[k]
 
 
 def _homodyne_both(magnitude, phase, voxel_size_mm, window, window_mm, slice_axis):
@@ -518,7 +593,7 @@ def _last_inverses_along(ends, shape, z_of, c):
         z = z_of(where)
         for out, (k, a, before, w, support, n_total) in zip(outs, ends):
             lp = _inverse_pass(k[where], a, before, w, support, shape[a], n_total)
-            out[where] = _phase_difference(z, lp, elided)
+            _phase_difference(z, lp, elided, out[where])
         del z
     return outs
 

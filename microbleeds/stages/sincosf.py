@@ -52,7 +52,9 @@ def sincosf_reduced(y):
     selecting (below 0.75 glibc skips the reduction, which then leaves the argument as it is; below
     2^-12 it returns ``y`` and 1). Other arguments give garbage: see :func:`sincosf`."""
     x = np.float64(y)
-    n = (np.int64(x * _HPI_INV) + 0x800000) >> 24  # the quadrant, rounded
+    # the quadrant, rounded, in int32 as glibc's ``(int32_t) r`` (|x * 2^24 * 2 / pi| < 2^31 below 120):
+    # AVX2 converts four float64 to int32 at once, not to int64
+    n = (np.int32(x * _HPI_INV) + np.int32(0x800000)) >> np.int32(24)
     xr = _fma(-np.float64(n), _HPI, x)
     q = n & 3
     xs = xr if (q == 0 or q == 3) else -xr

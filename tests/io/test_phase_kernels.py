@@ -31,3 +31,18 @@ def test_non_contiguous_and_integer_input_match_reference():
     ints = rng.integers(-4096, 4096, (9, 8, 6), dtype=np.int16)
     out, _ = phase_to_radians(ints[:, ::2])
     np.testing.assert_array_equal(out, _reference(ints[:, ::2], factor=np.pi / 4096))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_out_of_range_nan_and_inf_are_wrapped_as_numpy(order):
+    """The first pass marks values outside [0, 2 pi) after the shift (and NaN, infinities) for the
+    second: C-ordered and Fortran-ordered (transposed, tiled) input, tiles with and without them."""
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-np.pi, np.pi, (70, 40, 33)).astype(np.float32)
+    x[3, :, 5] = rng.uniform(-50, 50, 40)
+    x.flat[[7, 900, 5000, 20000]] = [np.nan, np.inf, -np.inf, 2 * np.pi]
+    x = np.asarray(x, order=order)
+    with np.errstate(invalid="ignore"):
+        want = _reference(x)
+    got = _radians(x)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -11,6 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from scipy import ndimage as ndi
+
 from microbleeds.contract import GAMMA_BAR_HZ_PER_T
 from microbleeds.io.phase_file import load_phase
 from microbleeds.stages import dipole_sign as D
@@ -728,6 +730,22 @@ def test_ring_mean_is_the_mean_over_the_ring():
         core = box[tuple(slice(None) if n == 1 else slice(1, -1) for n in outer)]
         want = (box.sum() - core.sum()) / (box.size - core.size)
         assert abs(float(D._ring_mean(img, outer)[at]) - want) < 1e-5
+
+
+@pytest.mark.parametrize("size", [[11, 11, 1], [9, 1, 9], [1, 5, 7], [3, 3, 3], [1, 1, 1], [25, 1, 1]])
+def test_box_mean_is_scipys_uniform_filter_bit_for_bit(size):
+    """The numba box means against ``scipy.ndimage.uniform_filter`` (mode nearest) on a float32 image,
+    a strided view of one and lines shorter than the window; and the ring mean against scipy's."""
+    rng = np.random.default_rng(8)
+    img = (rng.normal(size=(23, 17, 600)) * 10 + 50).astype(np.float32)
+    for view in (img, img[2:20, ::2, 5:40]):
+        want = ndi.uniform_filter(view, size=size, mode="nearest")
+        np.testing.assert_array_equal(D._box_mean(view, size).view(np.uint32), want.view(np.uint32))
+    ring = ndi.uniform_filter(img, size=[11, 11, 1], mode="nearest")
+    ring *= 121
+    ring -= 81 * ndi.uniform_filter(img, size=[9, 9, 1], mode="nearest")
+    ring /= 40
+    np.testing.assert_array_equal(D._ring_mean(img, [11, 11, 1]).view(np.uint32), ring.view(np.uint32))
 
 
 def test_sign_test_p_is_scipys_binomtest():

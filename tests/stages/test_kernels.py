@@ -312,13 +312,59 @@ def test_sincosf_is_glibcs_sinf_and_cosf():
         assert libm_mismatches(np.ascontiguousarray(values)) == 0
 
 
+@pytest.mark.skipif(not ON_GLIBC, reason="bit for bit with glibc's atan2f only")
+def test_atan2f_is_glibcs_atan2f():
+    """The vectorised atan2f (and its glibc fallback) against math.atan2 (glibc's atan2f) on normal,
+    wide and random-bit arguments, ratios at the ends of atanf's reduction intervals, and special
+    values (zeros of both signs, infinities, NaN, subnormals, 1)."""
+    from microbleeds.stages.atan2f import libm_mismatches
+
+    n = 300_000
+    normal = [RNG.standard_normal(n).astype(np.float32) for _ in range(2)]
+    wide = [(RNG.standard_normal(n) * 10.0 ** RNG.uniform(-30, 30, n)).astype(np.float32) for _ in range(2)]
+    bits = [RNG.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32) for _ in range(2)]
+    x = (RNG.uniform(0.5, 2, n) * RNG.choice([-1.0, 1.0], n)).astype(np.float32)
+    bounds = RNG.choice([0.4375, 0.6875, 1.1875, 2.4375, 2.0**-29, 2.0**25, 1.0], n)
+    near = [(x * bounds * (1 + RNG.uniform(-1e-6, 1e-6, n))).astype(np.float32), x]
+    special = np.float32([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3e38, 2.0**-29, 2.0**25,
+                          0.4375, 0.6875, 1.1875, 2.4375])
+    grid = [g.ravel().copy() for g in np.meshgrid(special, special)]
+    for y, x in (normal, wide, bits, near, grid):
+        assert libm_mismatches(np.ascontiguousarray(y), np.ascontiguousarray(x)) == 0
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 3), (6, 9, 37)])
+def test_phase_difference_kernel_is_numpy_bit_for_bit(shape):
+    """The fused product and angle against numpy's ``angle(conj(lp) * z)`` (in place, as numpy evaluates
+    it on large arrays) and ``angle(z * conj(lp))``, with a strided low-pass and special values."""
+    from microbleeds.stages import phase
+
+    z = (RNG.normal(size=shape) + 1j * RNG.normal(size=shape)).astype(np.complex64) * np.complex64(100)
+    padded = (RNG.normal(size=(shape[0], shape[1] + 6, shape[2])) * 3).astype(np.complex64)
+    padded.imag = RNG.normal(size=padded.shape)
+    lp = padded[:, 2:2 + shape[1]]
+    z.flat[:6] = [0, complex(np.inf, 1), complex(np.nan, 0), complex(0, -0.0), complex(-1, 0), complex(1, 1e-30)]
+    assert phase._kernel_is_numpy()
+    for elided in (True, False):
+        c = np.conj(lp)
+        want = np.angle(np.multiply(c, z, out=c) if elided else z * c).astype(np.float32)
+        got = phase._phase_difference(z, lp, elided)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        out = np.zeros((shape[0] + 2,) + shape[1:], np.float32)
+        phase._phase_difference(z, lp, elided, out[1:-1])
+        np.testing.assert_array_equal(out[1:-1].view(np.uint32), want.view(np.uint32))
+
+
 def test_sincosf_kernels_are_cached_with_float32_signatures():
     from microbleeds.stages import dipole_sign as D
     from microbleeds.stages import phase
     from microbleeds.stages.sincosf import libm_mismatches
 
+    from microbleeds.stages import atan2f
+
     for kernel in (libm_mismatches, D._symmetric_eigenvalues, D._tube_undecided, phase._polar_kernel,
-                   D._coherence_kernel, D._model_coherence_kernel):
+                   D._coherence_kernel, D._model_coherence_kernel, atan2f.libm_mismatches,
+                   phase._phase_difference_kernel):
         assert kernel._cache.__class__.__name__ != "NullCache", kernel
     assert all("float32" in str(s) for s in libm_mismatches.signatures)
     assert all("float32" in str(s) for s in D._symmetric_eigenvalues.signatures)
