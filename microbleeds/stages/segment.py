@@ -411,11 +411,16 @@ CLUSTER_SIGMAS = 2.0
 noise sigmas above *both* floors (:func:`cluster_contacts`)."""
 
 
+CLUSTER_MAX_FLATNESS = 2.5
+"""...and each less elongated than this, its longest axis against its shortest (a half ball: 1.83): a
+ball cut flat by its neighbour, not a slab or sheet (a vein piece flattened by its neighbours, siderosis)."""
+
+
 def cluster_contacts(regions, pairs, saddles, split_noise, voxel_size_mm):
     """Which touching pairs of basins are two foci of a cluster (split), whatever the vein margin says.
 
     Both basins are compact (:func:`region_elongation` of their longest axis against the middle one
-    below :data:`FOCUS_MAX_ELONGATION`) and the saddle rises more than :data:`CLUSTER_SIGMAS` noise
+    below :data:`FOCUS_MAX_ELONGATION`, against the shortest below :data:`CLUSTER_MAX_FLATNESS`) and the saddle rises more than :data:`CLUSTER_SIGMAS` noise
     sigmas above each one's floor: each minimum is deep relative to the saddle, so tissue at least
     partly spared lies between them. A watershed cuts a ball where a neighbour touches it, so a
     cluster's basins are balls with a flat side (their smallest axis short), not the rods a vein
@@ -431,6 +436,7 @@ def cluster_contacts(regions, pairs, saddles, split_noise, voxel_size_mm):
     floor = 1.0 - regions.depth.astype(np.float64)
     a, b = pairs[:, 0] - 1, pairs[:, 1] - 1
     compact = region_elongation(regions, voxel_size_mm, flat_ok=True) < FOCUS_MAX_ELONGATION
+    compact &= region_elongation(regions, voxel_size_mm) < CLUSTER_MAX_FLATNESS
     rise = np.minimum(saddles - floor[a], saddles - floor[b])
     return compact[a] & compact[b] & (rise > CLUSTER_SIGMAS * sigma)
 
