@@ -23,7 +23,7 @@ from .stages.locate import label_source, locate, region_columns
 from .stages.mimics import classify
 from .stages.prepare import brain_box, brain_mask, erode_mm, fortran_copy, noise_level, relative_intensity
 from .stages.seeds import find_seeds
-from .stages.segment import grow_regions
+from .stages.segment import cluster_extent, grow_regions
 from .stages.subfoci import carve_subfoci
 from .stages.tabulate import build_summary, lesion_map, summarise_phase, summarise_regions, tabulate
 
@@ -122,11 +122,12 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     del magnitude
     swi_result = phase_how = None
     if phase is not None:  # the phase modules (and their eagerly typed kernels) load only when needed
-        from .stages.dipole_sign import candidate_signs
+        from .stages.dipole_sign import candidate_signs, cluster_signs
         from .stages.phase import phase_branch
 
         swi_result, phase_how = phase_branch(scan, phase, brain, params, echo_times_ms)
         candidate_signs(found.rows, swi_result, scan)
+        cluster_signs(found.rows, swi_result, scan, params.max_diameter_mm)
     for row in found.rows:
         classify(row, params)
     candidates, lesions, lesion_of_region = tabulate(found.rows, scan)
@@ -173,8 +174,10 @@ def find_candidates(scan, full_brain, params, box=None, magnitude=None) -> Candi
         regions = carve_subfoci(regions, rel, brain, seeds, vox, sigma, params.min_cnr)
     rows = describe_regions(regions, rel, brain, response, box_affine, vox, sigma, params.shell_mm)
     offset = np.array([b.start for b in box])
-    for row in rows:
+    members, cluster_centroid, cluster_diameter = cluster_extent(regions, rel, vox)
+    for row, n, centre, diameter in zip(rows, members, cluster_centroid, cluster_diameter):
         row["centroid_canonical"] = row["centroid_vox"] + offset
+        row["cluster"] = {"members": int(n), "centroid_canonical": centre + offset, "diameter_mm": float(diameter)}
         centre = tuple(np.clip(np.round(row["centroid_vox"]).astype(int), 0, np.array(brain.shape) - 1))
         row["inside_brain"] = bool(brain[centre])
         row["max_voxel_mm"] = float(np.max(vox))

@@ -54,6 +54,10 @@ class Regions:
     seeds: np.ndarray
     depth: np.ndarray
     reached_limit: np.ndarray
+    cluster: np.ndarray = None
+    """(m,) int64: regions with the same index are foci of one cluster, split from each other over
+    their saddles (:func:`cluster_contacts`); each region alone has an index of its own. None: no
+    cluster splitting."""
 
     def __len__(self):
         return len(self.seeds)
@@ -318,8 +322,10 @@ def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=
     split_fraction : float
         Touching foci are split at their saddle when it is more than ``split_fraction`` of the
         focus's depth and ``split_noise`` above the next focus's floor, or more than ``split_noise``
-        above the floor of a round one (:func:`_grow_split`, :func:`vein_contacts`); 0 = off (one
-        region takes every connected voxel below its threshold, :func:`_grow`).
+        above the floor of a round one (:func:`_grow_split`, :func:`vein_contacts`), or, in a group
+        no larger than a microbleed, more than :data:`CLUSTER_SIGMAS` noise sigmas above both
+        compact basins' floors (:func:`cluster_contacts`: foci of a cluster; ``Regions.cluster``);
+        0 = off (one region takes every connected voxel below its threshold, :func:`_grow`).
     split_noise : float, optional
         Relative intensity; default :data:`SPLIT_NOISE_SIGMAS` times the noise of ``rel`` in
         ``mask`` (:func:`microbleeds.stages.prepare.noise_level`).
@@ -343,8 +349,14 @@ def grow_regions(rel, mask, seeds, voxel_size_mm, max_extent_mm, depth_fraction=
             rel32, mask, seeds, np.float32(depth_fraction), np.float32(min_depth), radius_vox, max_voxels,
             labels, np.float32(split_fraction), np.float32(split_noise))
         regions = Regions(labels, voxels, starts, centres, depths, limits.astype(bool))
-        keep = vein_contacts(regions, pairs, levels, split_fraction, split_noise, vox)
-        return merge_touching(regions, [tuple(p) for p in pairs[keep]])
+        vein = vein_contacts(regions, pairs, levels, split_fraction, split_noise, vox)
+        apart = cluster_contacts(regions, pairs, levels, split_noise, vox)
+        if CLUSTER_HOST_LIMIT:
+            apart &= within_focus_size(regions, pairs[vein] - 1, pairs[:, 0] - 1, max_extent_mm, vox)
+        centres = regions.seeds.copy()
+        merged = merge_touching(regions, [tuple(p) for p in pairs[vein & ~apart]])
+        merged.cluster = cluster_index(merged.labels[tuple(centres.T)] - 1, pairs[apart] - 1, len(merged))
+        return merged
     else:
         voxels, starts, centres, depths, limits, contacts = _grow(
             rel32, mask, seeds, np.float32(depth_fraction), np.float32(min_depth), radius_vox, max_voxels,
@@ -394,10 +406,113 @@ def vein_contacts(regions, pairs, saddles, split_fraction, split_noise, voxel_si
     return vein & ~own
 
 
-def region_elongation(regions, voxel_size_mm):
+CLUSTER_SIGMAS = 2.0
+"""Two touching basins are foci of a cluster when the saddle between them rises more than this many
+noise sigmas above *both* floors (:func:`cluster_contacts`)."""
+
+
+CLUSTER_MAX_FLATNESS = 2.5
+"""...and each less elongated than this, its longest axis against its shortest (a half ball: 1.83): a
+ball cut flat by its neighbour, not a slab or sheet (a vein piece flattened by its neighbours, siderosis)."""
+
+
+def cluster_contacts(regions, pairs, saddles, split_noise, voxel_size_mm):
+    """Which touching pairs of basins are two foci of a cluster (split), whatever the vein margin says.
+
+    Both basins are compact (:func:`region_elongation` of their longest axis against the middle one
+    below :data:`FOCUS_MAX_ELONGATION`, against the shortest below :data:`CLUSTER_MAX_FLATNESS`) and the saddle rises more than :data:`CLUSTER_SIGMAS` noise
+    sigmas above each one's floor: each minimum is deep relative to the saddle, so tissue at least
+    partly spared lies between them. A watershed cuts a ball where a neighbour touches it, so a
+    cluster's basins are balls with a flat side (their smallest axis short), not the rods a vein
+    is cut into (one long axis); noise minima inside one focus or along one vein rise less.
+
+    Returns
+    -------
+    ndarray (k,) bool
+    """
+    if len(pairs) == 0:
+        return np.zeros(0, bool)
+    sigma = split_noise / SPLIT_NOISE_SIGMAS
+    floor = 1.0 - regions.depth.astype(np.float64)
+    a, b = pairs[:, 0] - 1, pairs[:, 1] - 1
+    compact = region_elongation(regions, voxel_size_mm, flat_ok=True) < FOCUS_MAX_ELONGATION
+    compact &= region_elongation(regions, voxel_size_mm) < CLUSTER_MAX_FLATNESS
+    rise = np.minimum(saddles - floor[a], saddles - floor[b])
+    return compact[a] & compact[b] & (rise > CLUSTER_SIGMAS * sigma)
+
+
+CLUSTER_HOST_LIMIT = True
+"""Split the foci of a cluster only inside a group (the basins the vein margin joins) no larger than a
+microbleed (:func:`within_focus_size`): a larger dark structure is a vein network or siderosis, whose
+round pieces over its saddles are not foci of their own (carving foci out of such hosts is another
+stage's job)."""
+
+
+def within_focus_size(regions, merged_pairs, basins, max_diameter_mm, voxel_size_mm):
+    """True for each of ``basins`` (0-based) whose group, the basins ``merged_pairs`` (0-based)
+    join, is no larger than a microbleed can be: its equivalent diameter at most ``max_diameter_mm``
+    and no basin of it at the growth limit."""
+    n = len(regions)
+    root = _components(n, merged_pairs)
+    volume = np.bincount(root, np.diff(regions.starts), minlength=n) * float(np.prod(voxel_size_mm))
+    limit = np.bincount(root, regions.reached_limit.astype(float), minlength=n) > 0
+    small = (volume <= np.pi / 6.0 * max_diameter_mm ** 3) & ~limit
+    return small[root[np.asarray(basins, np.int64)]]
+
+
+def cluster_index(region_of_basin, pairs, n_regions):
+    """Cluster index (n_regions,) of the regions: the connected components of the split ``pairs``
+    (0-based basins) between the regions their basins ended in (``region_of_basin``, 0-based)."""
+    region_of_basin = np.asarray(region_of_basin, np.int64)
+    return _components(n_regions, region_of_basin[np.asarray(pairs, np.int64).reshape(-1, 2)])
+
+
+def _components(n, pairs):
+    """Connected components of ``n`` nodes joined by ``pairs`` (0-based): each node's smallest member."""
+    parent = np.arange(n)
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = find(int(a)), find(int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([find(x) for x in range(n)], np.int64)
+
+
+def cluster_extent(regions, rel, voxel_size_mm):
+    """Size and place of each region's cluster (the union of its foci, :attr:`Regions.cluster`).
+
+    Returns
+    -------
+    members : ndarray (m,) int
+        Regions in the region's cluster (1: alone).
+    centroid_vox : ndarray (m, 3) float
+        Darkness-weighted centroid of the cluster's voxels (voxel coordinates).
+    diameter_mm : ndarray (m,) float
+        Equivalent-sphere diameter of the cluster's voxels, mm.
+    """
+    m = len(regions)
+    cluster = np.arange(m) if regions.cluster is None else regions.cluster
+    members = np.bincount(cluster, minlength=m)[cluster]
+    of_voxel = cluster[np.repeat(np.arange(m), np.diff(regions.starts))]
+    weights = np.maximum(1.0 - rel[tuple(regions.voxels.T)].astype(float), 1e-3)
+    total = np.bincount(of_voxel, weights, minlength=m)
+    centroid = np.stack([np.bincount(of_voxel, weights * regions.voxels[:, d], minlength=m) for d in range(3)], 1)
+    centroid = centroid[cluster] / total[cluster][:, None]
+    volume = np.bincount(of_voxel, minlength=m)[cluster] * float(np.prod(voxel_size_mm))
+    return members, centroid, (6.0 * volume / np.pi) ** (1.0 / 3.0)
+
+
+def region_elongation(regions, voxel_size_mm, flat_ok=False):
     """sqrt of the largest / smallest eigenvalue of each region's voxel covariance (mm; each voxel
     counted as its own box, so a one-slice region of thick slices is not called round by the
-    slice's thickness alone): about 1 for a ball, L / (sqrt(3) d) for a rod L long, d wide."""
+    slice's thickness alone): about 1 for a ball, L / (sqrt(3) d) for a rod L long, d wide.
+    ``flat_ok``: the largest against the middle eigenvalue (a disk or a ball cut flat is about 1)."""
     vox = np.asarray(voxel_size_mm, dtype=float)
     n = np.diff(regions.starts)
     out = np.ones(len(n))
@@ -405,7 +520,7 @@ def region_elongation(regions, voxel_size_mm):
         pts = regions.region(r) * vox
         cov = (np.cov(pts.T, bias=True) if len(pts) > 1 else np.zeros((3, 3))) + np.diag(vox ** 2 / 12.0)
         eig = np.linalg.eigvalsh(cov)
-        out[r] = np.sqrt(eig[-1] / max(eig[0], 1e-12))
+        out[r] = np.sqrt(eig[-1] / max(eig[1 if flat_ok else 0], 1e-12))
     return out
 
 

@@ -362,7 +362,9 @@ def _with_blobs(regions, rel, blobs):
             darkest = own[np.argmin(rel[tuple(own.T)])]
             seeds[r] = darkest
             depth[r] = 1.0 - rel[tuple(darkest)]
-    out = Regions(labels, voxels, starts, seeds, depth.astype(np.float32), limit)
+    cluster = None if regions.cluster is None else \
+        np.concatenate([regions.cluster, np.arange(n, n + len(blobs))]).astype(np.int64)  # a blob: its own
+    out = Regions(labels, voxels, starts, seeds, depth.astype(np.float32), limit, cluster)
     return _drop_empty(out) if (counts == 0).any() else out
 
 
@@ -376,4 +378,16 @@ def _drop_empty(regions):
     labels[tuple(regions.voxels.T)] = new_label[np.repeat(np.arange(len(regions)), counts) + 1]
     starts = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
     return Regions(labels, regions.voxels, starts, regions.seeds[keep], regions.depth[keep],
-                   regions.reached_limit[keep])
+                   regions.reached_limit[keep], _renumbered_clusters(regions.cluster, keep))
+
+
+def _renumbered_clusters(cluster, keep):
+    """:attr:`Regions.cluster` of the ``keep`` regions, each cluster named again by its smallest
+    remaining member's new index (None stays None)."""
+    if cluster is None:
+        return None
+    kept = np.asarray(cluster)[keep]
+    _, inverse = np.unique(kept, return_inverse=True)
+    first = np.full(inverse.max() + 1 if len(kept) else 0, len(kept), np.int64)
+    np.minimum.at(first, inverse, np.arange(len(kept)))
+    return first[inverse]

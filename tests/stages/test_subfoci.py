@@ -218,3 +218,11 @@ def test_a_vein_across_the_slices_is_no_blob_where_the_grid_resolves_3d():
     assert eig[0] >= subfoci.MIN_EIGEN_RATIO * eig[-1]  # round in-plane
     assert subfoci.blob_scale(vein, tuple(centre), vox) is None
     assert subfoci.blob_scale(ball, tuple(centre), vox) is not None
+
+
+def test_clusters_are_renamed_by_their_smallest_remaining_member():
+    from microbleeds.stages.subfoci import _renumbered_clusters
+    cluster = np.array([0, 0, 2, 3, 2, 5])  # regions 0+1, 2+4 are clusters; region 0 is dropped
+    keep = np.array([False, True, True, True, True, True])
+    assert _renumbered_clusters(cluster, keep).tolist() == [0, 1, 2, 1, 4]
+    assert _renumbered_clusters(None, keep) is None
