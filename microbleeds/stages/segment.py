@@ -535,19 +535,7 @@ def merge_touching(regions, contacts):
     n = len(regions)
     if not contacts or n == 0:
         return regions
-    parent = np.arange(n + 1)
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in contacts:
-        ra, rb = find(int(a)), find(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(x) for x in range(n + 1)])
+    roots = _components(n + 1, contacts)  # labels 1..n, 0 the background
     unique_roots = np.unique(roots[1:])
     new_of_root = np.zeros(n + 1, np.int32)
     new_of_root[unique_roots] = np.arange(1, len(unique_roots) + 1)
