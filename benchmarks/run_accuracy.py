@@ -332,7 +332,9 @@ def _ge15(result):
 
 
 def _value(text):
-    """A ``--set`` value: a number, else the text (``echo=rss``)."""
+    """A ``--set`` value: true / false, a number, else the text (``echo=rss``)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     try:
         return float(text)
     except ValueError:
