@@ -157,9 +157,18 @@ PHASE_PAIR = dict(_HARD_COMMON, b0_t=3.0, echo_times_ms=(6.0, 14.0, 22.0, 30.0),
 SUITE["hard_3t_multi_echo_phase_minus"] = (dict(PHASE_PAIR, phase_sign=-1), True, "swi-3t")
 SUITE["hard_3t_multi_echo_phase_plus"] = (dict(PHASE_PAIR, phase_sign=1), True, "swi-3t")
 MULTI_ECHO = tuple(n for n in SUITE if SUITE[n][0].get("echo_times_ms"))
+# Validation seeds (231-244): a third draw of every hard configuration, for checking that a change
+# made on the tuning seeds carries over before the held-out seeds are run. Not in the suite's run or
+# tables (``--validation`` or ``--only valid_...`` runs them); looked at freely, never tuned on alone.
+HARD_VALIDATION_SEED0 = 231
+VALIDATION = {f"valid_{_name}": (dict(_HARD_COMMON, **_o, seed=HARD_VALIDATION_SEED0 + _n), _ph, _pre)
+              for _n, (_name, (_o, _ph, _pre)) in enumerate(HARD.items())}
+SPECS = {**SUITE, **VALIDATION}
+"""Every phantom this script knows: the suite and the validation seeds."""
 GROUPS = {"easy (tuning)": [n for n in SUITE if n in EASY],
           "hard (tuning)": [n for n in SUITE if n.startswith("hard_")],
-          "hard (held out)": [n for n in SUITE if n.startswith("heldout_")]}
+          "hard (held out)": [n for n in SUITE if n.startswith("heldout_")],
+          "hard (validation)": list(VALIDATION)}
 QUICK = ("swi3t_1x1x2_snr30", "gre1.5t_0.9x0.9x3_snr20", "control_swi3t_snr20", "calc_swi3t_snr25")
 
 
@@ -168,12 +177,12 @@ def phantom_files(name):
     folder = CACHE / "phantoms"
     paths = {"magnitude": folder / f"{name}_mag.nii.gz", "phase": folder / f"{name}_phase.nii.gz",
              "truth_tsv": folder / f"{name}{TRUTH_SUFFIX}"}
-    if SUITE[name][0].get("echo_times_ms"):  # the echo times the detector reads, beside the 4D magnitude
+    if SPECS[name][0].get("echo_times_ms"):  # the echo times the detector reads, beside the 4D magnitude
         paths["magnitude_sidecar"] = folder / f"{name}_mag.json"
-    fresh = _cache_matches(folder / f"{name}.json", replace(BASE, **SUITE[name][0]))
+    fresh = _cache_matches(folder / f"{name}.json", replace(BASE, **SPECS[name][0]))
     if not fresh or not all(p.is_file() for p in paths.values()):
         folder.mkdir(parents=True, exist_ok=True)
-        params = replace(BASE, **SUITE[name][0])
+        params = replace(BASE, **SPECS[name][0])
         written = write_phantom(simulate(params), folder, name)
         paths = {k: Path(written[k]) for k in paths}
     return paths
@@ -196,7 +205,7 @@ def _cache_matches(sidecar, params):
 def run_microbleeds(name, files, use_phase, preset, overrides=None):
     # the phantoms store phase = -gamma dB TE (their JSON says so): convention -1, given as a site
     # that knows its scanner would give it (the estimate from veins is reported in the summary)
-    sign = int(SUITE[name][0].get("phase_sign", -1))  # as the phantom's sidecar states it
+    sign = int(SPECS[name][0].get("phase_sign", -1))  # as the phantom's sidecar states it
     extra = {"phase": files["phase"], "phase_sign": sign} if use_phase else {}
     result = microbleeds.detect(files["magnitude"], pipeline=preset, **extra, **(overrides or {}))
     return result.write(RUNS / "microbleeds", name)
@@ -216,7 +225,7 @@ def run_baseline(method, name, files):
 
 
 def snr_of(name):
-    return SUITE[name][0]["snr"]
+    return SPECS[name][0]["snr"]
 
 
 def score(method, names, folders):
@@ -300,7 +309,7 @@ def _fp_mag_calcifications_apart(result):
     """
     if not result.scans:
         return None
-    fp = sum(s["fp"] - (0 if SUITE[s["scan"]][1] else s["calcifications_reported"]) for s in result.scans)
+    fp = sum(s["fp"] - (0 if SPECS[s["scan"]][1] else s["calcifications_reported"]) for s in result.scans)
     return fp / len(result.scans)
 
 
@@ -308,7 +317,7 @@ def _calc_with_phase(result):
     """Fraction of calcifications reported as CMBs, over the phantoms run with phase."""
     reported = n = 0
     for match in result.matches:
-        if match.get("truth_type") != "calcification" or not SUITE[match["scan"]][1]:
+        if match.get("truth_type") != "calcification" or not SPECS[match["scan"]][1]:
             continue
         n += 1
         reported += match.get("match_type") == "fp_calcification"
@@ -353,9 +362,9 @@ def echo_choices(name, files):
 
     from microbleeds.stages.load import default_t2star, estimate_t2star
 
-    tes = list(SUITE[name][0]["echo_times_ms"])
+    tes = list(SPECS[name][0]["echo_times_ms"])
     data = np.asarray(nib.load(files["magnitude"]).dataobj, dtype=np.float32)
-    t2s = estimate_t2star(data, tes) or default_t2star(SUITE[name][0].get("b0_t"))
+    t2s = estimate_t2star(data, tes) or default_t2star(SPECS[name][0].get("b0_t"))
     nearest = int(np.argmin(np.abs(np.asarray(tes) - t2s / 2.0)))
     return t2s, [("auto", "auto"), ("rss", "rss"), (f"echo {nearest + 1} ({tes[nearest]:g} ms ~ T2*/2)", nearest),
                  (f"last ({tes[-1]:g} ms)", "last")]
@@ -375,15 +384,15 @@ def compare_echoes(names):
     for name in [n for n in names if n in MULTI_ECHO]:
         files = phantom_files(name)
         t2s, choices = echo_choices(name, files)
-        if SUITE[name][1]:  # with phase: also the convention estimated from the image, not given
+        if SPECS[name][1]:  # with phase: also the convention estimated from the image, not given
             choices.append(("auto, phase sign estimated", "auto"))
         for label, echo in choices:
             estimated = label.endswith("estimated")
             folder = RUNS / "microbleeds_echo" / (str(echo) + ("_sign_estimated" if estimated else ""))
             overrides = {"echo": echo}
-            sign = None if estimated else int(SUITE[name][0].get("phase_sign", -1))
-            extra = {"phase": files["phase"], "phase_sign": sign} if SUITE[name][1] else {}
-            out = microbleeds.detect(files["magnitude"], pipeline=SUITE[name][2], **extra, **overrides).write(folder, name)
+            sign = None if estimated else int(SPECS[name][0].get("phase_sign", -1))
+            extra = {"phase": files["phase"], "phase_sign": sign} if SPECS[name][1] else {}
+            out = microbleeds.detect(files["magnitude"], pipeline=SPECS[name][2], **extra, **overrides).write(folder, name)
             result = evaluate.evaluate_pairs([(name, files["truth_tsv"], out)])
             summary = json.loads((out / "summary.json").read_text())
             how = summary["input"]["echoes"]
@@ -399,16 +408,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 phantoms only")
     parser.add_argument("--only", default="", help="comma-separated phantom names or prefixes (e.g. hard_)")
+    parser.add_argument("--validation", action="store_true",
+                        help="also the validation seeds (valid_*: a third draw of every hard configuration)")
     parser.add_argument("--methods", default="microbleeds,blob_log_frangi,threshold")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a detection parameter for every phantom (e.g. min_contrast=0.3)")
     parser.add_argument("--echo-compare", action="store_true",
                         help="on the multi-echo phantoms: auto vs rss vs the echo nearest T2*/2 vs the last echo")
     args = parser.parse_args(argv)
-    names = list(QUICK if args.quick else SUITE)
+    names = list(QUICK if args.quick else SUITE) + (list(VALIDATION) if args.validation else [])
     if args.only:
         keys = args.only.split(",")
-        names = [n for n in names if any(n == k or n.startswith(k) for k in keys)]
+        names = [n for n in SPECS if any(n == k or n.startswith(k) for k in keys)]
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     if args.echo_compare:
         lines = compare_echoes(names)
@@ -424,7 +435,7 @@ def main(argv=None):
         for method in methods:
             start = time.perf_counter()
             if method == "microbleeds":
-                folders[method][name] = run_microbleeds(name, files, SUITE[name][1], SUITE[name][2], overrides)
+                folders[method][name] = run_microbleeds(name, files, SPECS[name][1], SPECS[name][2], overrides)
                 seconds[method] += time.perf_counter() - start
             else:
                 folders[method][name] = run_baseline(method, name, files)
@@ -450,7 +461,7 @@ def main(argv=None):
             table[method]["mask"] = mask_check(names, folders[method])
     lines = _markdown(table, names, hi_snr, subsets)
     OUT.mkdir(exist_ok=True)
-    stem = "accuracy" if not (args.only or args.quick) else "accuracy_subset"  # a subset never overwrites the suite's
+    stem = "accuracy" if not (args.only or args.quick or args.validation) else "accuracy_subset"  # a subset never overwrites the suite's
     atomic_write_text(OUT / f"{stem}.md", "\n".join(lines) + "\n")
     atomic_write_text(OUT / f"{stem}.json", json_text(table))  # NaN as null: strict JSON
     print("\n".join(lines))
