@@ -166,6 +166,7 @@ def test_blooming_grows_with_te_and_field():
     assert _dark_area(3.0, 20.0, chi=0.5) == _dark_area(3.0, 10.0, chi=1.0)
 
 
+@pytest.mark.slow  # two whole-head simulations (~10-15 s each on 2 cores)
 def test_blooming_grows_with_te_in_simulated_phantom():
     src = ({"type": "cmb", "x_mm": 20.0, "y_mm": 10.0, "z_mm": 20.0, "diameter_mm": 2.0,
             "chi_ppm": 1.0},)
@@ -418,6 +419,7 @@ def test_warns_when_sources_do_not_fit():
     assert len(ph.truth) < 3
 
 
+@pytest.mark.slow  # nilearn's MNI template resampled and one whole-head simulation (~15 s on 2 cores)
 def test_mni_anatomy_from_nilearn():
     pytest.importorskip("nilearn")
     kw = dict(fov_mm=(150.0, 186.0, 100.0), voxel_size_mm=(2.0, 2.0, 2.5),
