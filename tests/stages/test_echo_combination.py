@@ -171,7 +171,7 @@ def test_summary_records_how_echoes_were_combined(tmp_path, painted):
 
 
 def test_weighted_combination_keeps_its_weights(tmp_path):
-    data, _ = decaying_head(40.0)
+    data, _ = decaying_head(40.0, shape=(24, 24, 12))
     path = _save(tmp_path / "me.nii.gz", data, {"EchoTime": [t / 1000.0 for t in TES]})
     scan = load_scan(path)
     np.testing.assert_allclose(scan.echo_weights, t2star_weights(TES, estimate_t2star(data, TES)))
