@@ -21,7 +21,8 @@ from .stages.describe import describe_regions
 from .stages.load import Scan, load_mask, load_scan
 from .stages.locate import label_source, locate, region_columns
 from .stages.mimics import classify
-from .stages.prepare import brain_box, brain_mask, erode_mm, fortran_copy, noise_level, relative_intensity
+from .stages.prepare import (brain_box, brain_mask, echo_noise_level, erode_mm, fortran_copy, noise_level,
+                             relative_intensity)
 from .stages.seeds import find_seeds
 from .stages.segment import cluster_extent, grow_regions
 from .stages.subfoci import carve_subfoci
@@ -162,8 +163,11 @@ def find_candidates(scan, full_brain, params, box=None, magnitude=None) -> Candi
     vox = scan.voxel_size_mm
     magnitude = np.ascontiguousarray(scan.magnitude[box]) if magnitude is None else magnitude
     rel = relative_intensity(magnitude, brain, vox, params.background_sigma_mm)
+    if scan.echoes is not None and scan.echo_weights is not None:  # a weighted echo sum: its noise, not its anatomy
+        sigma = echo_noise_level(scan.echoes[box], scan.echo_weights, magnitude, rel, brain)
+    else:
+        sigma = noise_level(rel, brain)
     del magnitude
-    sigma = noise_level(rel, brain)
     interior = erode_mm(brain, vox, params.edge_margin_mm)
     seeds, response = find_seeds(rel, interior, vox, params.radii_mm(), sigma, params.min_contrast)
     # growth may reach max_diameter_mm from the seed in every direction, so a focus too large to

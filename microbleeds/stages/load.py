@@ -59,6 +59,10 @@ class Scan:
         12 echoes"``, ``"rss of 3 echoes"``, ``"echo 2 of 3"``).
     echoes : ndarray float32 (x, y, z, echo) or None
         The separate echoes of a multi-echo magnitude (canonical order), for the phase branch.
+    echo_weights : ndarray float64 (echo,) or None
+        The weights of ``magnitude`` as a weighted sum of ``echoes`` (the T2*-weighted combination;
+        None for a single echo or the rss), for the noise of the combination
+        (:func:`~microbleeds.stages.prepare.echo_noise_level`).
     sidecar : dict
         BIDS JSON sidecar beside the file, if any.
     notes : list of str
@@ -82,6 +86,7 @@ class Scan:
     n_echoes: int = 1
     sidecar: dict = field(default_factory=dict)
     echoes: np.ndarray | None = None
+    echo_weights: np.ndarray | None = None
     notes: list = field(default_factory=list)
     replaced: np.ndarray | None = None
     header_descrip: bytes | None = None
@@ -156,7 +161,7 @@ def default_t2star(field_t=None):
     return T2STAR_DEFAULT_MS[nearest]
 
 
-def combine_echoes(data, echo="rss", echo_times_ms=None, field_t=None, notes=None):
+def combine_echoes(data, echo="rss", echo_times_ms=None, field_t=None, notes=None, weights_out=None):
     """Reduce a 4D (x, y, z, echo) magnitude to 3D.
 
     Parameters
@@ -175,6 +180,8 @@ def combine_echoes(data, echo="rss", echo_times_ms=None, field_t=None, notes=Non
         Field strength (T), for the default T2* when it cannot be fitted.
     notes : list, optional
         Receives what was assumed (one sentence each).
+    weights_out : list, optional
+        Receives the weights (one per echo) when the volume is a weighted sum of the echoes.
 
     Returns
     -------
@@ -217,6 +224,8 @@ def combine_echoes(data, echo="rss", echo_times_ms=None, field_t=None, notes=Non
         else:
             source = "fitted"
         weights = t2star_weights(te_arr, t2s)
+        if weights_out is not None:
+            weights_out.append(weights)
         out = np.zeros(data.shape[:3], np.float32)
         for e in range(n):
             out += np.float32(weights[e]) * np.asarray(data[..., e], dtype=np.float32)
@@ -298,13 +307,14 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
     n_echoes = data.shape[3] if data.ndim == 4 else 1
     how = "single echo"
     echoes = None
+    weights = []
     sidecar = read_sidecar(path) if sidecar is None else dict(sidecar)
     if data.ndim == 4:
         echoes = to_canonical(data, native_affine)[0] if n_echoes > 1 else None
         te = echo_times_ms if echo_times_ms is not None else sidecar_echo_times(sidecar) if sidecar else None
         field_t = sidecar.get("MagneticFieldStrength")
         field_t = float(field_t) if isinstance(field_t, (int, float)) and field_t > 0 else None
-        data, how = combine_echoes(data, echo, te, field_t, notes)
+        data, how = combine_echoes(data, echo, te, field_t, notes, weights_out=weights)
     if n_echoes > 1:
         check_values(data, label, "combined magnitude")
     canon, canon_affine, ornt = to_canonical(data.astype(np.float32, copy=False), native_affine, c_order_copy)
@@ -321,6 +331,7 @@ def load_scan(source, echo="auto", affine=None, memory_budget=None, echo_times_m
         n_echoes=n_echoes,
         sidecar=sidecar,
         echoes=echoes,
+        echo_weights=weights[0] if weights and echoes is not None else None,
         notes=notes,
         replaced=None if replaced is None else to_canonical(replaced, native_affine)[0],
         header_descrip=descrip,

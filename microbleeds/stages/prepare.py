@@ -937,6 +937,35 @@ def noise_level(rel, mask, max_samples=2_000_000):
     return float(max(MAD_TO_SIGMA * mad / np.sqrt(2.0), 1e-4))
 
 
+def echo_noise_level(echoes, weights, combined, rel, mask):
+    """Noise standard deviation of a weighted echo sum ``combined = sum w_e S_e``, in the units of
+    its relative image ``rel``.
+
+    :func:`noise_level` on a combined image reads its anatomy as well as its noise: the fine
+    structure (vessels, grey-white borders) is common to all echoes and survives the sum, the
+    thermal noise, independent between echoes and of one sigma at every TE, falls by
+    ``sqrt(sum w_e^2)``. Here the noise is read from adjacent echoes with the tissue's decay
+    cancelled, ``S_e - r S_(e+1)`` (``r`` the ratio of the echoes' brain medians), whose
+    structure is only the small difference of R2* between tissues: :func:`noise_level` of it
+    (relative to ``combined``'s tissue level) over ``sqrt(1 + r^2)`` is one echo's sigma; the
+    median over pairs, times ``sqrt(sum w_e^2)``, is the combination's.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    scale = np.divide(rel, combined, out=np.zeros(rel.shape, np.float32), where=mask & (combined > 0))
+    inside = mask & (combined > 0)
+    medians = [float(np.median(echoes[..., e][inside])) for e in range(echoes.shape[3])]
+    sigmas = []
+    for e in range(echoes.shape[3] - 1):
+        if not medians[e + 1] > 0:
+            continue
+        r = medians[e] / medians[e + 1]
+        diff = (echoes[..., e] - np.float32(r) * echoes[..., e + 1]) * scale
+        sigmas.append(noise_level(diff, inside) / np.sqrt(1.0 + r * r))
+    if not sigmas:
+        return noise_level(rel, mask)
+    return float(max(np.median(sigmas) * np.sqrt(np.sum(w * w)), 1e-4))
+
+
 def erode_mm(mask, voxel_size_mm, margin_mm):
     """Erode a mask by a box of half-width ``margin_mm`` per axis.
 

@@ -168,3 +168,38 @@ def test_summary_records_how_echoes_were_combined(tmp_path, painted):
     known = microbleeds.detect(load_scan(path, echo_times_ms=[4.0, 12.0, 20.0, 28.0])).summary
     assert known["input"]["echoes"] == "T2*-weighted (TE-weighted, T2* 45 ms fitted) of 4 echoes"
     assert not any("root-sum-of-squares" in n for n in known["notes"])
+
+
+def test_weighted_combination_keeps_its_weights(tmp_path):
+    data, _ = decaying_head(40.0, shape=(24, 24, 12))
+    path = _save(tmp_path / "me.nii.gz", data, {"EchoTime": [t / 1000.0 for t in TES]})
+    scan = load_scan(path)
+    np.testing.assert_allclose(scan.echo_weights, t2star_weights(TES, estimate_t2star(data, TES)))
+    assert load_scan(path, echo="rss").echo_weights is None
+    assert load_scan(path, echo="last").echo_weights is None
+
+
+def textured_echoes(sigma, tes=TES, t2star_ms=40.0, shape=(64, 64, 16), seed=1):
+    """Echoes of one anatomy (a fine texture of SD 0.08 common to all echoes, as vessels and tissue
+    borders are) decaying as exp(-TE / T2*), each with its own Gaussian noise of SD ``sigma``."""
+    rng = np.random.default_rng(seed)
+    texture = 1.0 + 0.08 * rng.standard_normal(shape)
+    decay = np.exp(-np.asarray(tes) / t2star_ms)
+    clean = 100.0 * texture[..., None] * decay
+    return (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32), decay
+
+
+def test_noise_of_a_weighted_echo_sum_is_its_noise_not_its_anatomy():
+    from microbleeds.stages.prepare import echo_noise_level, noise_level
+
+    sigma = 2.0
+    echoes, decay = textured_echoes(sigma)
+    w = t2star_weights(TES, 40.0)
+    combined = (echoes * w).sum(axis=3).astype(np.float32)
+    level = 100.0 * float((w * decay).sum())  # the tissue level of the sum
+    rel = (combined / level).astype(np.float32)
+    mask = np.ones(rel.shape, bool)
+    expected = sigma * np.sqrt((w * w).sum()) / level  # independent noise of one sigma per echo
+    assert echo_noise_level(echoes, w, combined, rel, mask) == pytest.approx(expected, rel=0.1)
+    # neighbour differences of the sum read the texture the echoes share: several times the noise
+    assert noise_level(rel, mask) > 2.5 * expected
