@@ -465,14 +465,16 @@ def _coherence_both_signs(cs, m_u, w_u, psi_u):
 
 
 @njit("void(float32[::1], float32[::1], float64[::1], float64[::1], float64[::1], float64[::1])",
-      cache=True, parallel=True)
+      cache=True, nogil=True)
 def _coherence_kernel(cs, m, weighted_cos, weighted_sin, pos, neg):
     """pos[k] = |sum_v (wc_v + i ws_v) exp(-i cs_k m_v)|, neg[k] the same with +cs_k.
 
     One float32 cos and sin per coupling and voxel (the model phase ``c m`` needs no more: its
-    error is ~1e-7 rad), float64 sums over the shell's up to ~10^4 voxels."""
+    error is ~1e-7 rad), float64 sums over the shell's up to ~10^4 voxels. Serial: a call is
+    ~1 ms of work (a scan makes hundreds), and a parallel call waits for every worker thread,
+    which on a loaded machine costs 10-40x the work (each coupling's sums are the same either way)."""
     n = m.size
-    for k in prange(cs.size):
+    for k in range(cs.size):
         c = cs[k]
         cm = np.empty(n, np.float32)
         sines = np.empty(n, np.float32)
@@ -643,11 +645,12 @@ def model_coherence_reference(cs, m, rho, data):
 
 
 @njit("void(float32[::1], float32[:, ::1], float32[:, ::1], float64[::1], float64[::1], float32[:, ::1], "
-      "float64[::1], float64[::1])", cache=True, parallel=True)
+      "float64[::1], float64[::1])", cache=True, nogil=True)
 def _model_coherence_kernel(cs, m, rho, data_re, data_im, phi, pos, neg):
-    """The loops of :func:`_model_coherence`, one coupling per thread."""
+    """The loops of :func:`_model_coherence`, coupling by coupling (serial, as
+    :func:`_coherence_kernel`: one call per small focus, short)."""
     n_vox, n_sub = m.shape
-    for k in prange(cs.size):
+    for k in range(cs.size):
         c = cs[k]
         cm = np.empty(n_sub, np.float32)
         sines = np.empty(n_sub, np.float32)
