@@ -40,6 +40,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -157,12 +158,22 @@ def commands(scan, phase, out_root):
     }
 
 
+CPU_SECONDS = {}  # (label, name) -> CPU seconds (user + sys) of each timed process, beside the wall times
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(argv, env=None):
-    """Wall seconds of one process (fails loudly)."""
+    """Wall seconds of one process (fails loudly); its CPU seconds (user + sys) in ``timed.cpu``."""
+    c0 = _children_cpu()
     t0 = time.perf_counter()
     # cwd outside any source tree: ``python -m`` puts the cwd first on sys.path
     proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     seconds = time.perf_counter() - t0
+    timed.cpu = _children_cpu() - c0
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return seconds
@@ -207,7 +218,8 @@ def run(rounds, codes, stages=False, names=None):
                     t = timed(argv, _env(code))
                     if not warm:
                         times[(label, name)].append(t)
-                    print(f"[{'warm-up' if warm else r}] {label} {name}: {t:.2f} s", flush=True)
+                        CPU_SECONDS.setdefault((label, name), []).append(timed.cpu)
+                    print(f"[{'warm-up' if warm else r}] {label} {name}: {t:.2f} s (CPU {timed.cpu:.2f} s)", flush=True)
                 if stages and not warm:
                     argv = commands(scan, phase, out / f"s{labels.index(label)}")["detect"]
                     times["stages"].setdefault(label, []).append(staged(argv, _env(code)))
@@ -278,6 +290,8 @@ def main(argv=None):
     text = report(times, labels, args.rounds)
     print()
     print(text)
+    for (label, name), cpu in CPU_SECONDS.items():
+        print(f"CPU s (user + sys), {label} {name}: median {np.median(cpu):.2f} (rounds {', '.join(f'{c:.2f}' for c in cpu)})")
     if times["stages"]:
         print(stage_table(times["stages"], labels))
     if not args.no_readme:

@@ -50,7 +50,9 @@ where named so.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from numba import njit, prange
 from scipy import ndimage as ndi
@@ -353,7 +355,7 @@ def _distance(di, dj, dk, A):
 
 
 @njit([f"float64[::1]({t}[:, :, :], int64[::1], float64[::1], float64[:, ::1], float64, float64)"
-       for t in ("float32", "float64")], cache=True)
+       for t in ("float32", "float64")], cache=True, nogil=True)
 def _far_magnitudes(M, lo, centre, A, a, r_out):
     """Magnitudes of the box voxels (first index ``lo``) beyond :data:`BACKGROUND_MIN_RADII` radii
     from ``centre`` (voxels) and within ``r_out`` (world mm), in the box's C order."""
@@ -371,7 +373,7 @@ def _far_magnitudes(M, lo, centre, A, a, r_out):
 
 
 @njit([f"Tuple((float64[::1], float64))({t}[:, :, :], int64[::1], float64[::1], float64[:, ::1], float64, "
-       "float64)" for t in ("float32", "float64")], cache=True)
+       "float64)" for t in ("float32", "float64")], cache=True, nogil=True)
 def _dark_centroid(M, lo, centre, A, a, bg):
     """Darkness-weighted sums for the centroid within :data:`REFINE_RADII` radii: ``sum(ijk * d)``
     and ``sum(d)`` with ``d = max(1 - M / bg, 0)``; the centroid (voxels) is their ratio when
@@ -396,7 +398,7 @@ def _dark_centroid(M, lo, centre, A, a, bg):
 
 @njit([f"Tuple((float64[::1], float64[::1], float64[::1]))({t}[:, :, :], {t}[:, :, :], float64, int64[::1], "
        "float64[::1], float64[:, ::1], float64[::1], float64, float64, float64)" for t in ("float32", "float64")],
-      cache=True)
+      cache=True, nogil=True)
 def _shell_samples(ph, M, phase_sign, lo, centre, A, b0, a, r_out, bg):
     """The fitted shell's voxels in the box's C order: dipole pattern ``m`` (see
     :func:`_dipole_pattern`), weight ``min(M / bg, 1)^2`` and phase ``psi = phase_sign * ph``
@@ -465,14 +467,16 @@ def _coherence_both_signs(cs, m_u, w_u, psi_u):
 
 
 @njit("void(float32[::1], float32[::1], float64[::1], float64[::1], float64[::1], float64[::1])",
-      cache=True, parallel=True)
+      cache=True, nogil=True)
 def _coherence_kernel(cs, m, weighted_cos, weighted_sin, pos, neg):
     """pos[k] = |sum_v (wc_v + i ws_v) exp(-i cs_k m_v)|, neg[k] the same with +cs_k.
 
     One float32 cos and sin per coupling and voxel (the model phase ``c m`` needs no more: its
-    error is ~1e-7 rad), float64 sums over the shell's up to ~10^4 voxels."""
+    error is ~1e-7 rad), float64 sums over the shell's up to ~10^4 voxels. Serial: a call is
+    ~1 ms of work (a scan makes hundreds), and a parallel call waits for every worker thread,
+    which on a loaded machine costs 10-40x the work (each coupling's sums are the same either way)."""
     n = m.size
-    for k in prange(cs.size):
+    for k in range(cs.size):
         c = cs[k]
         cm = np.empty(n, np.float32)
         sines = np.empty(n, np.float32)
@@ -643,11 +647,12 @@ def model_coherence_reference(cs, m, rho, data):
 
 
 @njit("void(float32[::1], float32[:, ::1], float32[:, ::1], float64[::1], float64[::1], float32[:, ::1], "
-      "float64[::1], float64[::1])", cache=True, parallel=True)
+      "float64[::1], float64[::1])", cache=True, nogil=True)
 def _model_coherence_kernel(cs, m, rho, data_re, data_im, phi, pos, neg):
-    """The loops of :func:`_model_coherence`, one coupling per thread."""
+    """The loops of :func:`_model_coherence`, coupling by coupling (serial, as
+    :func:`_coherence_kernel`: one call per small focus, short)."""
     n_vox, n_sub = m.shape
-    for k in prange(cs.size):
+    for k in range(cs.size):
         c = cs[k]
         cm = np.empty(n_sub, np.float32)
         sines = np.empty(n_sub, np.float32)
@@ -1520,7 +1525,8 @@ def candidate_signs(rows, swi_result, scan):
     if swi_result.phase_sign not in (1, -1):
         raise ValueError(f"phase_sign must be +1 or -1, got {swi_result.phase_sign!r}")
     vox = voxel_sizes(scan.voxel_size_mm)
-    for row in rows:
+
+    def sign_row(row):
         row["phase_trusted"] = trusted
         fits = _source_fits(ph, mag, row["centroid_canonical"],
                             [fraction * row["diameter_mm"] for fraction in SOURCE_RADIUS_PER_DIAMETER],
@@ -1537,6 +1543,22 @@ def candidate_signs(rows, swi_result, scan):
                 sign, score = model_sign, model_score
         row["phase_score"] = None if np.isnan(score) else float(score)
         row["phase_sign"] = int(sign)
+
+    _each_in_threads(sign_row, rows)
+
+
+def _each_in_threads(fn, items):
+    """``fn(item)`` for every item, on as many Python threads as this thread's numba threads (the
+    fits' kernels release the GIL). Each thread takes the next item when done with its last, so a
+    descheduled thread delays no other (a parallel kernel's call waits for all its workers)."""
+    threads = min(numba.get_num_threads(), len(items))
+    if threads <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="microbleeds-fits") as pool:
+        for _ in pool.map(fn, items):
+            pass
 
 
 def cluster_signs(rows, swi_result, scan, max_diameter_mm=10.0):
