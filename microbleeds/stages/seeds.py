@@ -362,7 +362,8 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     local minima of the locally averaged image at least ``min_contrast`` below background (a
     focus with a flat dark interior and soft edges has little radial symmetry at its centre);
     either kind needs a voxel at most ``1 - min_contrast / 2`` within one voxel of it; plus single
-    dark voxels far from every other seed (:func:`_isolated_points`: foci narrower than a voxel). Which
+    dark voxels far from every other seed (:func:`_isolated_points`: foci narrower than a voxel) and, as deep,
+    near other seeds where they are dark blobs (:func:`_near_points`: the small foci of a cluster). Which
     seeds are lesions is for segmentation and the rules to decide.
 
     Returns
@@ -380,6 +381,9 @@ def find_seeds(rel, mask, voxel_size_mm, radii_mm, noise_sigma, min_contrast):
     found = [np.asarray(x, dtype=np.int64).reshape(-1, 3) for x in (symmetric, dark)]
     seeds = np.unique(np.concatenate(found), axis=0)
     seeds = np.unique(np.concatenate([seeds, _isolated_points(rel, mask, vox, seeds, min_contrast, noise_sigma,
+                                                              max_rel)]), axis=0)
+    if NEAR_POINTS:
+        seeds = np.unique(np.concatenate([seeds, _near_points(rel, mask, vox, seeds, min_contrast, noise_sigma,
                                                               max_rel)]), axis=0)
     if len(seeds):
         offsets = np.array(list(np.ndindex(3, 3, 3))) - 1
@@ -466,6 +470,102 @@ def _isolated_points(rel, mask, vox, seeds, min_contrast, noise_sigma, max_rel):
     if len(points) == 0 or len(seeds) == 0:
         return points
     return points[_nearest_distance_mm(points * vox, np.asarray(seeds) * vox) > POINT_ISOLATION_MM]
+
+
+NEAR_POINTS = True
+"""Seed single-voxel minima near other seeds too when they are dark blobs of their own (:func:`_near_points`)."""
+NEAR_POINT_GAP_VOX = 2
+"""A minimum within this many voxels of a seed along every axis (Chebyshev) is that seed's focus."""
+
+
+def _near_points(rel, mask, vox, seeds, min_contrast, noise_sigma, max_rel):
+    """Single-voxel minima as deep as :func:`_isolated_points` asks but within
+    :data:`POINT_ISOLATION_MM` of a seed (``seeds`` must hold the isolated points already: the others
+    are near one) and more than :data:`NEAR_POINT_GAP_VOX` voxels from every seed along some axis,
+    that are a dark blob at a microbleed's scale (:func:`dark_blobs`).
+
+    A small focus of a cluster, one or two voxels across and 2-4 mm from a deeper neighbour, is a
+    minimum of its own, but its rim's FRST votes are weak beside the neighbour's and its 3 x 3 x 3
+    mean is no maximum; the isolation rule, there for the points of veins, drops it. A point of a
+    vein is a tube at the focus's scale (one curvature near 0 along it), not a blob."""
+    depth = np.float32(max(min_contrast, POINT_SIGMAS * noise_sigma))
+    points = np.asarray(_local_maxima(np.float32(1.0) - rel, rel, mask, depth, max_rel), dtype=np.int64).reshape(-1, 3)
+    seeds = np.asarray(seeds, np.int64).reshape(-1, 3)
+    if len(points) == 0 or len(seeds) == 0:
+        return points[:0]
+    # beyond POINT_ISOLATION_MM of the other seeds, a minimum is an isolated point, a seed already
+    points = points[~_near_seed(rel.shape, seeds, NEAR_POINT_GAP_VOX)[tuple(points.T)]]
+    return points[dark_blobs(rel, points, vox)]
+
+
+def _near_seed(shape, seeds, gap_vox):
+    """Voxels within ``gap_vox`` voxels of a seed along every axis (a cube around each seed)."""
+    near = np.zeros(shape, bool)
+    near[tuple(seeds.T)] = True
+    for axis in range(3):  # a cube is the product of three 1D dilations
+        grown = near.copy()
+        for step in range(1, gap_vox + 1):
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[axis], hi[axis] = slice(step, None), slice(None, -step)
+            grown[tuple(lo)] |= near[tuple(hi)]
+            grown[tuple(hi)] |= near[tuple(lo)]
+        near = grown
+    return near
+
+
+def dark_blobs(rel, points, voxel_size_mm, chunk=128):
+    """True for each of ``points`` (voxel indices (n, 3)) where ``rel`` is a dark blob at one of the
+    sub-foci scales: the scale-normalised Hessian over the axes fine enough for the scale has all
+    eigenvalues at least ``MIN_EIGENVALUE`` and within ``MIN_EIGEN_RATIO`` of each other
+    (:func:`microbleeds.stages.subfoci.blob_scale`'s test, without its demand that a grid resolving all
+    three axes at some scale show the blob in 3D: two foci stacked over adjacent thick slices are one
+    in-plane blob whose curvature along the slices is negative). The Hessians are
+    :func:`~microbleeds.stages.subfoci.point_hessian`'s, by chunks of points."""
+    from .subfoci import AXIS_SCALE_RATIO, MIN_EIGEN_RATIO, MIN_EIGENVALUE, SCALES_MM, gaussian_kernels
+
+    vox = np.asarray(voxel_size_mm, dtype=float)
+    points = np.asarray(points, np.int64).reshape(-1, 3)
+    found = np.zeros(len(points), bool)
+    for sigma in SCALES_MM:
+        axes = tuple(a for a in range(3) if vox[a] <= sigma / AXIS_SCALE_RATIO)
+        todo = np.flatnonzero(~found)
+        if len(axes) < 2 or len(todo) == 0:
+            continue
+        kernels = [gaussian_kernels(sigma / vox[a] if a in axes else 0.0, vox[a]) for a in range(3)]
+        radius = [(len(k[0]) - 1) // 2 for k in kernels]
+        padded = np.pad(np.asarray(rel, np.float32), [(r, r) for r in radius], mode="symmetric")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, [2 * r + 1 for r in radius])
+        orders = [(p, q) for p in range(len(axes)) for q in range(p, len(axes))]
+        for start in range(0, len(todo), chunk):
+            rows = todo[start:start + chunk]
+            patches = windows[tuple(points[rows].T)].astype(np.float64)
+            along_k = [patches @ kernels[2][o] for o in range(3)]  # (n, i, j) per derivative order
+            hessian = np.empty((len(rows), len(axes), len(axes)))
+            for p, q in orders:
+                order = [0, 0, 0]
+                order[axes[p]] += 1
+                order[axes[q]] += 1
+                value = (along_k[order[2]] @ kernels[1][order[1]]) @ kernels[0][order[0]]
+                hessian[:, p, q] = hessian[:, q, p] = value
+            eig = np.linalg.eigvalsh(sigma ** 2 * hessian)
+            found[rows] = (eig[:, 0] >= MIN_EIGENVALUE) & (eig[:, 0] >= MIN_EIGEN_RATIO * eig[:, -1])
+    return found
+
+
+def dark_blob_reference(rel, centre, voxel_size_mm):
+    """One point of :func:`dark_blobs` from :func:`~microbleeds.stages.subfoci.point_hessian` (for tests)."""
+    from .subfoci import AXIS_SCALE_RATIO, MIN_EIGEN_RATIO, MIN_EIGENVALUE, SCALES_MM, point_hessian
+
+    vox = np.asarray(voxel_size_mm, dtype=float)
+    for sigma in SCALES_MM:
+        axes = tuple(a for a in range(3) if vox[a] <= sigma / AXIS_SCALE_RATIO)
+        if len(axes) < 2:
+            continue
+        eig = np.linalg.eigvalsh(sigma ** 2 * point_hessian(rel, centre, sigma, vox, axes))
+        if eig[0] >= MIN_EIGENVALUE and eig[0] >= MIN_EIGEN_RATIO * eig[-1]:
+            return True
+    return False
 
 
 def _nearest_distance_mm(points_mm, others_mm, chunk=256):
