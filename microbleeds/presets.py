@@ -53,7 +53,9 @@ class Parameters:
     radius_step_ratio: float = 1.4
     depth_fraction: float = 0.5
     # judge every seed inside a merged region on its own (stages.subfoci); off by default: on the held-out
-    # phantoms it carved 3 false positives out of a siderosis scan (benchmarks/README, tenth pass)
+    # phantoms it added 3 false positives to a siderosis scan (benchmarks/README, tenth pass); with the
+    # twelfth pass's depth rule it adds none on the siderosis draws looked at, but +1 on the tuning siderosis seed and
+    # the whole suite not yet re-run (benchmarks/README, twelfth pass)
     subfoci: bool = False
     shell_mm: float = 1.5
     # mimic rules

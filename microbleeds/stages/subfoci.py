@@ -12,7 +12,8 @@ without saddles, by the shape of the image around it:
   along its axis, a sheet two). Axes coarser than the scale / :data:`AXIS_SCALE_RATIO` are left out
   (in-plane on thick slices: a 5 mm slice is no curvature measurement at 1 mm);
 - **dark to its core**: at least :data:`MIN_DEPTH` below tissue (hemosiderin dephases its centre
-  completely; a vein at the echo times of SWI only partly);
+  completely; a vein at the echo times of SWI only partly, and where two veins cross or join, or a
+  vein bends within a thick slice, their dephasing adds up to a round spot about 0.7 dark);
 - **compact**: its half-depth outline, cut at :data:`OUTLINE_SCALES` times the scale, is round
   (elongation below :data:`MAX_ELONGATION`);
 - **inside a larger structure**: the host reaches more than :data:`HOST_FAR_MM` beyond the blob's
@@ -32,7 +33,7 @@ without saddles, by the shape of the image around it:
 Each blob found is carved out of its host (its voxels leave the host) and becomes a candidate of
 its own, which :mod:`microbleeds.stages.describe` and every rule of :mod:`microbleeds.stages.mimics`
 judge like any other; the host keeps the rest. Two blobs of one host joined by a line of voxels at
-least :data:`MIN_DEPTH` dark (:func:`same_focus`) are one focus, one candidate.
+least :data:`JOIN_DEPTH` dark (:func:`same_focus`) are one focus, one candidate.
 """
 
 from __future__ import annotations
@@ -55,8 +56,14 @@ MIN_EIGENVALUE = 0.05
 """Smallest scale-normalised eigenvalue (sigma^2 x the curvature of the relative intensity, tissue = 1,
 dimensionless): a Gaussian dip of depth d measured at its own width gives 0.18 d, so 0.05 is a dip
 of about a quarter of the tissue's signal (``min_contrast``)."""
-MIN_DEPTH = 0.7
-"""A sub-focus's darkest voxel is at least this far below tissue (relative intensity <= 0.3)."""
+MIN_DEPTH = 0.8
+"""A sub-focus's darkest voxel is at least this far below tissue (relative intensity <= 0.2): at most a
+fifth of tissue's signal left, a core dephased through (hemosiderin). Crossings, junctions and bends of
+veins reach 0.70-0.73 at 3 T (0.8 x 0.8 x 1.6 mm, TE 20 ms), 1-2 noise sigmas below this; the
+microbleeds carved out of vein networks 0.82-0.99 (one of 1 x 1 x 2 mm at 0.72 is lost; benchmarks/README,
+twelfth pass)."""
+JOIN_DEPTH = 0.7
+"""Two darkest voxels joined by a line of voxels at least this dark are one focus (:func:`same_focus`)."""
 OUTLINE_SCALES = 2.0
 """The blob is its half-depth outline within this many scales (sigma) of its darkest voxel, mm."""
 MAX_ELONGATION = 1.6
@@ -328,12 +335,12 @@ def carve_subfoci(regions, rel, mask, seeds, voxel_size_mm, noise_sigma=0.0, min
 
 def same_focus(rel, a, b):
     """True when voxels ``a`` and ``b`` are joined by a straight line of voxels at least
-    :data:`MIN_DEPTH` dark all the way (two darkest voxels of one dephased focus; two microbleeds of a
+    :data:`JOIN_DEPTH` dark all the way (two darkest voxels of one dephased focus; two microbleeds of a
     cluster are parted by tissue at least partly spared)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     steps = max(2, int(np.ceil(2.0 * np.abs(b - a).max())) + 1)
     line = np.round(a + np.linspace(0.0, 1.0, steps)[:, None] * (b - a)).astype(int)
-    return bool(np.all(rel[tuple(line.T)] <= 1.0 - MIN_DEPTH))
+    return bool(np.all(rel[tuple(line.T)] <= 1.0 - JOIN_DEPTH))
 
 
 def _with_blobs(regions, rel, blobs):
