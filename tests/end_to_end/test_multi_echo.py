@@ -85,6 +85,8 @@ def _phantom_case(seed, gain=True):
     return scores
 
 
+@pytest.mark.slow  # a whole-head multi-echo simulation and three detections (~25 s); the weights' own tests
+# (tests/stages/test_echo_combination.py) stay in the default run
 def test_t2star_weighting_finds_what_rss_misses_on_the_phantom():
     """Seed 5: rss finds 2 of 8 (0 false positives), the T2*-weighted combination 5 of 8 (0)."""
     _phantom_case(TEST_SEED)

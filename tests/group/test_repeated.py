@@ -64,6 +64,7 @@ def test_gee_equals_statsmodels_called_directly():
     assert rep["within_group_correlation"] > 0.2  # the frailty makes a participant's scans alike
 
 
+@pytest.mark.slow  # a coverage simulation over many cohorts; GEE against statsmodels stays in the default run
 def test_gee_intervals_cover_where_independent_poisson_does_not():
     """Over 120 cohorts of 40 participants x 3 sessions with a participant frailty: the GEE's 95 %
     interval for the IRR of a participant-level covariate (nadir platelets) covers the truth
