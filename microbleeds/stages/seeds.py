@@ -534,12 +534,11 @@ def dark_blobs(rel, points, voxel_size_mm, chunk=128):
             continue
         kernels = [gaussian_kernels(sigma / vox[a] if a in axes else 0.0, vox[a]) for a in range(3)]
         radius = [(len(k[0]) - 1) // 2 for k in kernels]
-        padded = np.pad(np.asarray(rel, np.float32), [(r, r) for r in radius], mode="symmetric")
-        windows = np.lib.stride_tricks.sliding_window_view(padded, [2 * r + 1 for r in radius])
         orders = [(p, q) for p in range(len(axes)) for q in range(p, len(axes))]
         for start in range(0, len(todo), chunk):
             rows = todo[start:start + chunk]
-            patches = windows[tuple(points[rows].T)].astype(np.float64)
+            i, j, k = (_mirrored_indices(points[rows, a], radius[a], rel.shape[a]) for a in range(3))
+            patches = np.asarray(rel[i[:, :, None, None], j[:, None, :, None], k[:, None, None, :]], np.float64)
             along_k = [patches @ kernels[2][o] for o in range(3)]  # (n, i, j) per derivative order
             hessian = np.empty((len(rows), len(axes), len(axes)))
             for p, q in orders:
@@ -551,6 +550,14 @@ def dark_blobs(rel, points, voxel_size_mm, chunk=128):
             eig = np.linalg.eigvalsh(sigma ** 2 * hessian)
             found[rows] = (eig[:, 0] >= MIN_EIGENVALUE) & (eig[:, 0] >= MIN_EIGEN_RATIO * eig[:, -1])
     return found
+
+
+def _mirrored_indices(centres, radius, n):
+    """Indices ``centres - radius ... centres + radius`` (n_points, 2 radius + 1) along an axis of ``n``
+    voxels, mirrored beyond its faces as numpy's ``pad(mode="symmetric")`` (the edge voxel repeated),
+    so a patch is read without padding the whole volume."""
+    idx = np.mod(np.asarray(centres, np.int64)[:, None] + np.arange(-radius, radius + 1), 2 * n)
+    return np.where(idx >= n, 2 * n - 1 - idx, idx)
 
 
 def dark_blob_reference(rel, centre, voxel_size_mm):
