@@ -375,7 +375,9 @@ def vein_contacts(regions, pairs, saddles, split_fraction, split_noise, voxel_si
     vein's darkness varying along it; a vein's piece between two minima is long (the vein goes on
     beyond the saddle), while a microbleed's blooming is round, so a round basin whose saddle
     rises above the noise is a focus touching the other: a neighbour in a cluster, or a vein
-    beside it.
+    beside it. A basin is also round when its focus group is (:data:`FOCUS_GROUPS`): noise cuts a
+    large focus into pieces that may each be long; the group's floor (its deepest) is then the one
+    the saddle must rise above. Pairs inside one focus group are merged.
 
     Parameters
     ----------
@@ -402,8 +404,58 @@ def vein_contacts(regions, pairs, saddles, split_fraction, split_noise, voxel_si
     shallow = np.where(floor[a] >= floor[b], a, b)
     vein = saddles - floor[shallow] <= margin[shallow]
     round_ = region_elongation(regions, voxel_size_mm) < FOCUS_MAX_ELONGATION
+    if FOCUS_GROUPS:
+        focus = focus_groups(regions, pairs, saddles, split_noise)
+        round_ |= group_elongation(regions, focus, voxel_size_mm)[focus] < FOCUS_MAX_ELONGATION
+        floor = _group_min(floor, focus)
+        same = focus[a] == focus[b]
+    else:
+        same = np.zeros(len(pairs), bool)
     own = (round_[a] & (saddles - floor[a] > split_noise)) | (round_[b] & (saddles - floor[b] > split_noise))
-    return vein & ~own
+    return same | (vein & ~own)
+
+
+FOCUS_GROUPS = True
+"""Judge a basin's roundness together with the basins it meets within the noise (:func:`focus_groups`):
+noise cuts a large dark focus (a 4 mm microbleed at 7 T, sigma 0.06) into several minima, each piece
+of which may be long while the focus they make is round."""
+
+
+def focus_groups(regions, pairs, saddles, split_noise):
+    """Basins (0-based) of one focus: joined by saddles no more than ``split_noise`` above *both*
+    floors (noise minima of one dark structure, not two). Returns each basin's group (its smallest
+    member)."""
+    floor = 1.0 - regions.depth.astype(np.float64)
+    a, b = pairs[:, 0] - 1, pairs[:, 1] - 1
+    joined = saddles - np.minimum(floor[a], floor[b]) <= split_noise
+    return _components(len(regions), np.stack([a[joined], b[joined]], 1))
+
+
+def _group_min(values, group):
+    """Each element's group minimum."""
+    out = np.full(len(values), np.inf)
+    np.minimum.at(out, group, values)
+    return out[group]
+
+
+def group_elongation(regions, group, voxel_size_mm):
+    """:func:`region_elongation` of the union of each group's basins (indexed by group id, ``group``
+    giving each basin's id): from the voxels' summed moments, each voxel its own box."""
+    vox = np.asarray(voxel_size_mm, dtype=float)
+    of_voxel = group[np.repeat(np.arange(len(regions)), np.diff(regions.starts))]
+    n = max(len(regions), int(group.max()) + 1 if len(group) else 0)
+    pts = regions.voxels * vox
+    count = np.bincount(of_voxel, minlength=n).astype(float)
+    safe = np.maximum(count, 1.0)
+    mean = np.stack([np.bincount(of_voxel, pts[:, d], minlength=n) for d in range(3)], 1) / safe[:, None]
+    cov = np.empty((n, 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            m = np.bincount(of_voxel, pts[:, i] * pts[:, j], minlength=n) / safe - mean[:, i] * mean[:, j]
+            cov[:, i, j] = cov[:, j, i] = m
+    cov += np.diag(vox ** 2 / 12.0)
+    eig = np.linalg.eigvalsh(cov)
+    return np.sqrt(eig[:, -1] / np.maximum(eig[:, 0], 1e-12))
 
 
 CLUSTER_SIGMAS = 2.0

@@ -204,3 +204,71 @@ def test_watershed_saddle_matches_a_minimax_reference():
     assert len(pairs) == 1 and saddles.dtype == np.float32
     floors = [tuple(int(v) for v in c) for c in basins.seeds]
     assert saddles[0] == np.float32(_minimax_saddle(rel, floors[0], floors[1]))
+
+
+def _sliced_focus_beside_vein(noise=0.005, seed=2):
+    """A large deep focus (2.5 mm radius, rel 0.1) cut into three slabs by two noise-sized ridges
+    (rel 0.12: the pieces of one focus that noise makes at 7 T), touching a fainter vein (rel 0.45,
+    0.5 at the contact) that runs past it along axis 2."""
+    shape = (40, 40, 40)
+    grid = np.indices(shape).transpose(1, 2, 3, 0) * VOX
+    rel = np.ones(shape)
+    tube = np.sqrt((grid[..., 0] - 10) ** 2 + (grid[..., 1] - 13.5) ** 2) <= 0.75
+    rel[tube] = np.where(np.abs(grid[..., 2] - 10) <= 1.5, 0.5, 0.45)[tube]
+    ball = np.sqrt(((grid - 10.0) ** 2).sum(-1)) <= 2.5
+    rel[ball] = 0.1
+    rel[ball & (np.isclose(grid[..., 0], 9.0) | np.isclose(grid[..., 0], 11.0))] = 0.12
+    seeds = _seeds_of(rel, (8.0, 10, 10), (10, 10, 10), (12.0, 10, 10), (10, 13.5, 3), (10, 13.5, 17))
+    for s, floor in zip(seeds[:3], (0.08, 0.07, 0.09)):
+        rel[tuple(s)] = floor
+    rel += np.random.default_rng(seed).normal(0, noise, shape)
+    return rel.astype(np.float32), seeds
+
+
+def test_focus_cut_by_noise_is_judged_round_as_a_whole(monkeypatch):
+    """Each slab of the noise-cut focus is long, so alone none is a focus of its own and the vein
+    margin would merge the whole focus into the vein; judged together (its focus group), it is round,
+    and its saddle to the vein rises far above the noise: the focus stays its own region."""
+    rel, seeds = _sliced_focus_beside_vein()
+    basins, pairs, saddles = _basins(rel, seeds, 0.1)
+    assert len(basins) == 5
+    slabs = segment.region_elongation(basins, VOX)[:3]
+    assert slabs[1] > segment.FOCUS_MAX_ELONGATION  # the middle slab, the one touching the vein
+    groups = segment.focus_groups(basins, pairs, saddles, 0.1)
+    assert len(set(groups[:3])) == 1 and groups[3] not in groups[:3]
+    assert segment.group_elongation(basins, groups, VOX)[groups[0]] < segment.FOCUS_MAX_ELONGATION
+    mask = np.ones(rel.shape, bool)
+    regions = segment.grow_regions(rel, mask, seeds, VOX, max_extent_mm=8.0, split_noise=0.1)
+    focus = regions.labels[tuple(seeds[1])]
+    assert {regions.labels[tuple(s)] for s in seeds[:3]} == {focus}
+    assert regions.labels[tuple(seeds[3])] != focus
+    ball = np.count_nonzero(np.sqrt(((np.indices(rel.shape).transpose(1, 2, 3, 0) * VOX - 10.0) ** 2).sum(-1)) <= 2.5)
+    assert ball <= len(regions.region(focus - 1)) < 1.2 * ball  # the focus, and at most the vein's contact
+    monkeypatch.setattr(segment, "FOCUS_GROUPS", False)  # each slab judged alone: the vein takes the focus
+    merged = segment.grow_regions(rel, mask, seeds, VOX, max_extent_mm=8.0, split_noise=0.1)
+    assert merged.labels[tuple(seeds[1])] == merged.labels[tuple(seeds[3])]
+
+
+def test_focus_groups_join_minima_within_the_noise_of_both_floors():
+    """Two pieces of one focus (floors 0.10, 0.12, saddle 0.15) are one group; a deep focus and a
+    shallow vein piece (floors 0.1, 0.5, saddle 0.52: a dip for the vein only) are not."""
+    basins = segment.Regions(np.zeros((1, 1, 1), np.int32), np.zeros((4, 3), np.int64), np.arange(5),
+                             np.zeros((4, 3), np.int64), np.array([0.9, 0.88, 0.5, 0.9], np.float32),
+                             np.zeros(4, bool))
+    pairs = np.array([[1, 2], [2, 3], [3, 4]])
+    groups = segment.focus_groups(basins, pairs, np.array([0.15, 0.52, 0.52]), split_noise=0.1)
+    assert groups[0] == groups[1] and len(set(groups)) == 3
+
+
+def test_group_elongation_matches_region_elongation_of_the_merged_regions():
+    rng = np.random.default_rng(7)
+    rel = _cluster(gap_mm=2.4, noise=0.03, seed=11)
+    seeds = np.argwhere(rel < 0.8)[rng.choice(np.count_nonzero(rel < 0.8), 12, replace=False)]
+    basins, pairs, saddles = _basins(rel, seeds, 0.05)
+    groups = rng.integers(0, 4, len(basins))
+    contacts = [(a + 1, b + 1) for a in range(len(basins)) for b in range(a + 1, len(basins)) if groups[a] == groups[b]]
+    merged = segment.merge_touching(basins, contacts)
+    expected = segment.region_elongation(merged, VOX)
+    got = segment.group_elongation(basins, groups, VOX)
+    present = np.unique(groups)
+    np.testing.assert_allclose(np.sort(got[present]), np.sort(expected), rtol=1e-9)
