@@ -344,7 +344,8 @@ def test_phase_difference_kernel_is_numpy_bit_for_bit(shape):
     padded.imag = RNG.normal(size=padded.shape)
     lp = padded[:, 2:2 + shape[1]]
     z.flat[:6] = [0, complex(np.inf, 1), complex(np.nan, 0), complex(0, -0.0), complex(-1, 0), complex(1, 1e-30)]
-    assert phase._kernel_is_numpy()
+    # the fused kernel runs only where it gives numpy's numbers (no SVML arctan2: on AVX-512 machines numpy
+    # dispatches there and the numpy expression runs instead); either way the result is numpy's, bit for bit
     for elided in (True, False):
         c = np.conj(lp)
         want = np.angle(np.multiply(c, z, out=c) if elided else z * c).astype(np.float32)
