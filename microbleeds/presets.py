@@ -52,11 +52,10 @@ class Parameters:
     max_diameter_mm: float = 10.0
     radius_step_ratio: float = 1.4
     depth_fraction: float = 0.5
-    # judge every seed inside a merged region on its own (stages.subfoci); off by default: on the held-out
-    # phantoms it added 3 false positives to a siderosis scan (benchmarks/README, tenth pass); with the
-    # twelfth pass's depth rule it adds none on the siderosis draws looked at, but +1 on the tuning siderosis seed and
-    # the whole suite not yet re-run (benchmarks/README, twelfth pass)
-    subfoci: bool = False
+    # judge every seed inside a merged region on its own (stages.subfoci): on since session 9, when the
+    # whole suite with the stage on gave +4 TP / +1 FP (held out +1 / 0, validation +2 / 0, tuning
+    # +1 / +1; benchmarks/README, "Session 9")
+    subfoci: bool = True
     shell_mm: float = 1.5
     # mimic rules
     min_contrast: float = 0.25
