@@ -560,15 +560,16 @@ def cluster_extent(regions, rel, voxel_size_mm):
     return members, centroid, (6.0 * volume / np.pi) ** (1.0 / 3.0)
 
 
-def region_elongation(regions, voxel_size_mm, flat_ok=False):
+def region_elongation(regions, voxel_size_mm, flat_ok=False, only=None):
     """sqrt of the largest / smallest eigenvalue of each region's voxel covariance (mm; each voxel
     counted as its own box, so a one-slice region of thick slices is not called round by the
     slice's thickness alone): about 1 for a ball, L / (sqrt(3) d) for a rod L long, d wide.
-    ``flat_ok``: the largest against the middle eigenvalue (a disk or a ball cut flat is about 1)."""
+    ``flat_ok``: the largest against the middle eigenvalue (a disk or a ball cut flat is about 1).
+    ``only``: the regions (0-based) to measure; the others read 1."""
     vox = np.asarray(voxel_size_mm, dtype=float)
     n = np.diff(regions.starts)
     out = np.ones(len(n))
-    for r in range(len(n)):
+    for r in (range(len(n)) if only is None else only):
         pts = regions.region(r) * vox
         cov = (np.cov(pts.T, bias=True) if len(pts) > 1 else np.zeros((3, 3))) + np.diag(vox ** 2 / 12.0)
         eig = np.linalg.eigvalsh(cov)

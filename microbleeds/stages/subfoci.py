@@ -203,7 +203,10 @@ def host_indices(regions, voxel_size_mm):
     elongated (at least :data:`~microbleeds.stages.segment.FOCUS_MAX_ELONGATION`)."""
     from .segment import region_elongation
 
-    elongated = region_elongation(regions, voxel_size_mm) >= FOCUS_MAX_ELONGATION
+    # a region at the limit is a host whatever its shape: only the others are measured (the largest
+    # regions, vein networks of millions of voxels, would each need a float64 copy of their voxels)
+    elongated = region_elongation(regions, voxel_size_mm, only=np.flatnonzero(~regions.reached_limit)) \
+        >= FOCUS_MAX_ELONGATION
     return np.flatnonzero(regions.reached_limit | elongated)
 
 
@@ -350,12 +353,18 @@ def _with_blobs(regions, rel, blobs):
     n = len(regions)
     for b, (points, _) in enumerate(blobs):
         labels[tuple(points.T)] = n + 1 + b
-    owner = labels[tuple(regions.voxels.T)]
-    region_of_voxel = np.repeat(np.arange(n), np.diff(regions.starts))
-    keep = owner == region_of_voxel + 1
-    kept = regions.voxels[keep]
-    counts = np.bincount(region_of_voxel[keep], minlength=n)
-    voxels = np.concatenate([kept] + [points for points, _ in blobs]).astype(np.int64)
+    # the voxel list of every region can be tens of millions of rows: 32-bit temporaries, and the
+    # kept rows compressed straight into the new list
+    keep = _at(labels, regions.voxels) == np.repeat(np.arange(1, n + 1, dtype=np.int32), np.diff(regions.starts))
+    counts = np.add.reduceat(keep, regions.starts[:-1], dtype=np.int64) if n else np.zeros(0, np.int64)
+    n_kept = int(counts.sum())
+    voxels = np.empty((n_kept + sum(len(points) for points, _ in blobs), 3), np.int64)
+    np.compress(keep, regions.voxels, axis=0, out=voxels[:n_kept])
+    del keep
+    at = n_kept
+    for points, _ in blobs:
+        voxels[at:at + len(points)] = points
+        at += len(points)
     counts = np.concatenate([counts, [len(points) for points, _ in blobs]])
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     centres = np.array([centre for _, centre in blobs], np.int64).reshape(-1, 3)
@@ -373,6 +382,12 @@ def _with_blobs(regions, rel, blobs):
         np.concatenate([regions.cluster, np.arange(n, n + len(blobs))]).astype(np.int64)  # a blob: its own
     out = Regions(labels, voxels, starts, seeds, depth.astype(np.float32), limit, cluster)
     return _drop_empty(out) if (counts == 0).any() else out
+
+
+def _at(volume, voxels):
+    """``volume`` at the (n, 3) ``voxels``, through one flat index (fancy indexing by the three columns
+    would copy each of them)."""
+    return volume.ravel()[np.ravel_multi_index(voxels.T, volume.shape)]
 
 
 def _drop_empty(regions):

@@ -272,3 +272,12 @@ def test_group_elongation_matches_region_elongation_of_the_merged_regions():
     got = segment.group_elongation(basins, groups, VOX)
     present = np.unique(groups)
     np.testing.assert_allclose(np.sort(got[present]), np.sort(expected), rtol=1e-9)
+
+
+def test_region_elongation_measures_only_the_regions_asked():
+    rel = _cluster(gap_mm=2.4, noise=0.03, seed=11)
+    seeds = _seeds_of(rel, (10, 10, 10), (12.4, 10, 10))
+    basins, _, _ = _basins(rel, seeds, 0.05)
+    full = segment.region_elongation(basins, VOX)
+    part = segment.region_elongation(basins, VOX, only=[1])
+    assert part[1] == full[1] and part[0] == 1.0 != full[0]
