@@ -951,8 +951,8 @@ def echo_noise_level(echoes, weights, combined, rel, mask):
     median over pairs, times ``sqrt(sum w_e^2)``, is the combination's.
     """
     w = np.asarray(weights, dtype=np.float64)
-    scale = np.divide(rel, combined, out=np.zeros(rel.shape, np.float32), where=mask & (combined > 0))
     inside = mask & (combined > 0)
+    scale = np.divide(rel, combined, out=np.zeros(rel.shape, np.float32), where=inside)
     medians = [float(np.median(echoes[..., e][inside])) for e in range(echoes.shape[3])]
     sigmas = []
     for e in range(echoes.shape[3] - 1):
