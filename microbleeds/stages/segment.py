@@ -566,15 +566,19 @@ def region_elongation(regions, voxel_size_mm, flat_ok=False, only=None):
     slice's thickness alone): about 1 for a ball, L / (sqrt(3) d) for a rod L long, d wide.
     ``flat_ok``: the largest against the middle eigenvalue (a disk or a ball cut flat is about 1).
     ``only``: the regions (0-based) to measure; the others read 1."""
-    vox = np.asarray(voxel_size_mm, dtype=float)
-    n = np.diff(regions.starts)
-    out = np.ones(len(n))
-    for r in (range(len(n)) if only is None else only):
-        pts = regions.region(r) * vox
-        cov = (np.cov(pts.T, bias=True) if len(pts) > 1 else np.zeros((3, 3))) + np.diag(vox ** 2 / 12.0)
-        eig = np.linalg.eigvalsh(cov)
-        out[r] = np.sqrt(eig[-1] / max(eig[1 if flat_ok else 0], 1e-12))
+    out = np.ones(len(regions))
+    for r in (range(len(regions)) if only is None else only):
+        out[r] = points_elongation(regions.region(r), voxel_size_mm, flat_ok)
     return out
+
+
+def points_elongation(points, voxel_size_mm, flat_ok=False):
+    """:func:`region_elongation` of one voxel set (n, 3)."""
+    vox = np.asarray(voxel_size_mm, dtype=float)
+    pts = np.asarray(points) * vox
+    cov = (np.cov(pts.T, bias=True) if len(pts) > 1 else np.zeros((3, 3))) + np.diag(vox ** 2 / 12.0)
+    eig = np.linalg.eigvalsh(cov)
+    return float(np.sqrt(eig[-1] / max(eig[1 if flat_ok else 0], 1e-12)))
 
 
 def merge_touching(regions, contacts):

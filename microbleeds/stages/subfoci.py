@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .segment import FOCUS_MAX_ELONGATION, Regions
+from .segment import FOCUS_MAX_ELONGATION, Regions, points_elongation, region_elongation
 
 SCALES_MM = (0.7, 1.0, 1.4)
 """Gaussian scales (sigma, mm) of the blob test: microbleeds of 1-4 mm apparent diameter (a ball of
@@ -188,21 +188,9 @@ def sheet_likeness(rel, points, voxel_size_mm, sigma_mm=SHEET_SCALE_MM):
     return plates / len(points)
 
 
-def points_elongation(points, voxel_size_mm):
-    """sqrt of the largest / smallest eigenvalue of a voxel set's covariance (mm), each voxel its own
-    box (:func:`microbleeds.stages.segment.region_elongation`'s measure)."""
-    vox = np.asarray(voxel_size_mm, dtype=float)
-    pts = np.asarray(points) * vox
-    cov = (np.cov(pts.T, bias=True) if len(pts) > 1 else np.zeros((3, 3))) + np.diag(vox ** 2 / 12.0)
-    eig = np.linalg.eigvalsh(cov)
-    return float(np.sqrt(eig[-1] / max(eig[0], 1e-12)))
-
-
 def host_indices(regions, voxel_size_mm):
     """Regions (0-based) a microbleed may hide in: those that reached the growth limit or are
     elongated (at least :data:`~microbleeds.stages.segment.FOCUS_MAX_ELONGATION`)."""
-    from .segment import region_elongation
-
     # a region at the limit is a host whatever its shape: only the others are measured (the largest
     # regions, vein networks of millions of voxels, would each need a float64 copy of their voxels)
     elongated = region_elongation(regions, voxel_size_mm, only=np.flatnonzero(~regions.reached_limit)) \
