@@ -30,6 +30,7 @@ from baselines import BASELINES  # noqa: E402
 import microbleeds  # noqa: E402
 from microbleeds.bench import evaluate  # noqa: E402
 from microbleeds.bench.phantoms import PhantomParams, simulate, write_phantom  # noqa: E402
+from microbleeds.bench.phantoms.simulate import SOURCE_CONTRAST_VERSION  # noqa: E402
 from microbleeds.bench.truth_table import TRUTH_SUFFIX  # noqa: E402
 from microbleeds.contract import LESIONS_FILE  # noqa: E402
 from microbleeds.io.atomic import atomic_write_text  # noqa: E402
@@ -194,7 +195,7 @@ def _cache_matches(sidecar, params):
     if not sidecar.is_file():
         return False
     side = json.loads(sidecar.read_text())
-    if "intracranial_volume_ml" not in side:
+    if "intracranial_volume_ml" not in side or side.get("source_contrast_version") != SOURCE_CONTRAST_VERSION:
         return False
     cached = PhantomParams.from_dict(side["parameters"])
     return replace(cached, fov_mm=params.fov_mm or cached.fov_mm, centre_mm=params.centre_mm or cached.centre_mm) == \

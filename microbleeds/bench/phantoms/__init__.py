@@ -31,7 +31,7 @@ siderosis painted into the susceptibility map, arterial flow voids, dural sinuse
 CMBs beside veins, lobulated CMBs), and :mod:`.echoes` (multi-echo acquisitions, 2-32 echoes
 from the one field, each with its own TE and noise, 4D files with the echo times in their BIDS
 sidecars). The sidecar states each source's noise-free contrast as imaged
-(``source_contrast_noise_free``), the hard CMBs' ``cmb_context`` and the intracranial volume in the
+(``source_contrast_noise_free``, on its own voxels: ``source_contrast_version`` 2), the hard CMBs' ``cmb_context`` and the intracranial volume in the
 field of view.
 
 Sign convention

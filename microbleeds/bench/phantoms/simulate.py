@@ -135,9 +135,12 @@ def _echo(params, anat, sim, grid, sampling, fine, rows, te_ms, b0w, labels, tim
 
 
 def _imaged_contrast(signal, clean, affine, rows, contrast) -> dict:
-    """Noise-free contrast of each source as imaged: ``1 - min |signal| / |clean|`` over the voxels
-    within its radius + one voxel (``clean``: the same acquisition without the sources), after
-    the slice profile and the k-space filtering."""
+    """Noise-free contrast of each source as imaged: ``1 - min |signal| / |clean|`` over its own
+    voxels within its radius + one voxel (``clean``: the same acquisition without the sources),
+    after the slice profile and the k-space filtering. A voxel is a source's own when no other
+    source's surface is nearer to it (:func:`_nearest_surface_mm`): a CMB of a cluster is judged by
+    its own darkening, not by its neighbour's core a voxel beyond its radius (as the voxel-level
+    contrast of an acquisition without k-space filtering is, ``_apply_sources``)."""
     inv = np.linalg.inv(affine)
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     out = {}
@@ -151,8 +154,32 @@ def _imaged_contrast(signal, clean, affine, rows, contrast) -> dict:
             continue
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         ratio = np.abs(signal[box]) / np.maximum(np.abs(clean[box]), 1e-6)
+        idx = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), axis=-1)
+        points = idx @ affine[:3, :3].T + affine[:3, 3]
+        others = [m for m in contrast if m != n]
+        own = _surface_distance_mm(points, r) <= _nearest_surface_mm(points, [rows[m] for m in others])
+        ratio = ratio[own] if own.any() else ratio
         out[n] = float(1.0 - min(float(ratio.min()), 1.0))
     return out
+
+
+def _surface_distance_mm(points, row):
+    """Distance (mm, negative inside) of ``points`` (..., 3) from a source's surface: its main
+    sphere and, for a lobulated CMB, the nearest of its lobes."""
+    centre = np.array([row["x_mm"], row["y_mm"], row["z_mm"]], dtype=np.float64)
+    radius = row["main_radius_mm"] if "lobes" in row else row["diameter_mm"] / 2.0
+    dist = np.linalg.norm(points - centre, axis=-1) - radius
+    for q, rl in row.get("lobes", ()):
+        dist = np.minimum(dist, np.linalg.norm(points - np.asarray(q, dtype=np.float64), axis=-1) - rl)
+    return dist
+
+
+def _nearest_surface_mm(points, rows):
+    """Distance (mm) of ``points`` from the nearest surface of the sources ``rows``; inf without one."""
+    nearest = np.full(points.shape[:-1], np.inf)
+    for row in rows:
+        nearest = np.minimum(nearest, _surface_distance_mm(points, row))
+    return nearest
 
 
 def _volumes(tissue, grid) -> dict:
@@ -164,10 +191,16 @@ def _volumes(tissue, grid) -> dict:
     return {"brain_volume_ml": round(brain * voxel_ml, 3), "intracranial_volume_ml": round(intracranial * voxel_ml, 3)}
 
 
+SOURCE_CONTRAST_VERSION = 2
+"""How ``source_contrast_noise_free`` is measured: 2 = on each source's own voxels (:func:`_imaged_contrast`,
+session 11); sidecars without it read a cluster member's contrast at its neighbour's core."""
+
+
 def _hard_info(params, rows, contrast, painted, sampling) -> dict:
     """Sidecar facts of the realistic features: each source's noise-free contrast, the context of
     the hard CMBs (cluster, near_vein, lobulated), the painted objects, the phase convention."""
     out = {"source_contrast_noise_free": {str(n + 1): round(float(c), 4) for n, c in contrast.items()},
+           "source_contrast_version": SOURCE_CONTRAST_VERSION,
            "cmb_context": {str(n + 1): r["context"] for n, r in enumerate(rows) if r.get("context")},
            "phase_sign": int(params.phase_sign)}
     if int(params.phase_sign) == 1:
