@@ -133,10 +133,11 @@ def test_imaged_contrast_of_a_cluster_member_is_its_own():
     signal[11, 10, 10] = 0.7  # a faint neighbour's core, 2 mm away: within its radius + one voxel
     rows = [dict(x_mm=8.5, y_mm=10.0, z_mm=10.0, diameter_mm=2.0),
             dict(x_mm=11.0, y_mm=10.0, z_mm=10.0, diameter_mm=2.0)]
-    got = _imaged_contrast(signal, clean, affine, rows, {0: 0.95, 1: 0.3})
+    sources = dict.fromkeys((0, 1), 1.0)  # the voxel-level contrasts: only which rows are sources is read
+    got = _imaged_contrast(signal, clean, affine, rows, sources)
     assert got[0] == pytest.approx(0.95)
     assert got[1] == pytest.approx(0.3)
-    alone = _imaged_contrast(signal, clean, affine, rows[1:], {0: 0.3})  # no neighbour to exclude
+    alone = _imaged_contrast(signal, clean, affine, rows[1:], {0: 1.0})  # no neighbour to exclude
     assert alone[0] == pytest.approx(0.95)  # its box reaches the other core: read as before
 
 
@@ -151,6 +152,6 @@ def test_imaged_contrast_keeps_a_lobulated_cmbs_lobes():
     rows = [dict(x_mm=10.0, y_mm=10.0, z_mm=10.0, diameter_mm=3.0, main_radius_mm=1.0,
                  lobes=[((12.0, 10.0, 10.0), 1.0)]),
             dict(x_mm=14.5, y_mm=10.0, z_mm=10.0, diameter_mm=2.0)]
-    got = _imaged_contrast(signal, clean, affine, rows, {0: 0.9, 1: 0.2})
+    got = _imaged_contrast(signal, clean, affine, rows, dict.fromkeys((0, 1), 1.0))
     assert got[0] == pytest.approx(0.9)
     assert got[1] == pytest.approx(0.0)
