@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import numba
 import numpy as np
@@ -26,6 +27,7 @@ from .stages.prepare import (brain_box, brain_mask, echo_noise_level, erode_mm, 
 from .stages.seeds import find_seeds
 from .stages.segment import cluster_extent, grow_regions
 from .stages.subfoci import carve_subfoci
+from .stages.threads import concurrent_kernels_safe
 from .stages.tabulate import build_summary, lesion_map, summarise_phase, summarise_regions, tabulate
 
 
@@ -113,13 +115,18 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     magnitude = np.ascontiguousarray(scan.magnitude[box[0]])  # read only, by both threads
     # the label source (the atlas' registration) needs only the magnitude and the mask: it runs in a
     # thread while the candidates are found (numpy and the nogil kernels release the GIL); each
-    # thread's arithmetic is its own, so the results are those of a serial run
-    with ThreadPoolExecutor(1, thread_name_prefix="microbleeds-labels") as pool:
-        source = pool.submit(_with_numba_threads(label_source, numba.get_num_threads()), magnitude.shape, box[1],
-                             magnitude=magnitude, brain_mask=brain[box[0]], labels_path=labels, labels_t1w=labels_t1w,
-                             use_atlas=params.use_atlas)
+    # thread's arithmetic is its own, so the results are those of a serial run, which is what runs
+    # where numba's threading layer cannot be entered from two threads (workqueue)
+    labels_job = partial(label_source, magnitude.shape, box[1], magnitude=magnitude, brain_mask=brain[box[0]],
+                         labels_path=labels, labels_t1w=labels_t1w, use_atlas=params.use_atlas)
+    if concurrent_kernels_safe():
+        with ThreadPoolExecutor(1, thread_name_prefix="microbleeds-labels") as pool:
+            source = pool.submit(_with_numba_threads(labels_job, numba.get_num_threads()))
+            found = find_candidates(scan, brain, params, box=box, magnitude=magnitude)
+            label_volume = add_regions(found, scan, brain, params, label_volume=source.result())
+    else:
         found = find_candidates(scan, brain, params, box=box, magnitude=magnitude)
-        label_volume = add_regions(found, scan, brain, params, label_volume=source.result())
+        label_volume = add_regions(found, scan, brain, params, label_volume=labels_job())
     del magnitude
     swi_result = phase_how = None
     if phase is not None:  # the phase modules (and their eagerly typed kernels) load only when needed

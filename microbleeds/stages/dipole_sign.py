@@ -61,6 +61,7 @@ from ..io.nifti import voxel_sizes
 from .gaussian import gaussian_filter_nearest_on, hessian_at
 from .prepare import bounding_box, erode_mm
 from .sincosf import sincosf, sincosf_array
+from .threads import concurrent_kernels_safe
 
 _PI = math.pi
 
@@ -1550,8 +1551,9 @@ def candidate_signs(rows, swi_result, scan):
 def _each_in_threads(fn, items):
     """``fn(item)`` for every item, on as many Python threads as this thread's numba threads (the
     fits' kernels release the GIL). Each thread takes the next item when done with its last, so a
-    descheduled thread delays no other (a parallel kernel's call waits for all its workers)."""
-    threads = min(numba.get_num_threads(), len(items))
+    descheduled thread delays no other (a parallel kernel's call waits for all its workers). One
+    thread where numba's threading layer cannot be entered from two (:func:`concurrent_kernels_safe`)."""
+    threads = min(numba.get_num_threads(), len(items)) if concurrent_kernels_safe() else 1
     if threads <= 1:
         for item in items:
             fn(item)
