@@ -80,6 +80,8 @@ CANDIDATE_COLUMN_DOCS = dict(_COMMON, **{
     "halo_extent_mm": _c("Extent of the dark halo", "mm"),
     "halo_depth_ratio": _c("Darkness of the halo relative to the focus (a vein fragment is about as dark as "
                            "the line it lies on; a focus touching a vein is much darker)"),
+    "halo_width_ratio": _c("Thickness of the focus over that of the dark structure it touches (a vein's "
+                           "darker stretch is about as thick as the vein; a focus on a vein much thicker)"),
     "ring_interior_mm3": _c("Volume enclosed by a dark rim that is not dark itself (a cavernoma's core)", "mm^3"),
     "edge_distance_mm": _c("Distance to the brain mask's edge", "mm"),
     "reached_limit": _c("Region growth stopped at the largest diameter", levels={"true": "yes", "false": "no"}),

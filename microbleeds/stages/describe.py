@@ -14,6 +14,9 @@ from scipy import ndimage as ndi
 from ..contract import FEATURES  # noqa: F401 (the columns describe fills)
 
 EDGE_CAP_MM = 5.0
+LINE_REACH_MM = 4.0
+"""How far beyond the candidate (mm) the thickness of the structure it touches is read (within the
+patch's :data:`EDGE_CAP_MM` margin)."""
 
 
 def describe_regions(regions, rel, mask, response, affine, voxel_size_mm, noise_sigma, shell_mm=1.5):
@@ -133,11 +136,12 @@ def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm):
     contrast = 1.0 - mean_rel / max(background, 1e-6)
     n = int(own.sum())
     edge = _edge_distance(p_mask, own, vox)
-    halo_elongation, halo_extent, halo_ratio = _halo(p_rel, p_mask, own, voxels - lo, vox)
+    halo_elongation, halo_extent, halo_ratio, width_ratio = _halo(p_rel, p_mask, own, voxels - lo, vox)
     return {
         "halo_elongation": halo_elongation,
         "halo_extent_mm": halo_extent,
         "halo_depth_ratio": halo_ratio,
+        "halo_width_ratio": width_ratio,
         "ring_interior_mm3": _ring_interior(own, p_rel, vox),
         "background": background,
         "contrast": float(contrast),
@@ -187,6 +191,9 @@ def _halo(p_rel, p_mask, own, local_voxels, vox):
         candidate's depth; 0 when there are none. A vein fragment continues at about its own
         darkness (ratio ~0.6-1); a focus beside a vein or a fainter focus is much darker than
         what it touches (hemosiderin dephases its core completely, a vein only partly).
+    width_ratio : float
+        The candidate's thickness over the structure's next to it (:func:`_width_ratio`); 0 when
+        the component does not reach beyond the candidate.
     """
     depth = 1.0 - float(p_rel[own].min())
     faint = (p_rel < 1.0 - 0.375 * depth) & p_mask | own
@@ -204,10 +211,31 @@ def _halo(p_rel, p_mask, own, local_voxels, vox):
     reach = max(reach, radius + vox.max())
     beyond = np.sqrt(((points - centre) ** 2).sum(axis=1)) > reach
     ratio = 0.0
+    width_ratio = 0.0
     if beyond.any() and depth > 0:
         far = np.argwhere(component)[beyond]
         ratio = float(np.median(1.0 - p_rel[tuple(far.T)]) / depth)
-    return float(np.sqrt(eig[2] / max(eig[0], 1e-9))), extent, ratio
+        distance = np.sqrt(((points[beyond] - centre) ** 2).sum(axis=1))
+        width_ratio = _width_ratio(component, own, far, distance, reach, vox)
+    return float(np.sqrt(eig[2] / max(eig[0], 1e-9))), extent, ratio, width_ratio
+
+
+def _width_ratio(component, own, far, far_distance_mm, reach_mm, vox):
+    """Thickness of the candidate over that of the structure it touches: the largest distance (mm)
+    from one of its voxels to the outside of its 3/8-depth ``component`` (the radius of the
+    largest ball inside it, in the candidate), over the same within the component's ``far`` voxels
+    (those beyond the candidate's reach, at ``far_distance_mm`` from its centroid) up to
+    :data:`LINE_REACH_MM` beyond ``reach_mm``: the vein it lies on, where it leaves the candidate.
+    A darker stretch of a vein, a bend or a junction is about as thick as the vein (ratio ~1); a
+    microbleed on a vein blooms well beyond the vein's width. Beyond the patch counts as inside
+    the component (a structure leaving the patch is not thinned by its edge). 0 without such voxels."""
+    near = far_distance_mm <= reach_mm + LINE_REACH_MM
+    if not near.any():
+        return 0.0
+    inside = ndi.distance_transform_edt(np.pad(component, 1, constant_values=True), sampling=vox)[1:-1, 1:-1, 1:-1]
+    line = float(inside[tuple(far[near].T)].max())
+    return float(inside[own].max()) / max(line, 1e-6)
+
 
 
 def _ring_interior(own, p_rel, vox):
