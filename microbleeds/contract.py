@@ -42,7 +42,8 @@ FEATURES = (  # describe's features, columns of candidates.tsv in this order
     "diameter_mm", "max_inplane_diameter_mm", "volume_mm3", "n_voxels", "depth", "contrast",
     "background", "cnr", "circularity", "elongation", "inplane_elongation", "n_slices",
     "through_plane_ratio", "centroid_shift_mm", "vesselness", "halo_elongation", "halo_extent_mm",
-    "halo_depth_ratio", "halo_width_ratio", "ring_interior_mm3", "edge_distance_mm", "reached_limit", "frst_response",
+    "halo_depth_ratio", "halo_width_ratio", "ring_interior_mm3", "edge_distance_mm", "reached_limit",
+    "frst_response",
 )
 
 LESION_COLUMNS = (

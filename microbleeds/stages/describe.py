@@ -237,7 +237,6 @@ def _width_ratio(component, own, far, far_distance_mm, reach_mm, vox):
     return float(inside[own].max()) / max(line, 1e-6)
 
 
-
 def _ring_interior(own, p_rel, vox):
     """Volume (mm3) that the candidate's own outline encloses without being dark itself: the
     holes of its half-depth region, slice by slice in the axial plane (a rim may be open above or

@@ -155,7 +155,7 @@ def rule_margins(row, p):
                         p.max_through_plane_ratio - row["through_plane_ratio"],
                         _drift_margin(row, p),
                         _halo_margin(row, p)), TUBULAR_SOFT),
-        # a focus much thicker than the structure is not its darker spot; it is no darker than it for that
+        # a round focus much thicker than the structure it touches is not that structure's darker spot
         "embedded": (1.0 if _wider_than_line(row, p) else _embedded_margin(row, p), EMBEDDED_SOFT),
         "too_small": (min(row["diameter_mm"] - p.min_diameter_mm, _inplane_width_margin(row, p)), SMALL_SOFT_MM),
         "cavernoma": (p.max_ring_interior_mm3 - row.get("ring_interior_mm3", 0.0), RING_SOFT_MM3),

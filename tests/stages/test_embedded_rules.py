@@ -46,8 +46,8 @@ def _scene(spot_depth, band_depth, shape=(41, 41, 5)):
 def _features(rel, own):
     elongation, extent, ratio, width = describe._halo(rel, np.ones(rel.shape, bool), own, np.argwhere(own), VOX)
     depth = 1.0 - float(rel[own].min())
-    return dict(halo_elongation=elongation, halo_extent_mm=extent, halo_depth_ratio=ratio, halo_width_ratio=width, depth=depth,
-                diameter_mm=describe._size_shape(np.argwhere(own), rel, VOX)["diameter_mm"])
+    return dict(halo_elongation=elongation, halo_extent_mm=extent, halo_depth_ratio=ratio, halo_width_ratio=width,
+                depth=depth, diameter_mm=describe._size_shape(np.argwhere(own), rel, VOX)["diameter_mm"])
 
 
 def test_a_spot_on_a_bent_band_of_about_its_darkness_is_embedded(params):
