@@ -12,6 +12,7 @@ from nibabel.affines import apply_affine
 from scipy import ndimage as ndi
 
 from ..contract import FEATURES  # noqa: F401 (the columns describe fills)
+from .prepare import bounding_box
 
 EDGE_CAP_MM = 5.0
 LINE_REACH_MM = 4.0
@@ -232,9 +233,23 @@ def _width_ratio(component, own, far, far_distance_mm, reach_mm, vox):
     near = far_distance_mm <= reach_mm + LINE_REACH_MM
     if not near.any():
         return 0.0
-    inside = ndi.distance_transform_edt(np.pad(component, 1, constant_values=True), sampling=vox)[1:-1, 1:-1, 1:-1]
-    line = float(inside[tuple(far[near].T)].max())
-    return float(inside[own].max()) / max(line, 1e-6)
+    inside, lo = _inside_distance(component, vox)
+    line = float(inside[tuple((far[near] - lo).T)].max())
+    return float(inside[tuple((np.argwhere(own) - lo).T)].max()) / max(line, 1e-6)
+
+
+def _inside_distance(component, vox):
+    """Distance (mm) from each voxel of ``component`` to the nearest voxel outside it, beyond the
+    patch counting as inside, on the component's bounding box (and its offset): the box grown by one
+    voxel holds, for every voxel in it, a nearer outside voxel than any beyond it (clamping a voxel
+    to the grown box shortens its distance along every axis), so the values are the whole patch's."""
+    box = bounding_box(component, 1)
+    lo = np.array([b.start for b in box])
+    # one voxel beyond each face: the patch's outside (inside the component) where the box reaches the
+    # patch's edge, else background
+    edges = tuple((b.start == 0, b.stop == n) for b, n in zip(box, component.shape))
+    padded = np.pad(component[box], 1, constant_values=edges)
+    return ndi.distance_transform_edt(padded, sampling=vox)[1:-1, 1:-1, 1:-1], lo
 
 
 def _ring_interior(own, p_rel, vox):
