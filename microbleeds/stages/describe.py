@@ -200,9 +200,11 @@ def _halo(p_rel, p_mask, own, local_voxels, vox):
     faint = (p_rel < 1.0 - 0.375 * depth) & p_mask | own
     labels, _ = ndi.label(faint, structure=np.ones((3, 3, 3)))
     component = labels == labels[tuple(local_voxels[0])]
-    points = np.argwhere(component) * vox
+    indices = np.argwhere(component)
+    points = indices * vox
     centre = (local_voxels * vox).mean(axis=0)
-    extent = float(np.sqrt(((points - centre) ** 2).sum(axis=1)).max())
+    distance = np.sqrt(((points - centre) ** 2).sum(axis=1))  # of each component voxel from the centroid, mm
+    extent = float(distance.max())
     cov = np.cov(points.T, bias=True) + np.eye(3) * vox.max() ** 2 / 12.0 if len(points) > 1 \
         else np.eye(3) * vox.max() ** 2 / 12.0
     eig = np.sort(np.linalg.eigvalsh(cov))
@@ -210,14 +212,13 @@ def _halo(p_rel, p_mask, own, local_voxels, vox):
     radius = (len(local_voxels) * float(np.prod(vox)) * 3.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
     reach = float(np.sqrt(((own_pts - centre) ** 2).sum(axis=1)).max()) + vox.max()
     reach = max(reach, radius + vox.max())
-    beyond = np.sqrt(((points - centre) ** 2).sum(axis=1)) > reach
+    beyond = distance > reach
     ratio = 0.0
     width_ratio = 0.0
     if beyond.any() and depth > 0:
-        far = np.argwhere(component)[beyond]
+        far = indices[beyond]
         ratio = float(np.median(1.0 - p_rel[tuple(far.T)]) / depth)
-        distance = np.sqrt(((points[beyond] - centre) ** 2).sum(axis=1))
-        width_ratio = _width_ratio(component, own, far, distance, reach, vox)
+        width_ratio = _width_ratio(component, own, far, distance[beyond], reach, vox)
     return float(np.sqrt(eig[2] / max(eig[0], 1e-9))), extent, ratio, width_ratio
 
 
