@@ -728,12 +728,15 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
 def inside_outline(brain, faint, coarse_mm):
     """Add the faint tissue (``faint``: above the air, below the threshold) inside the brain's outline.
 
-    The outline is the brain closed by :data:`OUTLINE_MM`: it bridges the brain's own concavities
-    (a blooming focus or a shaded region cut from the edge: a coil array sees the head's centre
-    least) but never reaches the scalp across the skull, which lies outside it. Faint voxels in
-    the outline that touch the brain join it; air and signal dropout stay below ``faint``.
+    The outline is the brain closed by :data:`OUTLINE_MM`, its holes filled (:func:`fill_holes`):
+    it bridges the brain's own concavities (a blooming focus or a shaded region cut from the edge:
+    a coil array sees the head's centre least) but never reaches the scalp across the skull, which
+    lies outside it. The filling takes in a faint centre that the closing rings but cannot cover:
+    where a slab's faces cut the head the centre is open to them (no 3D hole), and a fissure wider
+    than the mask's own closing opens it to the outside in the slice. Faint voxels in the outline
+    that touch the brain join it; air and signal dropout stay below ``faint``.
     """
-    outline = closing_edt(brain, OUTLINE_MM, coarse_mm)
+    outline = fill_holes(closing_edt(brain, OUTLINE_MM, coarse_mm))
     candidate = brain | (faint & outline)
     labels, _ = ndi.label(candidate)
     keep = np.unique(labels[brain])

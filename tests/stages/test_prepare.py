@@ -146,6 +146,41 @@ def test_faint_tissue_and_microbleeds_inside_the_outline_stay_in_the_mask(shaded
         assert inside >= 0.9, f"focus at voxel {site.tolist()}: {inside:.2f} inside the mask"
 
 
+
+def _slab_with_a_faint_centre(seed=0):
+    """A 40 mm axial slab through a head (1 mm voxels, Rician noise): a bright cortical ring, a
+    faint centre (0.35 of the ring: what the coil arrays of the hard phantoms and 7 T central
+    shading make of the deep grey matter) and a dark midline fissure 8 mm wide from the centre to
+    the surface, in every slice; scalp beyond a dark skull. Returns magnitude, the centre's voxels
+    (fissure apart) and the brain."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.ogrid[-70:70, -80:80, -20:20]
+    x, y = x + 0.5, y + 0.5
+    brain = (x / 55.0) ** 2 + (y / 65.0) ** 2 + (z / 90.0) ** 2 <= 1
+    head = (x / 64.0) ** 2 + (y / 74.0) ** 2 + (z / 99.0) ** 2
+    fissure = (np.abs(x) < 4.0) & (y > 0) & brain
+    centre = ((x / 33.0) ** 2 + (y / 39.0) ** 2 <= 1) & brain
+    image = np.where(brain, 1.0, 0.0)
+    image[centre] = 0.35
+    image[(head <= 1) & (head >= (59.0 / 64.0) ** 2) & ~brain] = 1.3
+    image[fissure] = 0.05
+    real = image + rng.normal(0.0, 0.03, image.shape)
+    magnitude = np.hypot(real, rng.normal(0.0, 0.03, image.shape)).astype(np.float32)
+    return magnitude, centre & ~fissure, brain
+
+
+def test_faint_centre_of_a_slab_behind_a_fissure_is_brain():
+    """The faint centre is below Otsu's threshold and joins the mask inside the brain's outline; the
+    outline (a 10 mm closing) bridges the fissure but, where the slab's faces cut the head, the
+    centre is no 3D hole of it, so the outline's holes are filled (in 3D and slice by slice) before
+    faint tissue is taken inside it. Before: 5 % of the centre inside, mask 0.65 x the brain (the
+    7 T phantoms' slab lost 31-41 ml of deep grey matter in its lowest 20 slices this way, and a
+    CMB 3.6 mm across with it)."""
+    magnitude, centre, brain = _slab_with_a_faint_centre()
+    mask = brain_mask(magnitude, (1.0, 1.0, 1.0), False, 4.0)
+    assert mask[centre].mean() > 0.98
+    assert abs(int(mask.sum()) - int(brain.sum())) < 0.1 * brain.sum()
+
 # --------------------------------------------------------------------------------------------------
 # numba kernels with scipy's values (the mask's distance transforms and float64 Gaussians)
 # --------------------------------------------------------------------------------------------------
