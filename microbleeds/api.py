@@ -130,12 +130,13 @@ def detect(source, mask=None, pipeline=DEFAULT_PRESET, affine=None, phase=None, 
     del magnitude
     swi_result = phase_how = None
     if phase is not None:  # the phase modules (and their eagerly typed kernels) load only when needed
-        from .stages.dipole_sign import candidate_signs, cluster_signs
+        from .stages.dipole_sign import candidate_signs, cluster_signs, core_coherences
         from .stages.phase import phase_branch
 
         swi_result, phase_how = phase_branch(scan, phase, brain, params, echo_times_ms)
         candidate_signs(found.rows, swi_result, scan)
         cluster_signs(found.rows, swi_result, scan, params.max_diameter_mm)
+        core_coherences(found.rows, found.regions, [b.start for b in found.box], swi_result, params.max_diameter_mm)
     for row in found.rows:
         classify(row, params)
     candidates, lesions, lesion_of_region = tabulate(found.rows, scan)

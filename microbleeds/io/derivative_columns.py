@@ -89,5 +89,8 @@ CANDIDATE_COLUMN_DOCS = dict(_COMMON, **{
     "phase_score": _c("Goodness of the dipole-field fit's sign (n/a: no phase)"),
     "phase_sign": _c("Dipole sign from the phase", levels={"1": "paramagnetic (hemosiderin)",
                                                             "-1": "diamagnetic (calcium)", "0": "undecided"}),
+    "core_phase_coherence": _c("Phase coherence of the darkest quarter of the focus (near 0: dephased "
+                               "completely, as by hemosiderin; near 1: signal left, as in an iron-rich "
+                               "nucleus; n/a: no phase, or too few voxels)"),
 })
 """Sidecar of ``_desc-cmb_candidates.tsv`` (every candidate)."""

@@ -1604,3 +1604,67 @@ def _focus_sign(ph, mag, centre, diameter_mm, vox, affine, phase_sign):
     score, _, sign = voxel_model_sign(ph, mag, centre, [SOURCE_RADIUS_PER_DIAMETER[1] * diameter_mm], vox, affine,
                                       phase_sign=phase_sign)
     return sign, score
+
+
+CORE_FRACTION = 0.25
+"""A region's core: its darkest quarter of voxels in the (combined) magnitude."""
+CORE_MIN_PAIRS = 20
+"""Fewer face-adjacent voxel pairs inside the core: its phase coherence is not measured (the mean of
+n unit phasors of pure noise has length about 0.89 / sqrt(n): 0.2 at 20 pairs)."""
+
+
+def core_phase_coherence(voxels, phase, magnitude):
+    """How much signal is left in a dark region's core, read from its phase (0: none, 1: all).
+
+    Where hemosiderin dephases a voxel completely its signal is noise, and so is its phase: the
+    phase step between two neighbouring core voxels is uniform on the circle. Tissue darkened only
+    in part (iron-rich nuclei, whose R2* and moderate susceptibility darken a region of their own
+    size) keeps a signal whose phase varies smoothly. The length of the mean phasor
+    ``exp(i (phase[b] - phase[a]))`` over the face-adjacent pairs (a, b) of the core (the
+    :data:`CORE_FRACTION` darkest voxels) is ``exp(-1 / SNR^2)`` for a core of signal-to-noise
+    ratio SNR (each step carries the noise of two voxels), about 0.89 / sqrt(n) for pure noise.
+
+    Parameters
+    ----------
+    voxels : ndarray (n, 3) of int
+        The region's voxel indices in ``phase``'s grid.
+    phase, magnitude : ndarray, 3D
+        Filtered phase (radians) and magnitude on the same grid.
+
+    Returns
+    -------
+    float or None
+        The mean phasor's length; None where the core has fewer than :data:`CORE_MIN_PAIRS` pairs.
+    """
+    voxels = np.asarray(voxels, np.int64)
+    if len(voxels) < 2:
+        return None
+    darkness = magnitude[tuple(voxels.T)]
+    core = voxels[darkness <= np.quantile(darkness, CORE_FRACTION)]
+    shape = np.array(phase.shape, np.int64)
+    linear = np.ravel_multi_index(tuple(core.T), phase.shape)
+    flat = phase.reshape(-1)
+    steps = []
+    for axis in range(3):
+        inner = core[:, axis] < shape[axis] - 1  # its neighbour along the axis is inside the array
+        stride = int(np.prod(shape[axis + 1:]))
+        first = linear[inner]
+        second = first + stride
+        pair = np.isin(second, linear)
+        steps.append(flat[second[pair]].astype(np.float64) - flat[first[pair]])
+    steps = np.concatenate(steps)
+    if len(steps) < CORE_MIN_PAIRS:
+        return None
+    return float(abs(np.exp(1j * steps).mean()))
+
+
+def core_coherences(rows, regions, offset, swi_result, max_diameter_mm=10.0):
+    """Set each row's ``core_phase_coherence`` (:func:`core_phase_coherence`) from the region's
+    voxels (``regions``, on the brain box at ``offset`` in the canonical grid); None for regions
+    larger than ``max_diameter_mm`` (equivalent diameter: no microbleed, left to other rules)."""
+    ph, mag = np.asarray(swi_result.filtered_phase), np.asarray(swi_result.magnitude)
+    _check_same_3d(ph, mag)
+    offset = np.asarray(offset, np.int64)
+    for r, row in enumerate(rows):
+        inside = row["diameter_mm"] <= max_diameter_mm
+        row["core_phase_coherence"] = core_phase_coherence(regions.region(r) + offset, ph, mag) if inside else None

@@ -32,7 +32,9 @@ rejection reason. Rules, in order:
                     half a pixel (:data:`WIDTH_QUANTUM_PIXELS`: one pixel of 0.8 mm may be a 1.2 mm focus)
 ``faint``           contrast to its shell (on slices thicker than the shell reaches, averaged with
                     the slices above and below: ``describe``) below ``min_contrast``, CNR below
-                    ``min_cnr``, or a focus resolved in-plane without a dark core (``min_core_depth``):
+                    ``min_cnr``, or a focus resolved in-plane without a dark core (``min_core_depth``;
+                    with phase, a core whose phase is coherent, ``core_phase_coherence`` above
+                    :data:`MAX_CORE_COHERENCE`: signal left where hemosiderin leaves noise):
                     noise, iron-rich nuclei. A compact focus (3D elongation at most
                     ``max_elongation``, in-plane line-likeness at most :data:`ROUND_VESSELNESS`)
                     whose phase shows a paramagnetic dipole (trusted convention) needs only
@@ -136,6 +138,11 @@ from which the focus is one lying on the structure, not its darker stretch: a ve
 or crossing is about as thick as the vein (the hard tuning phantoms' 444 ``tubular`` candidates:
 median 0.75, nine in ten below 1.41, and of the 19 at 2 or more, 14 elongated), the blooming of a
 4-5 mm microbleed on a vein of one or two voxels 2.4-4.5 times."""
+MAX_CORE_COHERENCE = 0.7
+"""Largest phase coherence of a resolved focus's core (:func:`~microbleeds.stages.dipole_sign.core_phase_coherence`,
+``exp(-1 / SNR^2)``): 0.7 is a core whose signal is 1.7 times its noise, signal that complete dephasing
+leaves no trace of (pure noise reads 0.2 or less on the 20 pairs the measure needs)."""
+
 _LOGIT_CLAMP = 50.0  # margins beyond 50 widths saturate (no overflow in exp)
 
 
@@ -261,10 +268,16 @@ def _contrast_floor(row, p):
 def _core_margin(row, p):
     """A resolved focus (>= 3 mm and >= 3 voxels across in every direction) must have a dark core
     (``min_core_depth``): hemosiderin dephases its centre completely, while iron-rich nuclei or
-    partial volume only darken a region moderately. Smaller foci pass (their core is partial-volumed)."""
+    partial volume only darken a region moderately. With phase, the core's signal is read from its
+    phase too (``core_phase_coherence`` at most :data:`MAX_CORE_COHERENCE`): under a coil array's
+    noise floor a dephased core and an iron-rich nucleus read alike in the magnitude, but only the
+    nucleus keeps a phase. Smaller foci pass (their core is partial-volumed)."""
     if row["diameter_mm"] < max(RESOLVED_MM, RESOLVED_VOXELS * row.get("max_voxel_mm", 1.0)):
         return 1.0
-    return row["depth"] - p.min_core_depth
+    margin = row["depth"] - p.min_core_depth
+    if row.get("core_phase_coherence") is not None:
+        margin = min(margin, MAX_CORE_COHERENCE - row["core_phase_coherence"])
+    return margin
 
 
 def classify(row, p):
