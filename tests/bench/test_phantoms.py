@@ -461,6 +461,34 @@ def test_insert_cmb_into_real_romeo_crop():
     assert 1 < changed.sum() < 0.2 * mag.size
 
 
+
+def test_inserted_cmb_core_carries_the_receivers_noise():
+    """A scanner adds its receiver noise after the tissue dephases, so a completely dephased core
+    is noise in magnitude and phase; scaling the image's own noise with the signal left the core's
+    phase coherent (read 0.57-0.97 on the real 7 T crop's inserted CMBs). ``noise_sigma`` restores
+    it; without it the insertion is unchanged."""
+    from microbleeds.stages.dipole_sign import core_phase_coherence
+
+    rng = np.random.default_rng(4)
+    shape, sigma = (40, 40, 30), 0.05  # SNR 20
+    aff = np.diag([0.5, 0.5, 1.0, 1.0])
+    grid = np.indices(shape)
+    clean = np.exp(1j * (0.05 * grid[0] + 0.03 * grid[2]))
+    noisy = clean + sigma * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+    mag, phase = np.abs(noisy), np.angle(noisy)
+    centre = aff[:3, :3] @ [20, 20, 15]
+    plain = P.insert_cmbs(mag, phase, aff, [centre], 4.0, 1.0, 7.0, 15.0)
+    restored = P.insert_cmbs(mag, phase, aff, [centre], 4.0, 1.0, 7.0, 15.0, noise_sigma=sigma, seed=1)
+    np.testing.assert_array_equal(plain[2], restored[2])
+    voxels = np.argwhere(restored[2] == 1)
+    inner = np.sqrt(((grid.transpose(1, 2, 3, 0) - [20, 20, 15]) ** 2).sum(-1))  # the core: its inner voxels
+    assert core_phase_coherence(voxels, plain[1], inner) > 0.9
+    assert core_phase_coherence(voxels, restored[1], inner) < 0.3
+    far = (slice(0, 5), slice(0, 5), slice(0, 5))
+    np.testing.assert_array_equal(restored[0][far], plain[0][far])
+    core = restored[0][voxels[:, 0], voxels[:, 1], voxels[:, 2]]
+    assert np.median(core) == pytest.approx(sigma * np.sqrt(2 * np.log(2)), rel=0.5)  # Rayleigh median
+
 @pytest.mark.slow
 def test_default_phantom_and_sample(tmp_path):
     ph = P.simulate(P.PhantomParams(seed=1))

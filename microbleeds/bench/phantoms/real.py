@@ -36,13 +36,16 @@ def load_real_gre(mag_path, phase_path, echo: int = 0):
 
 
 def insert_cmbs(magnitude, phase, affine, centres_mm, diameters_mm, chi_ppm, b0_t, te_ms,
-                b0_direction=(0.0, 0.0, 1.0), inside_signal=0.05, phase_sign=-1.0):
+                b0_direction=(0.0, 0.0, 1.0), inside_signal=0.05, phase_sign=-1.0, noise_sigma=None, seed=0):
     """Insert simulated microbleeds into a real complex GRE image.
 
     The complex signal ``magnitude * exp(i phase)`` of every voxel near each source is
     multiplied by the source's sub-voxel factor ``mean(w exp(i phi))`` (analytic sphere
     field, adaptive sub-grid), so the CMB blooms and dephases as on the scanner that took the
-    image. Noise in the affected voxels is scaled with the signal (not re-added).
+    image. The image's noise in the affected voxels is scaled with the signal; with
+    ``noise_sigma`` the receiver noise the scanner adds after the dephasing is restored: complex
+    Gaussian noise of variance ``noise_sigma^2 (1 - |factor|^2)`` per voxel, so that every voxel
+    carries the image's noise again (a completely dephased core is noise, magnitude and phase).
 
     Parameters
     ----------
@@ -64,6 +67,11 @@ def insert_cmbs(magnitude, phase, affine, centres_mm, diameters_mm, chi_ppm, b0_
         Relative signal left inside each sphere.
     phase_sign : float
         -1 if the image follows ``phase = -gamma dB TE`` (paramagnetic negative), else +1.
+    noise_sigma : float, optional
+        The image's noise standard deviation per real / imaginary channel (same units as
+        ``magnitude``); None keeps only the scaled noise.
+    seed : int
+        Seed of the restored noise.
 
     Returns
     -------
@@ -85,6 +93,13 @@ def insert_cmbs(magnitude, phase, affine, centres_mm, diameters_mm, chi_ppm, b0_
     labels = np.zeros(mag.shape, dtype=np.int16)
     ppp = phase_per_ppm(b0_t, te_ms, sign=phase_sign)
     b0w = np.asarray(b0_direction, dtype=np.float64)
+    before = signal.copy() if noise_sigma else None
     _apply_sources(signal, np.asarray(affine, dtype=np.float64), rows, ppp,
                    b0w / np.linalg.norm(b0w), float(inside_signal), labels)
+    if noise_sigma:
+        changed = signal != before
+        factor = np.abs(signal[changed]) / np.maximum(np.abs(before[changed]), 1e-30)
+        scale = float(noise_sigma) * np.sqrt(np.clip(1.0 - factor ** 2, 0.0, 1.0))
+        rng = np.random.default_rng(seed)
+        signal[changed] += scale * (rng.standard_normal(scale.size) + 1j * rng.standard_normal(scale.size))
     return np.abs(signal).astype(np.float32), np.angle(signal).astype(np.float32), labels
