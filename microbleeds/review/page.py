@@ -298,8 +298,27 @@ def _facts(c, center):
         ("contrast", number(c.get("contrast"), 2)),
         ("position", f"{number(center[0], 1)}, {number(center[1], 1)}, {number(center[2], 1)} mm RAS"),
     ]
+    facts.extend(_phase_facts(c))
     if not c["_accepted"]:
         facts.insert(0, ("rejected by", f"<b>{escape(c.get('reason') or '?')}</b>"))
+    return facts
+
+
+DIPOLE_WORDS = {"1": "paramagnetic (hemosiderin)", "-1": "diamagnetic (calcium)", "0": "undecided"}
+
+
+def _phase_facts(c):
+    """With phase: the dipole's sign and, where measured, the dark core's phase coherence (near 0:
+    dephased through; near 1: signal left, as in an iron-rich nucleus)."""
+    sign = "" if c.get("phase_sign") is None else str(c["phase_sign"]).strip()
+    if sign.endswith(".0"):
+        sign = sign[:-2]
+    facts = []
+    if sign in DIPOLE_WORDS:
+        facts.append(("dipole", escape(DIPOLE_WORDS[sign])))
+    coherence = as_float(c.get("core_phase_coherence"))
+    if math.isfinite(coherence):
+        facts.append(("core phase", number(coherence, 2) + " <span class=dim>(0 dephased, 1 signal)</span>"))
     return facts
 
 

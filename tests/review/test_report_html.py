@@ -370,3 +370,20 @@ def test_card_cap_lists_the_rest(scan_dir, tmp_path):
 def test_neurological_convention(scan_dir, tmp_path):
     page = build_report(scan_dir, out=tmp_path / "n.html", radiological=False).read_text()
     assert "neurological convention" in page and "<u class=l>L</u><u class=r>R</u>" in page
+
+
+def test_cards_show_the_dipole_and_the_core_phase(tmp_path):
+    """With phase, each card says which dipole the fit found (undecided too: the reader judges the
+    pattern on the phase crops) and how much signal the dark core kept."""
+    d = make_scan_output(tmp_path, n_candidates=3)
+    columns, rows = read_tsv(d / "candidates.tsv")
+    signs, coherences = ["1", "0", "-1"], ["0.0312", "n/a", "0.9612"]
+    header = list(columns) + [c for c in ("phase_sign", "core_phase_coherence") if c not in columns]
+    for row, sign, coherence in zip(rows, signs, coherences):
+        row["phase_sign"], row["core_phase_coherence"] = sign, coherence
+    text = "\t".join(header) + "\n" + "".join("\t".join(str(r[c]) for c in header) + "\n" for r in rows)
+    (d / "candidates.tsv").write_text(text)
+    page = build_report(d).read_text()
+    for words in ("paramagnetic (hemosiderin)", "undecided", "diamagnetic (calcium)"):
+        assert f"<dt>dipole</dt><dd>{words}</dd>" in page
+    assert page.count("<dt>core phase</dt>") == 2 and "<dd>0.96 " in page and "<dd>0.03 " in page
