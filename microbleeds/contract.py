@@ -56,8 +56,8 @@ LESION_COLUMNS = (
 CANDIDATE_COLUMNS = (
     ("candidate_id", "status", "reason", "lesion_id", "x_mm", "y_mm", "z_mm", "i", "j", "k")
     + FEATURES
-    + ("phase_score", "phase_sign", "core_phase_coherence", "confidence", "certainty", "region", "lobe", "hemisphere", "region_source",
-       "region_confidence")
+    + ("phase_score", "phase_sign", "core_phase_coherence", "confidence", "certainty", "region", "lobe",
+       "hemisphere", "region_source", "region_confidence")
 )
 """Columns of ``candidates.tsv``: every candidate, its features and the rule that rejected it."""
 

@@ -62,7 +62,9 @@ CANDIDATE_COLUMN_DOCS = dict(_COMMON, **{
         "outside_brain": "in CSF or outside the brain", "brain_edge": "at the brain's edge (air-tissue dropout, "
         "partial volume)", "too_large": "larger than the largest microbleed", "too_small": "smaller than the "
         "smallest", "tubular": "elongated: a vein",
-        "embedded": "a darker spot of a larger dark structure (vein tree, sinus, dark tissue)", "faint": "too little contrast or CNR, or no dark core (a resolved focus whose core is not dephased: iron-rich nuclei)",
+        "embedded": "a darker spot of a larger dark structure (vein tree, sinus, dark tissue)",
+        "faint": "too little contrast or CNR, or no dark core (a resolved focus whose core is not dephased: "
+        "iron-rich nuclei)",
         "calcification": "diamagnetic dipole (phase)", "cavernoma": "a dark rim around a core that is not dark",
         "no_dipole": "no dipole in the phase (trusted convention): a magnitude dip with no field source"}),
     "n_voxels": _c("Voxels in the segmented region"),

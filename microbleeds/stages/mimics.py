@@ -141,7 +141,7 @@ median 0.75, nine in ten below 1.41, and of the 19 at 2 or more, 14 elongated), 
 MAX_CORE_COHERENCE = 0.7
 """Largest phase coherence of a resolved focus's core (:func:`~microbleeds.stages.dipole_sign.core_phase_coherence`,
 ``exp(-1 / SNR^2)``): 0.7 is a core whose signal is 1.7 times its noise, signal that complete dephasing
-leaves no trace of (pure noise reads 0.2 or less on the 20 pairs the measure needs)."""
+leaves no trace of (pure noise reads about 0.2 on the 20 pairs the measure needs at least, less on more)."""
 
 _LOGIT_CLAMP = 50.0  # margins beyond 50 widths saturate (no overflow in exp)
 

@@ -5,10 +5,9 @@ Candidate record: :mod:`microbleeds.stages.describe` makes one dict per candidat
 :data:`~microbleeds.contract.FEATURES`, ``world_mm`` (scanner RAS+ mm) and ``centroid_canonical``;
 ``api.find_candidates`` adds ``inside_brain`` and ``max_voxel_mm``; ``locate.region_columns`` adds
 ``region, lobe, hemisphere, region_source, label_id, region_note`` (and ``api.add_regions`` the
-``region_confidence``); ``dipole_sign.candidate_signs``
-adds ``phase_score, phase_sign, phase_trusted``
-(and ``dipole_sign.core_coherences`` ``core_phase_coherence``); ``mimics.classify`` adds ``status, reason,
-confidence, certainty``. The tables keep the columns of :mod:`microbleeds.contract`.
+``region_confidence``); ``dipole_sign.candidate_signs`` adds ``phase_score, phase_sign,
+phase_trusted`` and ``dipole_sign.core_coherences`` ``core_phase_coherence``; ``mimics.classify``
+adds ``status, reason, confidence, certainty``. The tables keep the columns of :mod:`microbleeds.contract`.
 """
 
 from __future__ import annotations
