@@ -311,8 +311,6 @@ def _phase_facts(c):
     """With phase: the dipole's sign and, where measured, the dark core's phase coherence (near 0:
     dephased through; near 1: signal left, as in an iron-rich nucleus)."""
     sign = "" if c.get("phase_sign") is None else str(c["phase_sign"]).strip()
-    if sign.endswith(".0"):
-        sign = sign[:-2]
     facts = []
     if sign in DIPOLE_WORDS:
         facts.append(("dipole", escape(DIPOLE_WORDS[sign])))
