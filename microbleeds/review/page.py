@@ -23,6 +23,7 @@ from pathlib import Path
 from ..contract import COUNTED_REGIONS, REPORT_FILE, burden_category
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
+from ..io.derivative_columns import CANDIDATE_COLUMN_DOCS
 from ..io.derivatives import result_path
 from ..io.nifti import nifti_stem
 from ..io.results import find_scan_dirs, is_scan_dir, load_results, result_lock
@@ -304,7 +305,7 @@ def _facts(c, center):
     return facts
 
 
-DIPOLE_WORDS = {"1": "paramagnetic (hemosiderin)", "-1": "diamagnetic (calcium)", "0": "undecided"}
+DIPOLE_WORDS = CANDIDATE_COLUMN_DOCS["phase_sign"]["Levels"]  # the candidates.tsv sidecar's words
 
 
 def _phase_facts(c):
