@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 
 from ..contract import FEATURES  # noqa: F401 (the columns describe fills)
 from .prepare import bounding_box
+from .segment import FOCUS_MAX_ELONGATION, region_elongation
 
 EDGE_CAP_MM = 5.0
 LINE_REACH_MM = 4.0
@@ -41,11 +42,12 @@ def describe_regions(regions, rel, mask, response, affine, voxel_size_mm, noise_
         Thickness of the background shell around a candidate, mm.
     """
     vox = np.asarray(voxel_size_mm, dtype=float)
+    focus_of_label = np.concatenate([[False], deep_round_foci(regions, vox)])
     rows = []
     for r in range(len(regions)):
         voxels = regions.region(r)
         row = _size_shape(voxels, rel, vox)
-        row.update(_context(voxels, r + 1, regions.labels, rel, mask, vox, noise_sigma, shell_mm))
+        row.update(_context(voxels, r + 1, regions.labels, rel, mask, vox, noise_sigma, shell_mm, focus_of_label))
         row["pixel_mm"] = float(vox[:2].min())
         row["reached_limit"] = bool(regions.reached_limit[r])
         row["frst_response"] = float(response[tuple(regions.seeds[r])])
@@ -53,6 +55,22 @@ def describe_regions(regions, rel, mask, response, affine, voxel_size_mm, noise_
         row["world_mm"] = apply_affine(affine, row["centroid_vox"])
         rows.append(row)
     return rows
+
+
+FOCUS_DEPTH = 0.8
+"""A region at least this dark (relative intensity <= 0.2: its core dephased through) and round is a
+focus of its own (:func:`deep_round_foci`): the halo of a neighbour touching it is not read on it."""
+
+
+def deep_round_foci(regions, voxel_size_mm):
+    """(m,) bool: regions at least :data:`FOCUS_DEPTH` dark and round
+    (:func:`~microbleeds.stages.segment.region_elongation` below
+    :data:`~microbleeds.stages.segment.FOCUS_MAX_ELONGATION`): microbleeds, whatever else they touch.
+    A microbleed of a cluster touches its neighbours; the structure it is "embedded" in is made of
+    them, not of a vein or a band of dark tissue."""
+    deep = np.flatnonzero(np.asarray(regions.depth) >= FOCUS_DEPTH)
+    return (np.asarray(regions.depth) >= FOCUS_DEPTH) & (
+        region_elongation(regions, voxel_size_mm, only=deep) < FOCUS_MAX_ELONGATION)
 
 
 def _centroid(voxels, rel):
@@ -120,7 +138,7 @@ def _patch_bounds(voxels, shape, margin_vox):
     return lo, hi
 
 
-def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm):
+def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm, focus_of_label=None):
     """Features that need the neighbourhood: contrast to a shell, CNR, vesselness, edge."""
     margin = np.ceil(np.maximum(EDGE_CAP_MM, 3 * shell_mm) / vox).astype(int) + 1
     lo, hi = _patch_bounds(voxels, rel.shape, margin)
@@ -137,7 +155,8 @@ def _context(voxels, label, labels, rel, mask, vox, noise_sigma, shell_mm):
     contrast = 1.0 - mean_rel / max(background, 1e-6)
     n = int(own.sum())
     edge = _edge_distance(p_mask, own, vox)
-    halo_elongation, halo_extent, halo_ratio, width_ratio = _halo(p_rel, p_mask, own, voxels - lo, vox)
+    other_foci = None if focus_of_label is None else focus_of_label[p_labels] & ~own
+    halo_elongation, halo_extent, halo_ratio, width_ratio = _halo(p_rel, p_mask, own, voxels - lo, vox, other_foci)
     return {
         "halo_elongation": halo_elongation,
         "halo_extent_mm": halo_extent,
@@ -172,7 +191,7 @@ def _slice_profile_background(inplane, p_rel, through):
     return 0.5 * (inplane + float(np.median(p_rel[through])))
 
 
-def _halo(p_rel, p_mask, own, local_voxels, vox):
+def _halo(p_rel, p_mask, own, local_voxels, vox, other_foci=None):
     """Shape of the faint dark structure the candidate belongs to.
 
     The 26-connected component, at 3/8 of the candidate's depth below background (a little
@@ -189,7 +208,10 @@ def _halo(p_rel, p_mask, own, local_voxels, vox):
     depth_ratio : float
         Median darkness (1 - rel) of the component's voxels more than one voxel beyond the
         candidate (its centroid distance + its equivalent radius + one voxel), relative to the
-        candidate's depth; 0 when there are none. A vein fragment continues at about its own
+        candidate's depth; 0 when there are none. For a candidate itself at least
+        :data:`FOCUS_DEPTH` dark, voxels of ``other_foci`` (deep round foci, :func:`deep_round_foci`)
+        are left out: a cluster's neighbours are microbleeds of their own (a fainter spot beside a
+        microbleed, its blooming's edge or a vein's, is still judged against it). A vein fragment continues at about its own
         darkness (ratio ~0.6-1); a focus beside a vein or a fainter focus is much darker than
         what it touches (hemosiderin dephases its core completely, a vein only partly).
     width_ratio : float
@@ -217,7 +239,8 @@ def _halo(p_rel, p_mask, own, local_voxels, vox):
     width_ratio = 0.0
     if beyond.any() and depth > 0:
         far = indices[beyond]
-        ratio = float(np.median(1.0 - p_rel[tuple(far.T)]) / depth)
+        between = far if other_foci is None or depth < FOCUS_DEPTH else far[~other_foci[tuple(far.T)]]
+        ratio = float(np.median(1.0 - p_rel[tuple(between.T)]) / depth) if len(between) else 0.0
         width_ratio = _width_ratio(component, own, far, distance[beyond], reach, vox)
     return float(np.sqrt(eig[2] / max(eig[0], 1e-9))), extent, ratio, width_ratio
 

@@ -48,7 +48,9 @@ rejection reason. Rules, in order:
                     grey-white border under thick slices): a microbleed's dephased core is much
                     darker than anything it touches, so its own contrast is not the structure's;
                     a core darker than ``COMPLETE_DEPTH`` (completely dephased) is exempt, and so
-                    is a round focus :data:`WIDER_THAN_LINE` times as thick as the structure
+                    is a round focus :data:`WIDER_THAN_LINE` times as thick as the structure; for a
+                    candidate dephased through (``describe.FOCUS_DEPTH``) the structure leaves out
+                    other deep round foci: a cluster's microbleeds touch each other
 ``no_dipole``       with phase under a trusted convention (and ``require_dipole``), a focus whose
                     dipole fit decides no sign: hemosiderin is a field source whose dipole the
                     fit decides wherever the magnitude shows its blooming; a dark spot without
