@@ -68,9 +68,8 @@ def deep_round_foci(regions, voxel_size_mm):
     :data:`~microbleeds.stages.segment.FOCUS_MAX_ELONGATION`): microbleeds, whatever else they touch.
     A microbleed of a cluster touches its neighbours; the structure it is "embedded" in is made of
     them, not of a vein or a band of dark tissue."""
-    deep = np.flatnonzero(np.asarray(regions.depth) >= FOCUS_DEPTH)
-    return (np.asarray(regions.depth) >= FOCUS_DEPTH) & (
-        region_elongation(regions, voxel_size_mm, only=deep) < FOCUS_MAX_ELONGATION)
+    deep = np.asarray(regions.depth) >= FOCUS_DEPTH
+    return deep & (region_elongation(regions, voxel_size_mm, only=np.flatnonzero(deep)) < FOCUS_MAX_ELONGATION)
 
 
 def _centroid(voxels, rel):
@@ -208,12 +207,12 @@ def _halo(p_rel, p_mask, own, local_voxels, vox, other_foci=None):
     depth_ratio : float
         Median darkness (1 - rel) of the component's voxels more than one voxel beyond the
         candidate (its centroid distance + its equivalent radius + one voxel), relative to the
-        candidate's depth; 0 when there are none. For a candidate itself at least
-        :data:`FOCUS_DEPTH` dark, voxels of ``other_foci`` (deep round foci, :func:`deep_round_foci`)
-        are left out: a cluster's neighbours are microbleeds of their own (a fainter spot beside a
-        microbleed, its blooming's edge or a vein's, is still judged against it). A vein fragment continues at about its own
+        candidate's depth; 0 when there are none. A vein fragment continues at about its own
         darkness (ratio ~0.6-1); a focus beside a vein or a fainter focus is much darker than
-        what it touches (hemosiderin dephases its core completely, a vein only partly).
+        what it touches (hemosiderin dephases its core completely, a vein only partly). For a
+        candidate itself at least :data:`FOCUS_DEPTH` dark, voxels of ``other_foci`` (deep round
+        foci, :func:`deep_round_foci`) are left out: a cluster's neighbours are microbleeds of their
+        own (a fainter spot beside a microbleed is still judged against it).
     width_ratio : float
         The candidate's thickness over the structure's next to it (:func:`_width_ratio`); 0 when
         the component does not reach beyond the candidate.
