@@ -35,6 +35,13 @@ CLOSING_MM = 3.0
 OUTLINE_MM = 10.0
 """Closing radius (mm) of the brain's outline, within which faint tissue joins the mask: a
 microbleed blooms to at most ~10 mm, and a dark focus at the surface cut a notch that deep."""
+HULL_OPENING_MM = 3.0
+"""Opening radius (mm) of the faint tissue added in the brain's convex hull (:func:`faint_in_hull`):
+as the mask's closing (:data:`CLOSING_MM`), the skull's partial volume in a notch of the brain is
+thinner; on the 53 phantoms 4 mm left 76 ml more brain out, 2 mm took 12 ml more skull in (0 = off).
+"""
+MIN_HULL_VOXELS = 10
+"""A slice's hull is taken where the brain has at least this many voxels of the coarse grid there."""
 FAINT_FRACTION = 0.4
 """Faint tissue is above this fraction of the tissue threshold (air, noise-floor subtracted, is
 near zero; the darkest brain under a coil array's weakest profile sits at 0.6-0.7 of it)."""
@@ -668,7 +675,9 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     and a coil array's bright scalp then bridges it), largest connected component grown back by
     at most :data:`RESTORE_MM` into the tissue, the faint tissue inside its outline added
     (:func:`inside_outline`: Otsu's threshold can fall inside the tissue's range where a coil array
-    sees the head's centre least, and the faint region, reaching the surface, is no hole), closing
+    sees the head's centre least, and the faint region, reaching the surface, is no hole), then the
+    faint tissue filling the brain's convex hull in its axial slices (:func:`faint_in_hull`: where
+    that faint region is wider than the outline bridges), closing
     and hole filling, so that dark foci and veins inside the brain stay in the mask. Without a
     background (a crop inside the brain) every voxel is brain; :func:`mask_checks` says whether
     that is plausible.
@@ -720,9 +729,37 @@ def brain_mask(magnitude, voxel_size_mm, bias_correction=True, opening_mm=4.0):
     brain = binary_dilation(brain, _ball(restore / coarse_mm)) & tissue | brain
     faint = np.pad(coarse > FAINT_FRACTION * threshold, pad, mode="edge")
     brain = inside_outline(brain, faint, coarse_mm)
+    if HULL_OPENING_MM:
+        brain = faint_in_hull(brain, faint & ~tissue, coarse_mm)  # tissue here: above the threshold
     brain = binary_closing(brain, _ball(CLOSING_MM / coarse_mm))
     brain = fill_holes(brain)[pad:-pad, pad:-pad, pad:-pad]
     return upsample_nearest(np.ascontiguousarray(brain), factors, magnitude.shape)
+
+
+def faint_in_hull(brain, faint, coarse_mm):
+    """Add the faint tissue (``faint``: above the air, below the threshold) that fills the brain's
+    convex hull in its axial slices (canonical axis 2), where it is thicker than a skull notch.
+
+    A coil array sees the head's centre least: in the inferior slices the frontal lobes' medial
+    part, the brainstem and the deep grey matter can fall below Otsu's threshold over a region
+    30-40 mm wide that reaches the surface, wider than the outline's closing (:data:`OUTLINE_MM`)
+    bridges, so :func:`inside_outline` leaves it out (microbleeds there are outside the mask). The
+    skull is convex in an axial section, so the intracranial space fills the brain's convex hull in
+    each slice; what lies in the hull and is faint but not air is brain or CSF, except partial volume
+    of the skull in the brain's own concavities (the tentorial notch), a few millimetres thick: the
+    added voxels are opened by :data:`HULL_OPENING_MM`, and only those touching the brain join it.
+    Tissue above the threshold that the mask left out (scalp cut loose by the opening) is not faint.
+    """
+    from skimage.morphology import convex_hull_image  # 0.04 s, only here
+
+    hull = np.zeros_like(brain)
+    for k in range(brain.shape[2]):
+        if brain[..., k].sum() >= MIN_HULL_VOXELS:
+            hull[..., k] = convex_hull_image(brain[..., k])
+    added = binary_opening(faint & hull & ~brain, _ball(HULL_OPENING_MM / coarse_mm))
+    labels, _ = ndi.label(brain | added)
+    keep = np.unique(labels[brain])
+    return np.isin(labels, keep[keep > 0])
 
 
 def inside_outline(brain, faint, coarse_mm):
