@@ -33,7 +33,8 @@ from microbleeds.bench.phantoms import PhantomParams, simulate, write_phantom  #
 from microbleeds.bench.phantoms.simulate import SOURCE_CONTRAST_VERSION  # noqa: E402
 from microbleeds.bench.truth_table import TRUTH_SUFFIX  # noqa: E402
 from microbleeds.contract import LESIONS_FILE  # noqa: E402
-from microbleeds.io.atomic import atomic_write_text  # noqa: E402
+from microbleeds.bench.phantoms.params import _BRAIN, CSF, VENTRICLE  # noqa: E402
+from microbleeds.io.atomic import atomic_save_nifti, atomic_write_text  # noqa: E402
 from microbleeds.io.tables import json_text, tsv_text  # noqa: E402
 
 CACHE = HERE / ".cache"
@@ -184,9 +185,33 @@ def phantom_files(name):
     if not fresh or not all(p.is_file() for p in paths.values()):
         folder.mkdir(parents=True, exist_ok=True)
         params = replace(BASE, **SPECS[name][0])
-        written = write_phantom(simulate(params), folder, name)
+        phantom = simulate(params)
+        written = write_phantom(phantom, folder, name)
+        _save_tissue(phantom, tissue_path(name))
         paths = {k: Path(written[k]) for k in paths}
     return paths
+
+
+def tissue_path(name):
+    return CACHE / "phantoms" / f"{name}_tissue.nii.gz"
+
+
+def _save_tissue(phantom, path):
+    import nibabel as nib
+
+    atomic_save_nifti(nib.Nifti1Image(phantom.tissue.astype(np.int16), phantom.affine), path)
+
+
+def tissue_of(name):
+    """The phantom's tissue classes at its voxel centres (the simulator's truth, acquisition grid),
+    simulated again (seeded: the same phantom) when the cache has none or an older one."""
+    import nibabel as nib
+
+    files = phantom_files(name)
+    path = tissue_path(name)
+    if not path.is_file() or path.stat().st_mtime < files["magnitude"].stat().st_mtime:
+        _save_tissue(simulate(replace(BASE, **SPECS[name][0])), path)
+    return np.asarray(nib.load(path).dataobj)
 
 
 def _cache_matches(sidecar, params):
@@ -269,7 +294,9 @@ def _extended(result, kind):
 
 
 def mask_check(names, folders, tolerance=0.15):
-    """Per scan: the mask's volume / the truth's intracranial volume in the field of view."""
+    """Per scan: the mask's volume / the truth's intracranial volume in the field of view, and, against
+    the phantom's tissue classes, the brain tissue outside the mask and the mask outside the
+    intracranial space (scalp, skull, air), ml."""
     out = {}
     for name in names:
         summary = json.loads((folders[name] / "summary.json").read_text())
@@ -277,7 +304,23 @@ def mask_check(names, folders, tolerance=0.15):
         vol = summary.get("brain_mask", {}).get("volume_ml") or summary.get("brain_volume_ml")
         out[name] = {"mask_ml": vol, "truth_ml": truth, "ratio": vol / truth if truth else None,
                      "warnings": len(summary.get("warnings", []))}
+        out[name].update(_mask_against_tissue(name, folders[name] / "mask.nii.gz"))
     return out
+
+
+def _mask_against_tissue(name, mask_path):
+    import nibabel as nib
+
+    img = nib.load(mask_path)
+    mask = np.asarray(img.dataobj) > 0
+    tissue = tissue_of(name)
+    if tissue.shape != mask.shape:
+        return {}
+    ml = float(np.prod(img.header.get_zooms()[:3])) / 1000.0
+    brain = np.isin(tissue, _BRAIN)
+    intracranial = brain | np.isin(tissue, (CSF, VENTRICLE))
+    return {"brain_outside_ml": round(float((brain & ~mask).sum()) * ml, 1),
+            "outside_intracranial_ml": round(float((mask & ~intracranial).sum()) * ml, 1)}
 
 
 def summarise(result, names):
@@ -486,16 +529,25 @@ def _markdown(table, names, hi_snr, subsets):
                          + f" | {entry['seconds_per_scan']:.1f} |")
     lines += notes
     mb = table.get("microbleeds", {})
-    lines += ["", "Per scan (microbleeds): TP / FP / FN; mask volume / truth intracranial volume in the field of view", ""]
+    lines += ["", "Per scan (microbleeds): TP / FP / FN; mask volume / truth intracranial volume in the field of view; "
+              "against the phantom's tissue classes, brain outside the mask and mask outside the intracranial "
+              "space (scalp, skull, air)", ""]
     for scan, v in mb.get("per_scan", {}).items():
         m = mb.get("mask", {}).get(scan, {})
         ratio = f"{m['ratio']:.2f}" if m.get("ratio") else "n/a"
         calc = f" ({v['calcifications_reported']} of the FP calcifications)" if v.get("calcifications_reported") else ""
-        lines.append(f"- {scan}: {v['tp']} / {v['fp']} / {v['fn']}{calc}; mask {ratio}"
+        tissue = (f", brain outside {m['brain_outside_ml']:.0f} ml, outside intracranial {m['outside_intracranial_ml']:.0f} ml"
+                  if "brain_outside_ml" in m else "")
+        lines.append(f"- {scan}: {v['tp']} / {v['fp']} / {v['fn']}{calc}; mask {ratio}{tissue}"
                      + (f" ({m['warnings']} warning(s))" if m.get("warnings") else ""))
     if mb.get("mask"):
         within = sum(abs(m["ratio"] - 1) <= 0.15 for m in mb["mask"].values() if m.get("ratio"))
         lines += ["", f"Masks within 15 % of the truth's intracranial volume: {within} of {len(mb['mask'])}."]
+        measured = [m for m in mb["mask"].values() if "brain_outside_ml" in m]
+        if measured:
+            lines += [f"Against the tissue classes ({len(measured)} scans): brain outside the masks "
+                      f"{sum(m['brain_outside_ml'] for m in measured):.0f} ml, masks outside the intracranial space "
+                      f"{sum(m['outside_intracranial_ml'] for m in measured):.0f} ml."]
     return lines
 
 
