@@ -756,8 +756,12 @@ def faint_in_hull(brain, faint, coarse_mm):
     for k in range(brain.shape[2]):
         if brain[..., k].sum() >= MIN_HULL_VOXELS:
             hull[..., k] = convex_hull_image(brain[..., k])
-    added = binary_opening(faint & hull & ~brain, _ball(HULL_OPENING_MM / coarse_mm))
-    labels, _ = ndi.label(brain | added)
+    return _with_touching(brain, binary_opening(faint & hull & ~brain, _ball(HULL_OPENING_MM / coarse_mm)))
+
+
+def _with_touching(brain, candidate):
+    """``brain`` and the voxels of ``candidate`` connected to it."""
+    labels, _ = ndi.label(brain | candidate)
     keep = np.unique(labels[brain])
     return np.isin(labels, keep[keep > 0])
 
@@ -774,10 +778,7 @@ def inside_outline(brain, faint, coarse_mm):
     that touch the brain join it; air and signal dropout stay below ``faint``.
     """
     outline = fill_holes(closing_edt(brain, OUTLINE_MM, coarse_mm))
-    candidate = brain | (faint & outline)
-    labels, _ = ndi.label(candidate)
-    keep = np.unique(labels[brain])
-    return np.isin(labels, keep[keep > 0])
+    return _with_touching(brain, faint & outline)
 
 
 def closing_edt(mask, radius_mm, voxel_mm):
